@@ -1,0 +1,71 @@
+"""The local cache for converted weights and downloads, and sha256-verified file I/O."""
+
+import contextlib
+import hashlib
+import os
+import pathlib
+import tempfile
+
+CACHE_ENV = "RESLSTM_HOME"
+
+
+def cache_dir(*parts):
+    """Returns (and creates) a folder under $RESLSTM_HOME, default $KERAS_HOME/reslstm_tf."""
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+        root = os.path.join(keras_home, "reslstm_tf")
+    path = pathlib.Path(root, *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_of(path, chunk_size=1 << 20):
+    """Returns the hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ChecksumError(ValueError):
+    """A file's sha256 does not match the recorded one."""
+
+
+def verify_sha256(path, expected):
+    """Raises `ChecksumError` naming the file unless its sha256 equals `expected`."""
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ChecksumError(
+            f"sha256 mismatch for {path}: expected {expected}, got {actual}. "
+            "The file is corrupt or has been tampered with; delete it and fetch it again."
+        )
+    return actual
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Yields a temporary file that replaces `path` only if the block succeeds."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def atomic_path(path):
+    """Returns a temporary sibling path for writers that need a file name (e.g. h5py)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return pathlib.Path(tmp_name)

@@ -1,0 +1,215 @@
+"""Two-stream fusion layers: element-wise sum, product, weighted sum and concatenation."""
+
+import keras
+from keras import ops
+
+FUSION_METHODS = ("sum", "product", "weighted", "concat")
+FUSION_LEVELS = ("mid", "late")
+
+
+def check_fusion_method(method):
+    """Raises a ValueError naming `method` unless it is one of FUSION_METHODS."""
+    if method not in FUSION_METHODS:
+        allowed = ", ".join(repr(m) for m in FUSION_METHODS)
+        raise ValueError(f"fusion must be one of {allowed}. Received: fusion={method!r}")
+    return method
+
+
+@keras.saving.register_keras_serializable(package="reslstm_tf")
+class StreamFusion(keras.layers.Layer):
+    """Fuses an RGB and a flow tensor of the same shape element-wise or by concatenation.
+
+    Called on a list `[rgb, flow]` (in that order):
+
+    - `"sum"`: rgb + flow
+    - `"product"`: rgb * flow
+    - `"weighted"`: flow_weight * flow + rgb_weight * rgb (the paper's w1*Flow +
+      w2*RGB); the two weights are fixed, or learned when `learnable=True`.
+    - `"concat"`: concatenation on the last axis (output width is the sum of both).
+
+    The layer is level-agnostic: at mid level it fuses segment features or hidden
+    states; at late level the builders pass it class probabilities (see
+    `LateFusion`).
+
+    Args:
+        method: one of "sum", "product", "weighted", "concat". Defaults to "sum".
+        flow_weight: float, w1 of the weighted sum (initial value if learnable).
+            Defaults to 0.5.
+        rgb_weight: float, w2 of the weighted sum (initial value if learnable).
+            Defaults to 0.5.
+        learnable: bool, learn the two weights (only for "weighted"). Defaults to
+            False.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Example:
+
+    >>> fuse = StreamFusion("weighted", flow_weight=1.5, rgb_weight=1.0)
+    >>> fuse([np.ones((2, 4)), np.ones((2, 4))]).shape
+    (2, 4)
+
+    References:
+        M. I. Lakhal et al. Residual Stacked RNNs for Action Recognition. ECCV
+        Workshops, 2018 (fusion schemes, section 3.2).
+    """
+
+    def __init__(self, method="sum", flow_weight=0.5, rgb_weight=0.5, learnable=False, **kwargs):
+        super().__init__(**kwargs)
+        check_fusion_method(method)
+        if learnable and method != "weighted":
+            raise ValueError(
+                "learnable=True needs method='weighted' (the only fusion with weights). "
+                f"Received: method={method!r}"
+            )
+        # === Config ===
+        self.method = method
+        self.flow_weight = float(flow_weight)
+        self.rgb_weight = float(rgb_weight)
+        self.learnable = bool(learnable)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
+            raise ValueError(
+                "StreamFusion expects a list of two inputs [rgb, flow]. "
+                f"Received: input_shape={input_shape}"
+            )
+        rgb_shape, flow_shape = (tuple(s) for s in input_shape)
+        if self.method != "concat" and rgb_shape[1:] != flow_shape[1:]:
+            raise ValueError(
+                f"fusion={self.method!r} needs rgb and flow of the same shape. "
+                f"Received: rgb shape={rgb_shape}, flow shape={flow_shape}"
+            )
+        if self.method == "weighted":
+            self.flow_weight_var = self.add_weight(
+                name="flow_weight",
+                shape=(),
+                initializer=keras.initializers.Constant(self.flow_weight),
+                trainable=self.learnable,
+            )
+            self.rgb_weight_var = self.add_weight(
+                name="rgb_weight",
+                shape=(),
+                initializer=keras.initializers.Constant(self.rgb_weight),
+                trainable=self.learnable,
+            )
+
+    def call(self, inputs):
+        rgb, flow = inputs
+        if self.method == "sum":
+            return rgb + flow
+        if self.method == "product":
+            return rgb * flow
+        if self.method == "weighted":
+            flow_weight = ops.cast(self.flow_weight_var, flow.dtype)
+            rgb_weight = ops.cast(self.rgb_weight_var, rgb.dtype)
+            return flow_weight * flow + rgb_weight * rgb
+        return ops.concatenate([rgb, flow], axis=-1)
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None or all(m is None for m in mask):
+            return None
+        masks = [m for m in mask if m is not None]
+        return masks[0] if len(masks) == 1 else ops.logical_and(masks[0], masks[1])
+
+    def compute_output_shape(self, input_shape):
+        rgb_shape, flow_shape = input_shape
+        if self.method == "concat":
+            return tuple(rgb_shape[:-1]) + (rgb_shape[-1] + flow_shape[-1],)
+        return tuple(rgb_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "method": self.method,
+                "flow_weight": self.flow_weight,
+                "rgb_weight": self.rgb_weight,
+                "learnable": self.learnable,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="reslstm_tf")
+class LateFusion(keras.layers.Layer):
+    """Fuses two streams' class logits through their probabilities; returns log-scores.
+
+    Each stream's logits go through a softmax; the probabilities are fused with
+    `StreamFusion` semantics and the layer returns log(fused + epsilon). Fusing
+    probabilities rather than logits is what makes "product" meaningful: the
+    product of two class distributions is their joint evidence (the sum of
+    log-probabilities), while a product of logits flips sign whenever both are
+    negative. The log keeps the output a valid logit vector: its softmax is the
+    normalised fused distribution, so models trained with
+    `SparseCategoricalCrossentropy(from_logits=True)` work unchanged and the
+    ranking of classes is the ranking of the fused scores.
+
+    "concat" at late level concatenates the two probability vectors and learns a
+    linear classifier on them (`num_classes` outputs).
+
+    Args:
+        method: one of "sum", "product", "weighted", "concat". Defaults to "product".
+        flow_weight, rgb_weight, learnable: as in `StreamFusion`.
+        epsilon: float, added before the log for numerical safety. Defaults to 1e-7.
+        **kwargs: base `keras.layers.Layer` arguments.
+    """
+
+    def __init__(
+        self,
+        method="product",
+        flow_weight=0.5,
+        rgb_weight=0.5,
+        learnable=False,
+        epsilon=1e-7,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_fusion_method(method)
+        # === Config ===
+        self.method = method
+        self.flow_weight = float(flow_weight)
+        self.rgb_weight = float(rgb_weight)
+        self.learnable = bool(learnable)
+        self.epsilon = float(epsilon)
+        # Probabilities are fused in float32 whatever the policy.
+        self.fusion = StreamFusion(
+            method, flow_weight, rgb_weight, learnable, dtype="float32", name="fusion"
+        )
+        self.concat_classifier = None
+
+    def build(self, input_shape):
+        rgb_shape, flow_shape = (tuple(s) for s in input_shape)
+        if rgb_shape[-1] != flow_shape[-1]:
+            raise ValueError(
+                "LateFusion needs both streams to score the same classes. "
+                f"Received: rgb logits shape={rgb_shape}, flow logits shape={flow_shape}"
+            )
+        self.fusion.build([rgb_shape, flow_shape])
+        if self.method == "concat":
+            self.concat_classifier = keras.layers.Dense(
+                rgb_shape[-1], dtype="float32", name="concat_classifier"
+            )
+            self.concat_classifier.build(rgb_shape[:-1] + (2 * rgb_shape[-1],))
+
+    def call(self, inputs):
+        rgb, flow = (ops.softmax(ops.cast(x, "float32"), axis=-1) for x in inputs)
+        fused = self.fusion([rgb, flow])
+        if self.method == "concat":
+            return self.concat_classifier(fused)
+        return ops.log(fused + self.epsilon)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "method": self.method,
+                "flow_weight": self.flow_weight,
+                "rgb_weight": self.rgb_weight,
+                "learnable": self.learnable,
+                "epsilon": self.epsilon,
+            }
+        )
+        return config

@@ -1,0 +1,191 @@
+"""`ResidualLSTM`: L stacked LSTM layers with identity shortcuts between consecutive layers."""
+
+import keras
+from keras import ops
+
+
+def _last_valid_step(sequence, mask):
+    """Returns sequence[b, t_b] where t_b is the last time step with mask True (or T-1)."""
+    if mask is None:
+        return sequence[:, -1]
+    mask = ops.cast(mask, "int32")
+    steps = ops.shape(mask)[1]
+    # Position of the last True in each row; rows with no True fall back to step 0.
+    positions = ops.arange(steps, dtype="int32")[None, :] * mask
+    last = ops.max(positions, axis=1)
+    one_hot = ops.one_hot(last, steps, dtype=sequence.dtype)
+    return ops.einsum("bt,btd->bd", one_hot, sequence)
+
+
+@keras.saving.register_keras_serializable(package="reslstm_tf")
+class ResidualLSTM(keras.layers.Layer):
+    """Stack of `num_layers` LSTMs of width `units` with identity shortcuts between layers.
+
+    Layer l computes x^l = LSTM_l(x^{l-1}) + x^{l-1} (Lakhal et al., 2018, eq. 2).
+    With `residual=False` it is the plain stacked LSTM x^l = LSTM_l(x^{l-1}), the
+    paper's baseline, with exactly the same LSTM weights, so ablations compare like
+    with like.
+
+    The first shortcut needs x^0 and x^1 to have the same width. When the input
+    feature size d_f differs from `units`, the shortcut of the first layer is a
+    learned linear projection W x^0 (no bias, as ResNet's projection shortcuts),
+    so x^1 = LSTM_1(x^0) + W x^0; all deeper shortcuts are identities. When d_f
+    equals `units` (e.g. 1024-d I3D features with `units=1024`) every shortcut is an
+    identity and the layer has no extra weights.
+
+    Masking: padded time steps (videos that yield fewer than T segments, padded at
+    the end) are skipped by the recurrences when a mask is passed (from a
+    `keras.layers.Masking` layer or the `mask` argument); the output is then read
+    at the last valid step of each sequence, so a padded sequence gives the same
+    result as the unpadded one.
+
+    Args:
+        units: int, hidden size H of every LSTM layer.
+        num_layers: int >= 1, the depth L. Defaults to 3.
+        residual: bool, identity shortcuts between layers (Res-LSTM) or not (plain
+            stacked LSTM). Defaults to True.
+        dropout: float in [0, 1), dropout on the inputs of every LSTM layer.
+            Defaults to 0.
+        recurrent_dropout: float in [0, 1), dropout on the recurrent state.
+            Defaults to 0. Non-zero values disable the fused cuDNN kernel on GPU.
+        return_sequences: bool, return the top layer's whole sequence (B, T, H)
+            instead of its last valid step (B, H). Defaults to False.
+        kernel_initializer, recurrent_initializer, bias_initializer: initializers
+            of every LSTM layer (Keras defaults).
+        unit_forget_bias: bool, add 1 to the forget gate bias at initialisation.
+            Defaults to True.
+        **kwargs: base `keras.layers.Layer` arguments (name, dtype, ...).
+
+    Input shape: (batch, time, features). Output shape: (batch, units), or
+    (batch, time, units) with `return_sequences=True`.
+
+    Example:
+
+    >>> layer = ResidualLSTM(units=64, num_layers=3)
+    >>> layer(np.zeros((2, 10, 64), "float32")).shape
+    (2, 64)
+
+    References:
+        M. I. Lakhal, A. Clapés, S. Escalera, O. Lanz, A. Cavallaro. Residual Stacked
+        RNNs for Action Recognition. ECCV Workshops, 2018.
+    """
+
+    def __init__(
+        self,
+        units,
+        num_layers=3,
+        residual=True,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        return_sequences=False,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        unit_forget_bias=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
+            raise ValueError(f"units must be a positive integer. Received: units={units!r}")
+        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
+            raise ValueError(
+                f"num_layers must be an integer >= 1. Received: num_layers={num_layers!r}"
+            )
+        for name, value in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0.0 <= float(value) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1). Received: {name}={value!r}")
+        # === Config ===
+        self.units = units
+        self.num_layers = num_layers
+        self.residual = bool(residual)
+        self.dropout = float(dropout)
+        self.recurrent_dropout = float(recurrent_dropout)
+        self.return_sequences = bool(return_sequences)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.unit_forget_bias = bool(unit_forget_bias)
+
+        self.supports_masking = True
+        self.lstm_layers = [
+            keras.layers.LSTM(
+                units,
+                return_sequences=True,
+                dropout=self.dropout,
+                recurrent_dropout=self.recurrent_dropout,
+                kernel_initializer=self.kernel_initializer,
+                recurrent_initializer=self.recurrent_initializer,
+                bias_initializer=self.bias_initializer,
+                unit_forget_bias=self.unit_forget_bias,
+                dtype=self.dtype_policy,
+                name=f"lstm_{index + 1}",
+            )
+            for index in range(num_layers)
+        ]
+        self.shortcut_projection = None
+
+    def build(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                "ResidualLSTM expects inputs of rank 3 (batch, time, features). "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        feature_dim = input_shape[-1]
+        if feature_dim is None:
+            raise ValueError(
+                "ResidualLSTM needs a known feature size (last axis). "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        if self.residual and feature_dim != self.units:
+            self.shortcut_projection = keras.layers.Dense(
+                self.units,
+                use_bias=False,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name="shortcut_projection",
+            )
+            self.shortcut_projection.build(input_shape)
+        shape = tuple(input_shape)
+        for lstm in self.lstm_layers:
+            lstm.build(shape)
+            shape = shape[:-1] + (self.units,)
+
+    def call(self, inputs, mask=None, training=None):
+        x = inputs
+        for index, lstm in enumerate(self.lstm_layers):
+            h = lstm(x, mask=mask, training=training)
+            if self.residual:
+                shortcut = x
+                if index == 0 and self.shortcut_projection is not None:
+                    shortcut = self.shortcut_projection(x)
+                h = h + shortcut
+            x = h
+        if self.return_sequences:
+            return x
+        return _last_valid_step(x, mask)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask if self.return_sequences else None
+
+    def compute_output_shape(self, input_shape):
+        if self.return_sequences:
+            return tuple(input_shape[:-1]) + (self.units,)
+        return (input_shape[0], self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "num_layers": self.num_layers,
+                "residual": self.residual,
+                "dropout": self.dropout,
+                "recurrent_dropout": self.recurrent_dropout,
+                "return_sequences": self.return_sequences,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "unit_forget_bias": self.unit_forget_bias,
+            }
+        )
+        return config

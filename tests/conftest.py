@@ -1,0 +1,31 @@
+"""Shared pytest fixtures: the real data beside the project, and test tiers."""
+
+import os
+import pathlib
+
+import pytest
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir():
+    """Returns the real-data folder: $RESLSTM_SHARED_DATA or ../shared/data."""
+    override = os.environ.get("RESLSTM_SHARED_DATA")
+    if override:
+        return pathlib.Path(override)
+    return PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """Path to the real data; skips where absent, but fails under CI."""
+    path = _shared_data_dir()
+    if not path.is_dir():
+        message = (
+            f"real data folder {path} not found (set RESLSTM_SHARED_DATA or "
+            "place shared/data beside the project)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must run the real-data tests")
+        pytest.skip(message)
+    return path
