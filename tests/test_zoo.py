@@ -1,0 +1,128 @@
+"""The zoo: registry, unpublished entries, verified download, cache, mirror and tampering."""
+
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from reslstm_tf import cache, zoo
+from reslstm_tf.models import build_single_stream
+
+HEADS = [n for n in zoo.list() if zoo.info(n)["architecture"]["kind"] != "backbone"]
+
+
+def test_registry_names_the_paper_models():
+    names = set(zoo.list())
+    for dataset in ("hmdb51", "ucf101"):
+        for depth in (2, 3, 4):
+            assert {f"{dataset}_res{depth}", f"{dataset}_lstm{depth}"} <= names
+            assert f"{dataset}_twostream_res{depth}" in names
+    assert "kinetics400_i3d" in names
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_every_head_entry_builds_its_architecture(name):
+    entry = zoo.info(name)
+    model = zoo.load(name, weights=None)
+    assert model.output_shape == (None, entry["dataset"]["num_classes"])
+    assert len(zoo.class_names(name)) == entry["dataset"]["num_classes"]
+    preset = entry["architecture"]["preset"]
+    layer_name = "rgb_residual_lstm" if entry["architecture"]["kind"] == "two_stream" else None
+    layer = model.get_layer(layer_name or "residual_lstm")
+    assert layer.num_layers == int(preset[-1])
+    assert layer.residual == preset.startswith("res")
+
+
+def test_unpublished_entry_refuses_and_says_how():
+    with pytest.raises(zoo.WeightsNotPublishedError) as error:
+        zoo.load("hmdb51_res3")
+    message = str(error.value)
+    assert "no published weights" in message
+    assert "reslstm-train --preset=res3" in message
+    assert "weights=None" in message
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(ValueError, match=re.escape("Did you mean 'hmdb51_res3'")):
+        zoo.load("hmdb_res3")
+    with pytest.raises(ValueError, match="weights must be 'auto', None or a path"):
+        zoo.load("hmdb51_res3", weights=3)
+
+
+@pytest.fixture
+def lab_zoo(tmp_path, monkeypatch):
+    """A lab's own zoo: a manifest with one published entry, weights on a file:// mirror."""
+    monkeypatch.setenv("RESLSTM_HOME", str(tmp_path / "home"))
+    keras.utils.set_random_seed(0)
+    model = build_single_stream(3, "res2", feature_dim=8, units=8, num_steps=4, name="lab_res2")
+    base = zoo.info("hmdb51_res2")
+    entry = {
+        **base,
+        "dataset": {**base["dataset"], "name": "lab", "num_classes": 3},
+        "architecture": {"kind": "single_stream", "preset": "res2", "units": 8, "num_steps": 4},
+        "features": {"feature_dim": 8},
+        "metrics": [{"top1": 1.0, "split": "val", "command": "pytest"}],
+    }
+    manifest = tmp_path / "lab" / "manifest.json"
+    mirror = tmp_path / "mirror"
+    zoo.publish(model, "lab_res2", entry, manifest_path=manifest, weights_dir=mirror)
+    monkeypatch.setenv("RESLSTM_ZOO_MANIFEST", str(manifest))
+    monkeypatch.setenv("RESLSTM_ZOO_URL", mirror.as_uri())
+    x = np.random.default_rng(0).random((2, 4, 8)).astype("float32")
+    return model, x, mirror / "lab_res2.weights.h5"
+
+
+def test_published_weights_download_verify_and_cache(lab_zoo, monkeypatch):
+    model, x, remote = lab_zoo
+    assert "lab_res2" in zoo.published()
+    loaded = zoo.load("lab_res2")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    cached = cache.cache_dir("zoo") / "lab_res2.weights.h5"
+    assert cached.is_file()
+    # No network: the verified cache is used.
+    monkeypatch.delenv("RESLSTM_ZOO_URL")
+    remote.unlink()
+    again = zoo.load("lab_res2")
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_tampered_download_is_refused_and_nothing_kept(lab_zoo):
+    _, _, remote = lab_zoo
+    data = bytearray(remote.read_bytes())
+    data[-100] ^= 0xFF
+    remote.write_bytes(bytes(data))
+    with pytest.raises(zoo.WeightsUnavailableError, match="sha256 mismatch"):
+        zoo.load("lab_res2")
+    assert list(cache.cache_dir("zoo").iterdir()) == []
+
+
+def test_tampered_cache_is_refused_and_refetched(lab_zoo, monkeypatch):
+    model, x, remote = lab_zoo
+    zoo.load("lab_res2")
+    cached = cache.cache_dir("zoo") / "lab_res2.weights.h5"
+    cached.write_bytes(b"tampered")
+    monkeypatch.delenv("RESLSTM_ZOO_URL")
+    with pytest.raises(zoo.WeightsUnavailableError, match="not cached"):
+        zoo.load("lab_res2")
+    assert not cached.exists()
+    monkeypatch.setenv("RESLSTM_ZOO_URL", remote.parent.as_uri())
+    loaded = zoo.load("lab_res2")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_publish_records_sha256_and_metrics(lab_zoo, tmp_path):
+    _, _, remote = lab_zoo
+    manifest = json.loads((tmp_path / "lab" / "manifest.json").read_text())
+    weights = manifest["entries"]["lab_res2"]["weights"]
+    assert weights["sha256"] == cache.sha256_of(remote)
+    assert manifest["entries"]["lab_res2"]["metrics"][0]["command"] == "pytest"
+
+
+def test_bad_manifest_is_named(tmp_path, monkeypatch):
+    bad = tmp_path / "manifest.json"
+    bad.write_text("{not json")
+    monkeypatch.setenv("RESLSTM_ZOO_MANIFEST", str(bad))
+    with pytest.raises(ValueError, match=re.escape(f"zoo manifest {bad} is not valid JSON")):
+        zoo.list()
