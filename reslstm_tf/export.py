@@ -64,6 +64,9 @@ def export_saved_model(
     Signatures:
         serving_default(features float32 (B, T, d_f)) -> logits, probabilities,
             top_k_indices, top_k_probabilities, top_k_classes (strings).
+        serve_step(features float32 (B, d_f), states float32 (B, L, 2, H)) ->
+            logits, probabilities, states: streaming recognition, one segment per
+            request; start from zero states and send back the returned ones.
         serve_video(frames uint8 (B, N, H, W, 3)), only with `backbone`: frames are
             resized, cropped, scaled, cut into T segments of `segment_len` frames,
             embedded by `backbone` ((n, L, S, S, 3) -> (n, d_f)) and classified;
@@ -116,6 +119,17 @@ def export_saved_model(
         "serving_default",
         classify_features,
         input_signature=[tf.TensorSpec((None, num_steps, feature_dim), tf.float32, "features")],
+    )
+    from reslstm_tf.streaming import StreamingClassifier
+
+    stream = StreamingClassifier(model)
+    archive.add_endpoint(
+        "serve_step",
+        lambda features, states: stream.tf_function()(features, states),
+        input_signature=[
+            tf.TensorSpec((None, feature_dim), tf.float32, "features"),
+            tf.TensorSpec((None, stream.num_layers, 2, stream.units), tf.float32, "states"),
+        ],
     )
     if backbone is not None:
         archive.track(backbone)

@@ -11,6 +11,7 @@ import pytest
 
 from reslstm_tf.export import export_saved_model, video_to_segments
 from reslstm_tf.models import build_single_stream
+from tests import numpy_reference as ref
 
 CLASSES = ["jump", "run", "sit", "wave"]
 
@@ -55,6 +56,11 @@ def test_served_without_reslstm_tf_matches_keras(exported, tmp_path):
             np.save({str(tmp_path)!r} + f"/logits{{batch}}.npy", out["logits"].numpy())
             names = [n.decode() for n in out["top_k_classes"].numpy()[0]]
             print(batch, names)
+            states = tf.zeros((batch, 2, 2, 16))
+            for t in range(5):
+                step = loaded.signatures["serve_step"](features=x[:, t], states=states)
+                states = step["states"]
+            np.save({str(tmp_path)!r} + f"/streamed{{batch}}.npy", step["probabilities"].numpy())
         """
     )
     result = subprocess.run(
@@ -71,6 +77,8 @@ def test_served_without_reslstm_tf_matches_keras(exported, tmp_path):
         served = np.load(tmp_path / f"logits{batch}.npy")
         expected = keras.ops.convert_to_numpy(model(x))
         assert np.max(np.abs(served - expected)) < 1e-5
+        streamed = np.load(tmp_path / f"streamed{batch}.npy")
+        assert np.max(np.abs(streamed - ref.softmax(expected))) < 1e-5
     top1 = CLASSES[int(keras.ops.convert_to_numpy(model(np.load(tmp_path / "x1.npy"))).argmax())]
     assert result.stdout.split("\n")[0].startswith(f"1 ['{top1}'")
 

@@ -164,6 +164,39 @@ class ResidualLSTM(keras.layers.Layer):
             return x
         return _last_valid_step(x, mask)
 
+    def get_initial_state(self, batch_size):
+        """Returns zero states: a list of [h, c] pairs, one per layer, each (batch, units)."""
+        zeros = ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
+        return [[zeros, zeros] for _ in self.lstm_layers]
+
+    def step(self, inputs, states, training=False):
+        """Advances the stack by one time step, for streaming recognition.
+
+        Feeding the T steps of a sequence one by one from `get_initial_state`
+        gives, at step T, the output of `call` on the whole sequence.
+
+        Args:
+            inputs: tensor (batch, features), the segment feature x^0_t.
+            states: list of [h, c] per layer, from `get_initial_state` or the
+                previous step.
+            training: bool, dropout on or off.
+
+        Returns:
+            (output (batch, units), new states).
+        """
+        x = inputs
+        new_states = []
+        for index, lstm in enumerate(self.lstm_layers):
+            h, state = lstm.cell(x, list(states[index]), training=training)
+            new_states.append(list(state))
+            if self.residual:
+                shortcut = x
+                if index == 0 and self.shortcut_projection is not None:
+                    shortcut = self.shortcut_projection(x)
+                h = h + shortcut
+            x = h
+        return x, new_states
+
     def compute_mask(self, inputs, mask=None):
         return mask if self.return_sequences else None
 
