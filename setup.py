@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8",
 ]
 
+ASSET_PACKAGES = ["reslstm_tf._assets.zoo", "reslstm_tf._assets.data"]
+
 EXTRAS_REQUIRE = {
     "test": [
         "pytest>=8.0",
@@ -37,9 +39,14 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["reslstm_tf", "reslstm_tf.*"]),
-    include_package_data=True,
-    package_data={"reslstm_tf": ["resources/*", "resources/**/*"]},
+    # The top-level zoo/ (manifest, small published weights) and data/ (class lists)
+    # folders ship inside the wheel as reslstm_tf/_assets/{zoo,data}.
+    packages=find_packages(include=["reslstm_tf", "reslstm_tf.*"]) + ASSET_PACKAGES,
+    package_dir={"reslstm_tf._assets.zoo": "zoo", "reslstm_tf._assets.data": "data"},
+    package_data={
+        "reslstm_tf._assets.zoo": ["*.json", "*.weights.h5", "*.md"],
+        "reslstm_tf._assets.data": ["*.txt", "*.md", "*.json"],
+    },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={
@@ -49,7 +56,6 @@ setup(
     },
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: Apache Software License",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )
