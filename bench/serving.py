@@ -1,0 +1,65 @@
+"""SavedModel serving latency (p50, p99; batch 1 and 32) against the Keras model in process.
+
+Exports a res3 head (T=16, 1024-d features, 51 classes) with `export_saved_model`,
+loads it back with `tf.saved_model.load` as TF Serving would, and times
+`serving_default` beside a traced in-process call of the same Keras model.
+Target: serving within 1.2x of in-process.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine_header, percentile, print_table  # noqa: E402
+
+
+def latencies(fn, warmup=3, repeat=50):
+    """Returns per-call wall times in ms of `fn()` after warmup."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def run(repeat=50):
+    """Measures serving and in-process latency; returns {'serving': in-process / SavedModel}."""
+    import tensorflow as tf
+
+    from reslstm_tf.export import export_saved_model
+    from reslstm_tf.models import build_single_stream
+
+    print(machine_header())
+    model = build_single_stream(51, "res3")
+    classes = [f"class_{i}" for i in range(51)]
+    rows, ratios = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        export_saved_model(model, os.path.join(tmp, "m"), classes)
+        serve = tf.saved_model.load(os.path.join(tmp, "m")).signatures["serving_default"]
+        in_process = tf.function(lambda x: model(x, training=False))
+        for batch in (1, 32):
+            x = tf.constant(np.random.default_rng(0).random((batch, 16, 1024), dtype=np.float32))
+            ours = latencies(lambda x=x: serve(features=x)["logits"].numpy(), repeat=repeat)
+            peer = latencies(lambda x=x: in_process(x).numpy(), repeat=repeat)
+            for q in (50, 99):
+                a, b = percentile(ours, q), percentile(peer, q)
+                rows.append((f"batch {batch} p{q} ms", f"{a:.2f}", f"{b:.2f}", f"{b / a:.2f}x"))
+            ratios.append(percentile(peer, 50) / percentile(ours, 50))
+    print_table(
+        "SavedModel serving_default vs Keras in process (target within 1.2x)",
+        rows,
+        header=("measure", "SavedModel", "in-process", "ratio"),
+    )
+    return {"serving": min(ratios)}
+
+
+if __name__ == "__main__":
+    result = run()
+    print("ratios: " + " ".join(f"{k}={v:.2f}" for k, v in result.items()))
