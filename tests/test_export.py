@@ -158,3 +158,31 @@ def test_export_refuses_existing_dir_and_bad_arguments(exported, tmp_path):
         export_saved_model(model, path, CLASSES)
     with pytest.raises(ValueError, match="class_names has 2 names but the model has 4 outputs"):
         export_saved_model(model, tmp_path / "m", CLASSES[:2])
+
+
+@pytest.mark.slow
+def test_streaming_client_example_keeps_states(exported, tmp_path):
+    model, _, path = exported
+    features = np.random.default_rng(4).random((5, 16)).astype("float32")
+    np.save(tmp_path / "f.npy", features)
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "stream_client.py")
+    result = subprocess.run(
+        [
+            sys.executable,
+            example,
+            "--features",
+            str(tmp_path / "f.npy"),
+            "--saved_model",
+            str(path),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("segment")]
+    assert len(lines) == 5
+    final = ref.softmax(keras.ops.convert_to_numpy(model(features[None])))[0]
+    top = int(final.argmax())
+    assert lines[-1].startswith(f"segment 5: {top} {final[top]:.2f}")
