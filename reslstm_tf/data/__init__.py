@@ -1,0 +1,83 @@
+"""Data: video decoding, segment sampling, optical flow, split lists, feature cache, tf.data.
+
+Importing this package does not import TensorFlow; `pipeline` and `features` do.
+"""
+
+from reslstm_tf.data.datasets import (
+    SplitFileError,
+    VideoItem,
+    VideoList,
+    folder,
+    hmdb51,
+    load_class_names,
+    load_dataset,
+    ucf101,
+)
+from reslstm_tf.data.flow import compute_flow, flow_stack, scale_flow, segment_flow
+from reslstm_tf.data.sampling import SegmentSample, sample_segments, step_segment_map
+from reslstm_tf.data.video import (
+    VideoInfo,
+    VideoReadError,
+    VideoTooShortError,
+    crop,
+    probe,
+    read_frames,
+    resize_short_side,
+    to_float,
+    transform_frames,
+)
+
+_LAZY = {
+    "FeatureCacheWriter": "features",
+    "read_features": "features",
+    "read_index": "features",
+    "tfrecord_dataset": "features",
+    "feature_dataset": "pipeline",
+    "load_clip": "pipeline",
+    "video_dataset": "pipeline",
+}
+
+
+def __getattr__(name):
+    """Imports the TensorFlow-based names (`features`, `pipeline`) on first use."""
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"reslstm_tf.data.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'reslstm_tf.data' has no attribute {name!r}")
+
+
+__all__ = [
+    "FeatureCacheWriter",
+    "SegmentSample",
+    "SplitFileError",
+    "VideoInfo",
+    "VideoItem",
+    "VideoList",
+    "VideoReadError",
+    "VideoTooShortError",
+    "compute_flow",
+    "crop",
+    "feature_dataset",
+    "flow_stack",
+    "folder",
+    "hmdb51",
+    "load_class_names",
+    "load_clip",
+    "load_dataset",
+    "probe",
+    "read_features",
+    "read_frames",
+    "read_index",
+    "resize_short_side",
+    "sample_segments",
+    "scale_flow",
+    "segment_flow",
+    "step_segment_map",
+    "tfrecord_dataset",
+    "to_float",
+    "transform_frames",
+    "ucf101",
+    "video_dataset",
+]

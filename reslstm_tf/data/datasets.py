@@ -1,0 +1,425 @@
+"""Video lists of UCF-101, HMDB-51 and one-folder-per-class datasets, from split files.
+
+Every loader returns a `VideoList`: the (relative path, label, class name) items of one
+split and subset, and the class list. Paths are relative to the dataset's video folder
+(``data_dir``) and use ``/``:
+
+* UCF-101: ``<data_dir>/<Class>/v_<Class>_gXX_cYY.avi`` (the layout of ``UCF101.rar``);
+  split files ``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt`` (``ucfTrainTestlist``).
+* HMDB-51: ``<data_dir>/<class>/<video>.avi`` (``hmdb51_org.rar`` with its per-class rars
+  extracted); split files ``<class>_test_split<N>.txt`` (``testTrainMulti_7030_splits``),
+  lines ``<video>.avi <id>``, id 1 = train, 2 = test, 0 = unused.
+* folder: ``<data_dir>/<Class>/<video>.<ext>``; optional split file with lines
+  ``<Class>/<video>.<ext>`` (an optional trailing integer label is ignored).
+
+Labels are 0-based indices into the class list (UCF-101's 1-based ``classInd.txt`` shifted
+by one; HMDB-51 in the order of the project's ``data/hmdb51_classes.txt``, the standard
+``class_list.txt`` order). Split files may have CRLF line endings, trailing spaces and blank
+lines. Malformed lines raise `SplitFileError` naming file and line, or, with
+``on_error='skip'``, are skipped and listed in `VideoList.problems`.
+"""
+
+import dataclasses
+import logging
+import os
+import pathlib
+import re
+
+from reslstm_tf.assets import asset_path
+
+SUBSETS = ("train", "test", "all")
+SPLITS = (1, 2, 3)
+ON_ERROR = ("raise", "skip")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+logger = logging.getLogger(__name__)
+
+
+class SplitFileError(ValueError):
+    """A split or class file is missing or malformed, or names a missing video.
+
+    Attributes:
+        path: the offending file.
+        line: 1-based line number, or None for whole-file problems.
+    """
+
+    def __init__(self, path, message, line=None):
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}, line {line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoItem:
+    """One video of a split: path relative to the data folder, 0-based label, class name."""
+
+    path: str
+    label: int
+    class_name: str
+
+
+@dataclasses.dataclass
+class VideoList:
+    """The videos of one split and subset.
+
+    Attributes:
+        items: the `VideoItem`s, in split-file order.
+        classes: class names; ``classes[item.label] == item.class_name``.
+        problems: `SplitFileError`s that were skipped (``on_error='skip'``).
+    """
+
+    items: list
+    classes: list
+    problems: list = dataclasses.field(default_factory=list)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+    @property
+    def num_classes(self):
+        """The number of classes."""
+        return len(self.classes)
+
+    def as_tuples(self):
+        """Returns the items as (path, label, class_name) tuples."""
+        return [(i.path, i.label, i.class_name) for i in self.items]
+
+
+def load_class_names(name):
+    """Returns a class list shipped with the project: 'ucf101', 'hmdb51'.
+
+    Args:
+        name: 'ucf101' or 'hmdb51'.
+
+    Returns:
+        The class names, index = label.
+    """
+    if name not in ("ucf101", "hmdb51"):
+        raise ValueError(f"name must be one of 'ucf101', 'hmdb51'. Received: name={name!r}")
+    text = asset_path("data", f"{name}_classes.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _check_choice(name, value, allowed):
+    """Raises ValueError unless `value` is one of `allowed`."""
+    if value not in allowed:
+        raise ValueError(
+            f"{name} must be one of {', '.join(repr(a) for a in allowed)}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _check_dir(path, what):
+    """Returns `path` as a Path, raising FileNotFoundError if it is not a folder."""
+    if path is None:
+        raise ValueError(f"{what} is required")
+    path = pathlib.Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {os.fspath(path)} does not exist or is not a folder")
+    return path
+
+
+def _read_lines(path):
+    """Yields (line number, stripped text) of the non-blank lines of a text file."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise SplitFileError(path, "split file not found")
+    with open(path, encoding="utf-8-sig", newline=None) as handle:  # universal newlines
+        for number, line in enumerate(handle, start=1):
+            text = line.strip()
+            if text:
+                yield number, text
+
+
+class _Collector:
+    """Raises or records split-file problems according to `on_error`."""
+
+    def __init__(self, on_error):
+        _check_choice("on_error", on_error, ON_ERROR)
+        self.on_error = on_error
+        self.problems = []
+
+    def report(self, path, message, line=None):
+        error = SplitFileError(path, message, line)
+        if self.on_error == "raise":
+            raise error
+        logger.warning("skipping: %s", error)
+        self.problems.append(error)
+
+
+def _check_video(collector, data_dir, rel_path, split_path, line):
+    """Reports a missing video file; returns whether it exists."""
+    if not (data_dir / rel_path).is_file():
+        collector.report(split_path, f"video {rel_path} not found under {data_dir}", line)
+        return False
+    return True
+
+
+def ucf101_classes(split_dir):
+    """Reads UCF-101's ``classInd.txt`` (``<1-based index> <Class>``) into a name list."""
+    path = pathlib.Path(split_dir) / "classInd.txt"
+    names = {}
+    for number, text in _read_lines(path):
+        parts = text.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise SplitFileError(
+                path, f"expected '<index> <ClassName>'. Received: {text!r}", number
+            )
+        index = int(parts[0])
+        if index in names:
+            raise SplitFileError(path, f"class index {index} appears twice", number)
+        names[index] = parts[1]
+    if sorted(names) != list(range(1, len(names) + 1)):
+        raise SplitFileError(path, f"class indices must be 1..{len(names)} without gaps")
+    return [names[i] for i in range(1, len(names) + 1)]
+
+
+def ucf101(
+    split_dir, split=1, subset="train", *, data_dir=None, check_files=False, on_error="raise"
+):
+    """Lists the UCF-101 videos of an official split.
+
+    Args:
+        split_dir: the folder with ``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt``.
+        split: 1, 2 or 3.
+        subset: 'train', 'test' or 'all' (train then test).
+        data_dir: the video folder (``<Class>/<video>.avi``); needed for `check_files`.
+        check_files: report videos missing from `data_dir`.
+        on_error: 'raise' a `SplitFileError` or 'skip' the line and record the problem.
+
+    Returns:
+        A `VideoList` with 101 classes.
+    """
+    _check_choice("split", split, SPLITS)
+    _check_choice("subset", subset, SUBSETS)
+    split_dir = _check_dir(split_dir, "split_dir")
+    data_dir = _check_dir(data_dir, "data_dir") if (data_dir is not None or check_files) else None
+    collector = _Collector(on_error)
+    classes = ucf101_classes(split_dir)
+    lookup = {name: i for i, name in enumerate(classes)}
+    lookup_lower = {name.lower(): i for i, name in enumerate(classes)}
+    parts = ("train", "test") if subset == "all" else (subset,)
+    items, seen = [], {}
+    for part in parts:
+        path = split_dir / f"{part}list0{split}.txt"
+        for number, text in _read_lines(path):
+            fields = text.split()
+            expected = (
+                "'<Class>/<video>.avi <label>'" if part == "train" else ("'<Class>/<video>.avi'")
+            )
+            if len(fields) not in (1, 2) or "/" not in fields[0]:
+                collector.report(path, f"expected {expected}. Received: {text!r}", number)
+                continue
+            rel = fields[0].replace("\\", "/")
+            folder = rel.split("/")[0]
+            label = lookup.get(folder, lookup_lower.get(folder.lower()))
+            if label is None:
+                collector.report(path, f"unknown class {folder!r} (not in classInd.txt)", number)
+                continue
+            if len(fields) == 2:
+                if not fields[1].isdigit() or int(fields[1]) != label + 1:
+                    collector.report(
+                        path,
+                        f"label {fields[1]!r} does not match class {folder!r} "
+                        f"(classInd.txt index {label + 1})",
+                        number,
+                    )
+                    continue
+            if rel in seen:
+                collector.report(path, f"video {rel} already listed at {seen[rel]}", number)
+                continue
+            if check_files and not _check_video(collector, data_dir, rel, path, number):
+                continue
+            seen[rel] = f"{path.name} line {number}"
+            items.append(VideoItem(rel, label, classes[label]))
+    return VideoList(items, classes, collector.problems)
+
+
+_HMDB_NAME = re.compile(r"^(?P<cls>.+)_test_split(?P<split>[123])\.txt$")
+
+
+def hmdb51(
+    split_dir,
+    split=1,
+    subset="train",
+    *,
+    data_dir=None,
+    check_files=False,
+    on_error="raise",
+    classes=None,
+):
+    """Lists the HMDB-51 videos of an official split (testTrainMulti_7030_splits).
+
+    Args:
+        split_dir: the folder with the 153 ``<class>_test_split<N>.txt`` files.
+        split: 1, 2 or 3.
+        subset: 'train' (id 1), 'test' (id 2) or 'all' (both; id 0 videos are never used).
+        data_dir: the video folder (``<class>/<video>.avi``); needed for `check_files`.
+        check_files: report videos missing from `data_dir`.
+        on_error: 'raise' a `SplitFileError` or 'skip' the line and record the problem.
+        classes: the class order (default: the project's ``data/hmdb51_classes.txt``).
+
+    Returns:
+        A `VideoList` with 51 classes.
+    """
+    _check_choice("split", split, SPLITS)
+    _check_choice("subset", subset, SUBSETS)
+    split_dir = _check_dir(split_dir, "split_dir")
+    data_dir = _check_dir(data_dir, "data_dir") if (data_dir is not None or check_files) else None
+    collector = _Collector(on_error)
+    classes = list(classes) if classes is not None else load_class_names("hmdb51")
+    wanted_ids = {"train": ("1",), "test": ("2",), "all": ("1", "2")}[subset]
+    found = {}
+    for path in sorted(split_dir.iterdir()):
+        match = _HMDB_NAME.match(path.name)
+        if match and int(match["split"]) == split:
+            found[match["cls"]] = path
+    unknown = sorted(set(found) - set(classes))
+    for name in unknown:
+        collector.report(found[name], f"unknown class {name!r} (not one of the 51 classes)")
+    items = []
+    for label, name in enumerate(classes):
+        path = found.get(name, split_dir / f"{name}_test_split{split}.txt")
+        if name not in found:
+            collector.report(path, f"split file for class {name!r} not found")
+            continue
+        for number, text in _read_lines(path):
+            fields = text.split()
+            if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+                collector.report(
+                    path, f"expected '<video>.avi <0|1|2>'. Received: {text!r}", number
+                )
+                continue
+            if fields[1] not in wanted_ids:
+                continue
+            rel = f"{name}/{fields[0]}"
+            if check_files and not _check_video(collector, data_dir, rel, path, number):
+                continue
+            items.append(VideoItem(rel, label, name))
+    return VideoList(items, classes, collector.problems)
+
+
+def folder(
+    data_dir,
+    split_file=None,
+    *,
+    classes=None,
+    extensions=VIDEO_EXTENSIONS,
+    check_files=False,
+    on_error="raise",
+):
+    """Lists a one-folder-per-class dataset, optionally restricted to a split file.
+
+    Args:
+        data_dir: the folder holding one sub-folder of videos per class.
+        split_file: optional text file of ``<Class>/<video>`` lines (an optional trailing
+            label is ignored; labels come from the class list).
+        classes: class names in label order; default: the sorted class names found in
+            the split file, or without one the sorted sub-folders that hold videos.
+        extensions: video file extensions to list when no split file is given.
+        check_files: with a split file, report listed videos missing from `data_dir`.
+        on_error: 'raise' a `SplitFileError` or 'skip' the line and record the problem.
+
+    Returns:
+        A `VideoList`.
+    """
+    data_dir = _check_dir(data_dir, "data_dir")
+    collector = _Collector(on_error)
+    extensions = tuple(e.lower() for e in extensions)
+    if classes is None and split_file is not None:
+        lines = _read_lines(split_file)
+        classes = sorted({text.split()[0].replace("\\", "/").split("/")[0] for _, text in lines})
+    elif classes is None:
+        classes = sorted(
+            p.name
+            for p in data_dir.iterdir()
+            if p.is_dir() and any(v.suffix.lower() in extensions for v in p.iterdir())
+        )
+    if not classes:
+        raise FileNotFoundError(
+            f"no classes found: data_dir {os.fspath(data_dir)} has no sub-folder with videos "
+            f"({', '.join(extensions)})"
+        )
+    classes = list(classes)
+    lookup = {name: i for i, name in enumerate(classes)}
+    items = []
+    if split_file is None:
+        for label, name in enumerate(classes):
+            class_dir = data_dir / name
+            if not class_dir.is_dir():
+                raise FileNotFoundError(f"class folder {os.fspath(class_dir)} not found")
+            for video in sorted(class_dir.iterdir()):
+                if video.is_file() and video.suffix.lower() in extensions:
+                    items.append(VideoItem(f"{name}/{video.name}", label, name))
+        return VideoList(items, classes, collector.problems)
+    path = pathlib.Path(split_file)
+    seen = {}
+    for number, text in _read_lines(path):
+        fields = text.split()
+        rel = fields[0].replace("\\", "/") if fields else ""
+        if len(fields) not in (1, 2) or rel.count("/") != 1:
+            collector.report(
+                path, f"expected '<Class>/<video>' [label]. Received: {text!r}", number
+            )
+            continue
+        name = rel.split("/")[0]
+        if name not in lookup:
+            collector.report(
+                path, f"unknown class {name!r}; known classes: {', '.join(classes)}", number
+            )
+            continue
+        if rel in seen:
+            collector.report(path, f"video {rel} already listed at line {seen[rel]}", number)
+            continue
+        if check_files and not _check_video(collector, data_dir, rel, path, number):
+            continue
+        seen[rel] = number
+        items.append(VideoItem(rel, lookup[name], name))
+    return VideoList(items, classes, collector.problems)
+
+
+def load_dataset(
+    name,
+    *,
+    data_dir=None,
+    split_dir=None,
+    split=1,
+    subset="train",
+    split_file=None,
+    check_files=False,
+    on_error="raise",
+):
+    """Dispatches to `ucf101`, `hmdb51` or `folder` by name.
+
+    Args:
+        name: 'ucf101', 'hmdb51' or 'folder'.
+        data_dir: the video folder.
+        split_dir: the split-file folder (ucf101/hmdb51; default: `data_dir`).
+        split: 1, 2 or 3 (ucf101/hmdb51).
+        subset: 'train', 'test' or 'all' (ucf101/hmdb51).
+        split_file: the list file of a 'folder' dataset (optional).
+        check_files: report missing videos.
+        on_error: 'raise' or 'skip'.
+
+    Returns:
+        A `VideoList`.
+    """
+    _check_choice("name", name, ("ucf101", "hmdb51", "folder"))
+    if name == "folder":
+        return folder(data_dir, split_file, check_files=check_files, on_error=on_error)
+    loader = ucf101 if name == "ucf101" else hmdb51
+    return loader(
+        split_dir if split_dir is not None else data_dir,
+        split,
+        subset,
+        data_dir=data_dir,
+        check_files=check_files,
+        on_error=on_error,
+    )

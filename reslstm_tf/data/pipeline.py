@@ -1,0 +1,263 @@
+"""tf.data input pipelines: clips decoded from videos, and cached segment features.
+
+``load_clip`` is the numpy function for one video (probe, sample segments, sparse decode,
+resize/crop, scale to [-1, 1], optional optical flow); ``video_dataset`` runs it in parallel
+inside ``tf.data`` (``tf.numpy_function``, ``num_parallel_calls=AUTOTUNE``, prefetch).
+``feature_dataset`` reads a `reslstm_tf.data.features` TFRecord cache and yields the LSTM
+input: the K_v segment features mapped onto T steps by ``sigma`` (see
+`reslstm_tf.data.sampling.step_segment_map`).
+"""
+
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from reslstm_tf.data import features as features_lib
+from reslstm_tf.data import flow as flow_lib
+from reslstm_tf.data import sampling, video
+
+MODALITIES = ("rgb", "flow")
+logger = logging.getLogger(__name__)
+
+
+def default_short_side(frame_size):
+    """Returns the resize target for a crop: 256 for 224 (the usual 8:7 ratio)."""
+    return int(round(frame_size * 256 / 224))
+
+
+def load_clip(
+    path,
+    num_segments,
+    segment_len,
+    *,
+    mode="eval",
+    frame_size=224,
+    short_side=None,
+    modality="rgb",
+    flow_method="tvl1",
+    stride=1,
+    short="loop",
+    num_steps=None,
+    seed=None,
+    return_info=False,
+):
+    """Decodes the K_v segments of one video as network input.
+
+    The frame count announced by the container is trusted first; when the file turns out
+    shorter (`video.VideoTooShortError`) the segments are re-sampled for the real count.
+
+    Args:
+        path: the video file.
+        num_segments: K_v.
+        segment_len: L frames per segment (for 'flow', L flow fields from L + 1 frames).
+        mode: 'train' (random offsets, random crop) or 'eval' (centred, centre crop).
+        frame_size: S, side of the square crop.
+        short_side: resize the shorter side to this first (default: S * 256 / 224).
+        modality: 'rgb' (3 channels) or 'flow' (2 channels, scaled to [-1, 1]).
+        flow_method: 'tvl1' or 'farneback' for modality 'flow'.
+        stride: temporal stride between frames of a segment.
+        short: short-video policy of `sampling.sample_segments`.
+        num_steps: T for the returned sample's step map.
+        seed: int, numpy Generator or None, for the train-mode randomness.
+        return_info: also return the `video.VideoInfo` (frame count as announced).
+
+    Returns:
+        (clip, sample): float32 (K_v, L, S, S, C) in [-1, 1], and the `SegmentSample`
+        (whose ``num_frames`` is the real count if the container over-announced it);
+        (clip, sample, info) with `return_info`.
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of 'rgb', 'flow'. Received: modality={modality!r}")
+    rng = np.random.default_rng(seed)
+    frames_per_segment = segment_len + 1 if modality == "flow" else segment_len
+    info = video.probe(path)
+    count = max(info.frame_count, 1)
+    sample_args = dict(mode=mode, num_steps=num_steps, stride=stride, short=short, seed=rng)
+    sample = sampling.sample_segments(count, num_segments, frames_per_segment, **sample_args)
+    try:
+        unique, inverse = np.unique(sample.indices, return_inverse=True)
+        frames = video.read_frames(path, unique)
+    except video.VideoTooShortError as err:
+        sample = sampling.sample_segments(
+            err.decoded_frames, num_segments, frames_per_segment, **sample_args
+        )
+        unique, inverse = np.unique(sample.indices, return_inverse=True)
+        frames = video.read_frames(path, unique, on_missing="last")
+    short_side = default_short_side(frame_size) if short_side is None else short_side
+    crop_mode = "random" if mode == "train" else "center"
+    # transform each distinct frame once (short videos repeat frames), then gather
+    frames = video.transform_frames(
+        frames,
+        short_side=max(short_side, frame_size),
+        crop_size=frame_size,
+        crop_mode=crop_mode,
+        rng=rng,
+        as_float=False,
+    )
+    frames = frames[inverse.reshape(-1)]
+    frames = frames.reshape((num_segments, frames_per_segment) + frames.shape[1:])
+    if modality == "flow":
+        clip = flow_lib.segment_flow(frames, flow_method)
+    else:
+        clip = video.to_float(frames)
+    if return_info:
+        return clip.astype(np.float32), sample, info
+    return clip.astype(np.float32), sample
+
+
+def _as_items(items):
+    """Returns (paths, labels) from a VideoList or (path, label[, ...]) tuples."""
+    pairs = [(i.path, i.label) if hasattr(i, "path") else (i[0], i[1]) for i in items]
+    if not pairs:
+        raise ValueError("items is empty: there are no videos to read")
+    paths, labels = zip(*pairs)
+    return [os.fspath(p) for p in paths], np.asarray(labels, np.int32)
+
+
+def video_dataset(
+    items,
+    data_dir,
+    num_segments,
+    segment_len,
+    *,
+    mode="eval",
+    frame_size=224,
+    short_side=None,
+    modality="rgb",
+    flow_method="tvl1",
+    batch_size=None,
+    shuffle=None,
+    seed=None,
+    on_error="raise",
+    num_parallel_calls=None,
+    **clip_kwargs,
+):
+    """Builds a tf.data pipeline of (clip, label) from video files.
+
+    Args:
+        items: a `datasets.VideoList` or (relative path, label, ...) tuples.
+        data_dir: folder the relative paths are under.
+        num_segments: K_v.
+        segment_len: L.
+        mode: 'train' or 'eval' (see `load_clip`).
+        frame_size: S.
+        short_side: resize target before cropping.
+        modality: 'rgb' or 'flow'.
+        flow_method: 'tvl1' or 'farneback'.
+        batch_size: batch the output (None: unbatched).
+        shuffle: shuffle the video order each epoch (default: True in train mode).
+        seed: makes the order and the train-mode sampling/cropping reproducible.
+        on_error: 'raise' stops on an unreadable video; 'skip' logs and drops it.
+        num_parallel_calls: decode parallelism (default tf.data.AUTOTUNE).
+        **clip_kwargs: `stride`, `short`, passed to `load_clip`.
+
+    Returns:
+        A `tf.data.Dataset` of (float32 (K_v, L, S, S, C), int32 label), prefetched.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(
+            f"on_error must be one of 'raise', 'skip'. Received: on_error={on_error!r}"
+        )
+    if mode not in sampling.MODES:
+        raise ValueError(f"mode must be one of 'train', 'eval'. Received: mode={mode!r}")
+    paths, labels = _as_items(items)
+    paths = [os.path.join(os.fspath(data_dir), p) for p in paths]
+    channels = 2 if modality == "flow" else 3
+    shape = (num_segments, segment_len, frame_size, frame_size, channels)
+    if shuffle is None:
+        shuffle = mode == "train"
+    autotune = tf.data.AUTOTUNE
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if shuffle:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((ds, seeds))
+
+    def _load(path, element_seed):
+        path = path.decode() if isinstance(path, bytes) else str(path)
+        try:
+            clip, _ = load_clip(
+                path,
+                num_segments,
+                segment_len,
+                mode=mode,
+                frame_size=frame_size,
+                short_side=short_side,
+                modality=modality,
+                flow_method=flow_method,
+                seed=int(element_seed) & 0xFFFFFFFFFFFF,
+                **clip_kwargs,
+            )
+            return clip, np.bool_(True)
+        except (video.VideoReadError, ValueError) as err:
+            if on_error == "raise":
+                raise
+            logger.warning("skipping unreadable video: %s", err)
+            return np.zeros(shape, np.float32), np.bool_(False)
+
+    def _map(pair, element_seed):
+        path, label = pair
+        clip, ok = tf.numpy_function(
+            _load, [path, element_seed], (tf.float32, tf.bool), stateful=False
+        )
+        clip.set_shape(shape)
+        ok.set_shape(())
+        return clip, label, ok
+
+    ds = ds.map(
+        _map,
+        num_parallel_calls=num_parallel_calls or autotune,
+        deterministic=seed is not None or not shuffle,
+    )
+    if on_error == "skip":
+        ds = ds.filter(lambda clip, label, ok: ok)
+    ds = ds.map(lambda clip, label, ok: (clip, label))
+    if batch_size:
+        ds = ds.batch(batch_size)
+    return ds.prefetch(autotune)
+
+
+def feature_dataset(
+    cache_dir,
+    *,
+    num_steps=None,
+    batch_size=32,
+    shuffle=True,
+    seed=None,
+    drop_remainder=False,
+    repeat=False,
+):
+    """Builds a tf.data pipeline of (features (T, d_f), label) from a feature cache.
+
+    Args:
+        cache_dir: a folder written by `features.FeatureCacheWriter`.
+        num_steps: T; each step t reads segment sigma(t) (default T = K_v).
+        batch_size: batch size (None: unbatched).
+        shuffle: shuffle the videos each epoch (buffer = the whole cache).
+        seed: seed of the shuffle.
+        drop_remainder: drop the last partial batch.
+        repeat: repeat forever.
+
+    Returns:
+        A `tf.data.Dataset` of (float32 (batch, T, d_f), int32 (batch,)).
+    """
+    index = features_lib.read_index(cache_dir)
+    num_segments, feature_dim = index["feature_shape"]
+    steps = num_segments if num_steps is None else num_steps
+    step_map = tf.constant(sampling.step_segment_map(steps, num_segments), tf.int32)
+    ds = features_lib.tfrecord_dataset(cache_dir, index=index)
+
+    def _to_input(example):
+        feats = tf.reshape(example["features"], (num_segments, feature_dim))
+        return tf.gather(feats, step_map), tf.cast(example["label"], tf.int32)
+
+    if shuffle:
+        ds = ds.shuffle(max(len(index["ids"]), 1), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(_to_input, num_parallel_calls=tf.data.AUTOTUNE)
+    if repeat:
+        ds = ds.repeat()
+    if batch_size:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,407 @@
+"""Reads video frames with OpenCV: metadata probing, sparse decoding and frame transforms.
+
+Only OpenCV (its FFmpeg backend) is used, so any container and codec that FFmpeg decodes
+works: H.264 and HEVC in ``.mp4``/``.mov``/``.avi``, including files with audio and data
+streams (OpenCV only ever reads the first video stream).
+
+Decoding is sequential: ``read_frames`` calls ``VideoCapture.grab()`` for every frame and
+``retrieve()`` (the colour conversion) only for the frames asked for. It seeks only when the
+gap to the next wanted frame is larger than ``seek_threshold`` frames, because a seek has to
+decode from the previous key frame anyway and is frame-accurate only for well-formed files.
+
+The frame count a container announces is often wrong (variable frame rate, edit lists,
+truncated files), so readers must cope with getting fewer frames than announced: see
+``on_missing`` in ``read_frames`` and ``probe(path, count_frames=True)``.
+
+Rotation: OpenCV >= 4.5 reads the display-matrix rotation (``CAP_PROP_ORIENTATION_META``)
+and, when ``CAP_PROP_ORIENTATION_AUTO`` is on (the default for the FFmpeg backend), returns
+frames already rotated to display orientation. ``VideoInfo.width``/``height`` are those of the
+frames as returned (display orientation), measured on the first decoded frame.
+"""
+
+import dataclasses
+import os
+import pathlib
+
+import cv2
+import numpy as np
+
+ON_MISSING = ("error", "last", "loop")
+CROP_MODES = ("center", "random")
+
+
+class VideoReadError(ValueError):
+    """A video cannot be read: missing, empty, not a video, or no decodable frame.
+
+    Attributes:
+        path: the file that failed.
+        problem: a short description of what went wrong.
+    """
+
+    def __init__(self, path, problem):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"cannot read video {self.path}: {problem}")
+
+
+class VideoTooShortError(VideoReadError):
+    """Fewer frames could be decoded than the requested indices need.
+
+    Attributes:
+        decoded_frames: how many frames the file actually yielded.
+        max_index: the largest frame index that was requested.
+    """
+
+    def __init__(self, path, decoded_frames, max_index):
+        self.decoded_frames = int(decoded_frames)
+        self.max_index = int(max_index)
+        super().__init__(
+            path,
+            f"frame {max_index} was requested but only {decoded_frames} frames could be "
+            "decoded (the container's frame count may be wrong)",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """Metadata of one video as OpenCV sees it.
+
+    Attributes:
+        path: the file.
+        frame_count: frames announced by the container, or the exact decoded count when
+            probed with ``count_frames=True`` (then ``frame_count_exact`` is True).
+        fps: average frame rate announced by the container (0.0 when unknown).
+        width: width of the frames as returned by OpenCV (after auto-rotation).
+        height: height of the frames as returned by OpenCV (after auto-rotation).
+        rotation: display rotation in degrees from the container metadata (0, 90, 180, 270).
+        auto_rotated: whether OpenCV rotates frames by ``rotation`` itself.
+        duration: seconds: ``frame_count / fps`` from the container (0.0 when the fps is
+            unknown), or with ``count_frames=True`` measured from the decoded timestamps.
+        codec: the FourCC of the video stream as a 4-character string ('' if unknown).
+        frame_count_exact: whether ``frame_count`` was obtained by decoding every frame.
+    """
+
+    path: str
+    frame_count: int
+    fps: float
+    width: int
+    height: int
+    rotation: int
+    auto_rotated: bool
+    duration: float
+    codec: str
+    frame_count_exact: bool = False
+
+    @property
+    def is_portrait(self):
+        """Whether the frames, as returned, are taller than wide."""
+        return self.height > self.width
+
+
+def _check_file(path):
+    """Raises `VideoReadError` for a missing, non-regular or zero-byte file."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise VideoReadError(path, "file does not exist")
+    if not path.is_file():
+        raise VideoReadError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise VideoReadError(path, "file is empty (0 bytes)")
+    return path
+
+
+def _open(path):
+    """Opens a capture with the FFmpeg backend, raising `VideoReadError` on failure."""
+    path = _check_file(path)
+    capture = cv2.VideoCapture(os.fspath(path), cv2.CAP_FFMPEG)
+    if not capture.isOpened():
+        capture.release()
+        raise VideoReadError(
+            path, "OpenCV/FFmpeg could not open it (not a video, or an unsupported/corrupt file)"
+        )
+    return capture
+
+
+def _fourcc(capture):
+    """Returns the stream's FourCC as text, '' when unknown."""
+    code = int(capture.get(cv2.CAP_PROP_FOURCC))
+    if code <= 0:
+        return ""
+    text = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4))
+    return text if text.isprintable() else ""
+
+
+def _orientation(capture):
+    """Returns (rotation degrees, auto_rotated) from the capture's properties."""
+    meta = getattr(cv2, "CAP_PROP_ORIENTATION_META", None)
+    auto = getattr(cv2, "CAP_PROP_ORIENTATION_AUTO", None)
+    rotation = int(round(capture.get(meta))) % 360 if meta is not None else 0
+    auto_rotated = bool(capture.get(auto)) if auto is not None else False
+    return rotation, auto_rotated
+
+
+def probe(path, count_frames=False):
+    """Returns a video's metadata, checking that at least one frame decodes.
+
+    Args:
+        path: the video file.
+        count_frames: decode every frame (``grab()`` only, no colour conversion) to get the
+            exact frame count instead of the container's, which may be wrong.
+
+    Returns:
+        A `VideoInfo`.
+
+    Raises:
+        VideoReadError: the file is missing, empty, not a video, or has no decodable frame.
+    """
+    capture = _open(path)
+    try:
+        announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+        if not np.isfinite(fps) or fps < 0:
+            fps = 0.0
+        rotation, auto_rotated = _orientation(capture)
+        codec = _fourcc(capture)
+        ok, frame = capture.read()
+        if not ok or frame is None:
+            raise VideoReadError(path, "the video stream has no decodable frame")
+        height, width = frame.shape[:2]
+        frame_count = max(announced, 0)
+        duration = frame_count / fps if fps > 0 else 0.0
+        if count_frames:
+            frame_count = 1
+            first_ms = last_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+            while capture.grab():
+                frame_count += 1
+                last_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+            if frame_count > 1 and last_ms > first_ms:
+                # timestamps span frame_count - 1 intervals; add one mean interval
+                duration = (last_ms - first_ms) / 1000.0 * frame_count / (frame_count - 1)
+            elif fps > 0:
+                duration = frame_count / fps
+    finally:
+        capture.release()
+    return VideoInfo(
+        path=os.fspath(path),
+        frame_count=frame_count,
+        fps=fps,
+        width=int(width),
+        height=int(height),
+        rotation=rotation,
+        auto_rotated=auto_rotated,
+        duration=duration,
+        codec=codec,
+        frame_count_exact=bool(count_frames),
+    )
+
+
+def count_frames(path):
+    """Returns the exact number of decodable frames of a video (decodes all of them)."""
+    return probe(path, count_frames=True).frame_count
+
+
+def read_frames(path, indices, *, on_missing="error", seek_threshold=300):
+    """Decodes only the frames at `indices`, returning them as uint8 RGB.
+
+    Args:
+        path: the video file.
+        indices: 1-D (or any shape) array of non-negative frame indices, in any order and
+            with repeats; the output follows its flattened order.
+        on_missing: what to do with indices past the last decodable frame (the container's
+            frame count can be wrong): 'error' raises `VideoTooShortError` (which carries
+            the real count, so the caller can re-sample), 'last' repeats the last decoded
+            frame, 'loop' wraps around (index modulo the decoded count). 'last' and 'loop'
+            have to decode up to the end of the file.
+        seek_threshold: seek instead of grabbing when the next wanted frame is more than
+            this many frames ahead (None: never seek). Seeking decodes from the previous
+            key frame, so it pays off only for long gaps.
+
+    Returns:
+        uint8 array (N, H, W, 3), RGB, N = ``indices.size``.
+
+    Raises:
+        VideoReadError: unreadable file or no decodable frame.
+        VideoTooShortError: with ``on_missing='error'`` when an index is out of range.
+        ValueError: bad arguments.
+    """
+    if on_missing not in ON_MISSING:
+        raise ValueError(
+            f"on_missing must be one of {', '.join(repr(m) for m in ON_MISSING)}. "
+            f"Received: on_missing={on_missing!r}"
+        )
+    flat = np.asarray(indices).reshape(-1)
+    if flat.size and not np.issubdtype(flat.dtype, np.integer):
+        raise ValueError(f"indices must be integers. Received dtype {flat.dtype}")
+    flat = flat.astype(np.int64)
+    if flat.size and flat.min() < 0:
+        raise ValueError(f"indices must be >= 0. Received min index {int(flat.min())}")
+    wanted = np.unique(flat)
+    capture = _open(path)
+    frames = {}
+    decoded = 0  # number of frames consumed from the stream so far (next index = decoded)
+    try:
+        for index in wanted:
+            index = int(index)
+            gap = index - decoded
+            if seek_threshold is not None and gap > seek_threshold:
+                if capture.set(cv2.CAP_PROP_POS_FRAMES, index) and (
+                    int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == index
+                ):
+                    decoded = index
+                else:  # seek failed or landed elsewhere: start over and grab
+                    capture.release()
+                    capture = _open(path)
+                    decoded = 0
+            ended = False
+            while decoded < index:
+                if not capture.grab():
+                    ended = True
+                    break
+                decoded += 1
+            if ended or not capture.grab():
+                break
+            decoded += 1
+            ok, frame = capture.retrieve()
+            if not ok or frame is None:
+                break
+            frames[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        missing = [int(i) for i in wanted if int(i) not in frames]
+        if missing:
+            # Finish counting the stream so the error/policy knows the real length.
+            while capture.grab():
+                decoded += 1
+    finally:
+        capture.release()
+    if decoded == 0:
+        raise VideoReadError(path, "the video stream has no decodable frame")
+    if missing:
+        if on_missing == "error":
+            raise VideoTooShortError(path, decoded, max(missing))
+        if on_missing == "loop":
+            extra = _read_wrapped(path, missing, decoded, frames)
+            frames.update(extra)
+        else:  # 'last': the real last frame (a second pass if it was not kept)
+            if decoded - 1 not in frames:
+                frames.update(_read_wrapped(path, [decoded - 1], decoded, frames))
+            for index in missing:
+                frames[index] = frames[decoded - 1]
+    if flat.size == 0:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    return np.stack([frames[int(i)] for i in flat])
+
+
+def _read_wrapped(path, missing, decoded, have):
+    """Reads frames ``i % decoded`` for the missing indices in a second pass."""
+    targets = {int(i): int(i) % decoded for i in missing}
+    need = sorted({t for t in targets.values() if t not in have})
+    got = dict(have)
+    if need:
+        arrays = read_frames(path, need, on_missing="error", seek_threshold=None)
+        got.update(zip(need, arrays))
+    return {i: got[t] for i, t in targets.items()}
+
+
+def resize_short_side(frames, size, interpolation=None):
+    """Resizes frames so that their shorter side is `size`, keeping the aspect ratio.
+
+    Args:
+        frames: uint8 or float array (N, H, W, C) or a single frame (H, W, C).
+        size: the target length of the shorter side, in pixels.
+        interpolation: an OpenCV flag; default INTER_AREA when shrinking, else INTER_LINEAR.
+
+    Returns:
+        The resized frames with the same dtype; the long side is rounded to nearest.
+    """
+    if size is None or int(size) <= 0:
+        raise ValueError(f"size must be a positive int. Received: size={size!r}")
+    frames = np.asarray(frames)
+    single = frames.ndim == 3
+    batch = frames[None] if single else frames
+    height, width = batch.shape[1:3]
+    short = min(height, width)
+    scale = size / short
+    new_h = size if height == short else int(round(height * scale))
+    new_w = size if width == short else int(round(width * scale))
+    if (new_h, new_w) == (height, width):
+        return frames
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out = np.stack([cv2.resize(f, (new_w, new_h), interpolation=interpolation) for f in batch])
+    if out.ndim == batch.ndim - 1:  # cv2 drops a single channel axis
+        out = out[..., None]
+    return out[0] if single else out
+
+
+def crop_offsets(height, width, size, mode="center", rng=None):
+    """Returns the (top, left) corner of a `size` x `size` crop.
+
+    Args:
+        height: frame height.
+        width: frame width.
+        size: crop side; must not exceed the frame.
+        mode: 'center', or 'random' (uniform over all valid positions, using `rng`).
+        rng: a `numpy.random.Generator`, an int seed, or None (fresh entropy).
+
+    Returns:
+        (top, left) ints.
+    """
+    if mode not in CROP_MODES:
+        raise ValueError(f"mode must be one of 'center', 'random'. Received: mode={mode!r}")
+    if size > height or size > width:
+        raise ValueError(
+            f"crop size {size} does not fit in frames of {height}x{width} (height x width); "
+            "resize the short side to at least the crop size first"
+        )
+    if mode == "center":
+        return (height - size) // 2, (width - size) // 2
+    rng = np.random.default_rng(rng)
+    return int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+
+
+def crop(frames, size, mode="center", rng=None):
+    """Crops the same `size` x `size` window out of every frame (centre or random).
+
+    Args:
+        frames: array (N, H, W, C) or (H, W, C).
+        size: crop side in pixels.
+        mode: 'center' or 'random'.
+        rng: numpy Generator or int seed for 'random'.
+
+    Returns:
+        The cropped frames (a view).
+    """
+    frames = np.asarray(frames)
+    height, width = frames.shape[-3:-1]
+    top, left = crop_offsets(height, width, size, mode, rng)
+    return frames[..., top : top + size, left : left + size, :]
+
+
+def to_float(frames):
+    """Scales uint8 frames from [0, 255] to float32 in [-1, 1] (x / 127.5 - 1)."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        raise ValueError(f"to_float expects uint8 frames. Received dtype {frames.dtype}")
+    return frames.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def transform_frames(
+    frames, *, short_side=None, crop_size=None, crop_mode="center", rng=None, as_float=True
+):
+    """Applies the standard clip transform: resize short side, crop, scale to [-1, 1].
+
+    Args:
+        frames: uint8 RGB (N, H, W, 3).
+        short_side: resize the shorter side to this many pixels first (None: keep).
+        crop_size: square crop side (None: no crop).
+        crop_mode: 'center' or 'random'; the same window is used for every frame.
+        rng: numpy Generator or int seed for the random crop.
+        as_float: return float32 in [-1, 1] instead of uint8.
+
+    Returns:
+        The transformed frames.
+    """
+    if short_side is not None:
+        frames = resize_short_side(frames, short_side)
+    if crop_size is not None:
+        frames = crop(frames, crop_size, crop_mode, rng)
+    return to_float(np.ascontiguousarray(frames)) if as_float else np.ascontiguousarray(frames)
