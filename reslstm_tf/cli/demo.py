@@ -8,9 +8,15 @@ import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("preset", "res3", "Architecture preset of the Res-LSTM model.")
-flags.DEFINE_integer("epochs", 5, "Training epochs.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Random seed.")
+
+
+def define_flags():
+    """Defines the tool's absl flags (at run time, so importing this module defines none)."""
+    if "preset" in FLAGS:
+        return
+    flags.DEFINE_string("preset", "res3", "Architecture preset of the Res-LSTM model.")
+    flags.DEFINE_integer("epochs", 5, "Training epochs.", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Random seed.")
 
 
 def synthetic_features(num_classes=5, videos=64, steps=16, dim=1024, seed=0):
@@ -53,4 +59,5 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
+    define_flags()
     app.run(main)

@@ -3,16 +3,26 @@
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "A zoo entry name or a .keras model file.", required=True)
-flags.DEFINE_string(
-    "export_dir", None, "Output SavedModel directory (must not exist).", required=True
-)
-flags.DEFINE_string("classes", None, "Class list file (one per line); default: the zoo entry's.")
-flags.DEFINE_integer("top_k", 5, "Ranked classes returned by the signatures.", lower_bound=1)
-flags.DEFINE_bool(
-    "video_signature", True, "Also export serve_video (raw uint8 frames through the I3D backbone)."
-)
-flags.DEFINE_bool("overwrite", False, "Replace an existing export_dir.")
+
+
+def define_flags():
+    """Defines the tool's absl flags (at run time, so importing this module defines none)."""
+    if "export_dir" in FLAGS:
+        return
+    flags.DEFINE_string("model", None, "A zoo entry name or a .keras model file.", required=True)
+    flags.DEFINE_string(
+        "export_dir", None, "Output SavedModel directory (must not exist).", required=True
+    )
+    flags.DEFINE_string(
+        "classes", None, "Class list file (one per line); default: the zoo entry's."
+    )
+    flags.DEFINE_integer("top_k", 5, "Ranked classes returned by the signatures.", lower_bound=1)
+    flags.DEFINE_bool(
+        "video_signature",
+        True,
+        "Also export serve_video (raw uint8 frames through the I3D backbone).",
+    )
+    flags.DEFINE_bool("overwrite", False, "Replace an existing export_dir.")
 
 
 def export(
@@ -56,4 +66,5 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
+    define_flags()
     app.run(main)

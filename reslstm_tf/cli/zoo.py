@@ -13,14 +13,24 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "publish: a trained model saved as .keras.")
-flags.DEFINE_string("name", None, "publish: the entry name, <dataset>_<arch>.")
-flags.DEFINE_string(
-    "entry_json", None, "publish: JSON file with the entry (dataset, architecture, metrics, ...)."
-)
-flags.DEFINE_string("manifest", None, "publish: manifest to update (default: the packaged one).")
-flags.DEFINE_string("weights_dir", None, "publish: where to write the weights file.")
-flags.DEFINE_string("url", None, "publish: download URL to record for the weights.")
+
+
+def define_flags():
+    """Defines the tool's absl flags (at run time, so importing this module defines none)."""
+    if "entry_json" in FLAGS:
+        return
+    flags.DEFINE_string("model", None, "publish: a trained model saved as .keras.")
+    flags.DEFINE_string("name", None, "publish: the entry name, <dataset>_<arch>.")
+    flags.DEFINE_string(
+        "entry_json",
+        None,
+        "publish: JSON file with the entry (dataset, architecture, metrics, ...).",
+    )
+    flags.DEFINE_string(
+        "manifest", None, "publish: manifest to update (default: the packaged one)."
+    )
+    flags.DEFINE_string("weights_dir", None, "publish: where to write the weights file.")
+    flags.DEFINE_string("url", None, "publish: download URL to record for the weights.")
 
 
 def list_entries(out=sys.stdout):
@@ -71,4 +81,5 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
+    define_flags()
     app.run(main)

@@ -1,0 +1,129 @@
+"""`reslstm-train`: trains a Res-LSTM classifier on cached segment features.
+
+One custom training loop for every strategy (one device, local mirrored devices,
+multi-worker from TF_CONFIG), TensorBoard summaries, checkpoints every N steps and
+each epoch, and automatic exact resume from --model_dir. See docs/training.md.
+
+Example:
+
+    reslstm-train --features_npz=train.npz --model_dir=runs/res3 --preset=res3 \\
+        --epochs=30 --batch_size=64 --optimizer=adam --learning_rate=1e-4
+"""
+
+from absl import app, flags, logging
+
+from reslstm_tf import train as train_lib
+
+FLAGS = flags.FLAGS
+
+# Input.
+flags.DEFINE_string("features_dir", None, "Feature cache folder (sharded TFRecords).")
+flags.DEFINE_string("split", "train", "Split of the feature cache to train on.")
+flags.DEFINE_string(
+    "features_npz",
+    None,
+    "Alternative input: a .npz with 'features' (N, T, d_f) or 'rgb' and 'flow', 'labels' (N,) "
+    "and optionally 'class_names'.",
+)
+flags.DEFINE_integer("num_classes", None, "Classes C; default: the class names of the input.")
+# Model.
+flags.DEFINE_string("preset", "res3", "Architecture preset (res2-4, lstm2-4).")
+flags.DEFINE_enum("modality", "rgb", list(train_lib.MODALITIES), "Stream(s) to train on.")
+flags.DEFINE_enum("fusion", "product", ["sum", "product", "weighted", "concat"], "2-stream fusion.")
+flags.DEFINE_enum("level", "late", ["mid", "late"], "Two-stream fusion level.")
+flags.DEFINE_integer("feature_dim", 1024, "d_f of the (rgb) features.", lower_bound=1)
+flags.DEFINE_integer("flow_dim", None, "d_f of the flow stream (two_stream; default feature_dim).")
+flags.DEFINE_integer("units", None, "Override the preset's LSTM width.", lower_bound=1)
+flags.DEFINE_integer("num_steps", None, "Override the preset's T (segments).", lower_bound=1)
+flags.DEFINE_float("dropout", None, "Override the preset's dropout rate, in [0, 1).")
+flags.DEFINE_boolean("masking", True, "Mask all-zero (padding) time steps.")
+# Optimisation.
+flags.DEFINE_integer("epochs", 10, "Passes over the training data.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 32, "Global batch size (all replicas).", lower_bound=1)
+flags.DEFINE_enum("optimizer", "adam", list(train_lib.OPTIMIZERS), "Optimizer.")
+flags.DEFINE_float("learning_rate", 1e-3, "Initial learning rate.", lower_bound=0.0)
+flags.DEFINE_enum("schedule", "constant", list(train_lib.SCHEDULES), "Learning-rate schedule.")
+flags.DEFINE_integer("lr_decay_epochs", None, "Period of the step schedule (epochs).")
+flags.DEFINE_float("lr_decay_rate", 0.1, "Factor of the step schedule.")
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.", lower_bound=0.0)
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0)
+flags.DEFINE_integer("seed", 0, "Seed of weights, dropout and shuffles.")
+# Run.
+flags.DEFINE_string("model_dir", None, "Output folder: checkpoints, summaries, final weights.")
+flags.DEFINE_enum("strategy", "default", list(train_lib.STRATEGIES), "Distribution strategy.")
+flags.DEFINE_enum(
+    "mixed_precision", "none", list(train_lib.MIXED_PRECISION), "Mixed-precision policy."
+)
+flags.DEFINE_integer(
+    "checkpoint_every_steps", 0, "Checkpoint every N steps (0: epoch ends only).", lower_bound=0
+)
+flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints to keep.", lower_bound=1)
+flags.DEFINE_integer("max_steps", None, "Stop (checkpointed) at this global step.", lower_bound=1)
+flags.DEFINE_integer("log_every_steps", 10, "Step summaries every N steps.", lower_bound=1)
+flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+flags.DEFINE_boolean(
+    "save_worker_weights", False, "Non-chief workers also save their final weights."
+)
+flags.mark_flag_as_required("model_dir")
+
+
+def main(argv):
+    """Maps the flags onto `reslstm_tf.train.run_training`."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        result = train_lib.run_training(
+            model_dir=FLAGS.model_dir,
+            features_npz=FLAGS.features_npz,
+            features_dir=FLAGS.features_dir,
+            split=FLAGS.split,
+            num_classes=FLAGS.num_classes,
+            modality=FLAGS.modality,
+            preset=FLAGS.preset,
+            fusion=FLAGS.fusion,
+            level=FLAGS.level,
+            feature_dim=FLAGS.feature_dim,
+            flow_dim=FLAGS.flow_dim,
+            units=FLAGS.units,
+            num_steps=FLAGS.num_steps,
+            dropout=FLAGS.dropout,
+            masking=FLAGS.masking,
+            strategy=FLAGS.strategy,
+            epochs=FLAGS.epochs,
+            batch_size=FLAGS.batch_size,
+            optimizer=FLAGS.optimizer,
+            learning_rate=FLAGS.learning_rate,
+            schedule=FLAGS.schedule,
+            lr_decay_epochs=FLAGS.lr_decay_epochs,
+            lr_decay_rate=FLAGS.lr_decay_rate,
+            weight_decay=FLAGS.weight_decay,
+            momentum=FLAGS.momentum,
+            seed=FLAGS.seed,
+            mixed_precision=FLAGS.mixed_precision,
+            checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+            max_checkpoints=FLAGS.max_checkpoints,
+            max_steps=FLAGS.max_steps,
+            log_every_steps=FLAGS.log_every_steps,
+            progress=FLAGS.progress,
+            save_worker_weights=FLAGS.save_worker_weights,
+        )
+    except (train_lib.TrainingInputError, NotImplementedError, ValueError) as error:
+        raise app.UsageError(str(error)) from error
+    if result.is_chief:
+        last = result.history[-1] if result.history else {}
+        print(
+            f"done: step {result.global_step}, {result.steps_per_second:.1f} steps/s, "
+            f"last epoch loss {last.get('loss', float('nan')):.4f} "
+            f"accuracy {last.get('accuracy', float('nan')):.4f}; outputs in {FLAGS.model_dir}"
+        )
+
+
+def run():
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
