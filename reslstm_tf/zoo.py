@@ -308,3 +308,21 @@ def publish(model, name, entry, manifest_path=None, weights_dir=None, url=None):
     with cache.atomic_write(manifest_path, "w") as handle:
         handle.write(json.dumps(manifest, indent=2) + "\n")
     return entry
+
+
+def predict(name_or_model, video_path, top_k=5):
+    """Returns the top-k (class name, probability) pairs for a video, ranked.
+
+    Args:
+        name_or_model: a zoo entry name with published weights, or a model from `load`.
+        video_path: a video file.
+        top_k: int, how many classes. Defaults to 5.
+
+    Example:
+
+    >>> reslstm_tf.zoo.predict("kinetics400_i3d", "bikes.mp4", top_k=3)
+    [('riding a bike', 0.61), ...]
+    """
+    from reslstm_tf.predict import predict_video
+
+    return predict_video(name_or_model, video_path, top_k=top_k, progress=False).top_k
