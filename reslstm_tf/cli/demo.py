@@ -61,3 +61,7 @@ def run():
     """Console-script entry point."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()
