@@ -1,0 +1,130 @@
+"""SegmentFeatureExtractor: batching, XLA, segment splitting and input validation."""
+
+import numpy as np
+import pytest
+
+from reslstm_tf.backbones import features as features_lib
+from reslstm_tf.backbones.features import SegmentFeatureExtractor, segment_indices
+
+
+@pytest.fixture(scope="module")
+def i3d_random():
+    """An XLA-compiled extractor around a random I3D (batch size 4)."""
+    return SegmentFeatureExtractor("i3d", "rgb", weights=None, batch_size=4, jit_compile=True)
+
+
+def _segments(shape, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype("float32")
+
+
+def test_attributes():
+    rgb = SegmentFeatureExtractor("i3d", "rgb", weights=None, jit_compile=False)
+    assert (rgb.feature_dim, rgb.segment_len, rgb.frame_size, rgb.channels) == (1024, 16, 224, 3)
+    flow = SegmentFeatureExtractor("i3d", "flow", weights=None, jit_compile=False)
+    assert flow.channels == 2 and flow.model.input_shape[-1] == 2
+    c3d = SegmentFeatureExtractor("c3d", "rgb", weights=None, jit_compile=False)
+    assert (c3d.feature_dim, c3d.segment_len, c3d.frame_size, c3d.channels) == (4096, 16, 112, 3)
+
+
+def test_batched_xla_matches_one_by_one(i3d_random):
+    x = _segments((5, 8, 32, 32, 3))  # 5 segments: one full batch of 4 and a padded one
+    out = i3d_random(x)
+    assert out.shape == (5, 1024) and out.dtype == np.float32
+    for i in range(5):
+        single = np.asarray(i3d_random.model(x[i : i + 1], training=False))[0]
+        np.testing.assert_allclose(out[i], single, rtol=1e-4, atol=1e-5)
+
+
+def test_list_of_segments_with_different_lengths(i3d_random):
+    a, b, c = (
+        _segments((8, 32, 32, 3), 1),
+        _segments((4, 32, 32, 3), 2),
+        _segments((8, 32, 32, 3), 3),
+    )
+    out = i3d_random([a, b, c])
+    assert out.shape == (3, 1024)
+    for i, seg in enumerate((a, b, c)):
+        single = np.asarray(i3d_random.model(seg[None], training=False))[0]
+        np.testing.assert_allclose(out[i], single, rtol=1e-4, atol=1e-5)
+
+
+def test_segment_indices_by_hand():
+    # N=50, K=3: parts [0, 16), [16, 33), [33, 50); centres 8, 24.5, 41.5; L=16 windows
+    # start at floor(centre - 8) = 0, 16, 33.
+    expected = np.array([np.arange(0, 16), np.arange(16, 32), np.arange(33, 49)])
+    np.testing.assert_array_equal(segment_indices(50, 3, 16), expected)
+    # Windows stay inside the video: the last one is shifted left.
+    np.testing.assert_array_equal(segment_indices(20, 2, 16), [np.arange(0, 16), np.arange(4, 20)])
+    # A video shorter than a segment repeats its last frame.
+    np.testing.assert_array_equal(segment_indices(3, 2, 5), [[0, 1, 2, 2, 2]] * 2)
+    with pytest.raises(ValueError, match="num_segments"):
+        segment_indices(10, 0, 16)
+
+
+def test_from_frames_equals_manual_segments(i3d_random):
+    frames = _segments((20, 32, 32, 3), 4)
+    extractor = SegmentFeatureExtractor(
+        "i3d", "rgb", weights=None, batch_size=4, jit_compile=False, segment_len=6
+    )
+    extractor.model.set_weights(i3d_random.model.get_weights())
+    out = extractor.from_frames(frames, 3)
+    # parts [0, 6), [6, 13), [13, 20): centres 3, 9.5, 16.5 -> starts 0, 6, 13.
+    manual = np.stack([frames[0:6], frames[6:12], frames[13:19]])
+    np.testing.assert_allclose(out, np.asarray(i3d_random.model(manual)), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        (np.zeros((2, 8, 32, 32, 2), "float32"), "3 channels"),
+        (np.zeros((0, 8, 32, 32, 3), "float32"), "empty"),
+        (np.zeros((2, 0, 32, 32, 3), "float32"), "empty"),
+        (np.zeros((8, 32, 32, 3), "float32"), "rank 5"),
+        (np.full((1, 2, 8, 8, 3), np.nan, "float32"), "finite"),
+        (np.full((1, 2, 8, 8, 3), 255.0, "float32"), r"\[-1, 1\]"),
+        ([], "empty"),
+        ([np.zeros((2, 8, 8), "float32")], r"segments\[0\] must have rank 4"),
+    ],
+)
+def test_invalid_segments(i3d_random, bad, needle):
+    with pytest.raises(ValueError, match=needle) as info:
+        i3d_random(bad)
+    if isinstance(bad, np.ndarray):
+        assert str(bad.shape) in str(info.value) or "values in" in str(info.value)
+
+
+def test_invalid_frames(i3d_random):
+    with pytest.raises(ValueError, match="frames must have rank 4"):
+        i3d_random.from_frames(np.zeros((4, 8, 8), "float32"), 2)
+    with pytest.raises(ValueError, match="empty clip"):
+        i3d_random.from_frames(np.zeros((0, 8, 8, 3), "float32"), 2)
+
+
+def test_c3d_extractor_shapes_and_checks():
+    extractor = SegmentFeatureExtractor(
+        "c3d", "flow", weights=None, batch_size=2, jit_compile=False
+    )
+    out = extractor(_segments((1, 16, 112, 112, 2)))
+    assert out.shape == (1, 4096)
+    with pytest.raises(ValueError, match="16 frames of 112x112"):
+        extractor(_segments((1, 8, 112, 112, 2)))
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"backbone": "resnet"}, "backbone"),
+        ({"modality": "depth"}, "modality"),
+        ({"backbone": "c3d", "weights": "kinetics400"}, "no Kinetics-400 C3D"),
+        ({"batch_size": 0, "weights": None}, "batch_size"),
+        ({"backbone": "c3d", "weights": None, "segment_len": 8}, "exactly 16"),
+    ],
+)
+def test_invalid_arguments(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        SegmentFeatureExtractor(**kwargs)
+
+
+def test_feature_model_api():
+    model = features_lib.feature_model("i3d", "flow", weights=None)
+    assert model.output_shape == (None, 1024) and model.input_shape[-1] == 2
