@@ -83,7 +83,7 @@ def _decode_segments(video_path, spec, num_segments):
 
     info = video.probe(video_path)
     sample = sampling.sample_segments(
-        max(info.frame_count, 1), num_segments, spec["segment_len"], mode="eval"
+        max(info.frame_count, 1), num_segments, spec["segment_len"], mode="eval", short="overlap"
     )
     frames = video.read_frames(video_path, sample.indices.reshape(-1), on_missing="last")
     size = spec["frame_size"]
