@@ -52,11 +52,18 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 4, "Videos per backbone call.", lower_bound=1)
     flags.DEFINE_integer("num_shards", 1, "Number of parallel workers.", lower_bound=1)
     flags.DEFINE_integer("shard_index", 0, "This worker's index in [0, num_shards).", lower_bound=0)
+    flags.DEFINE_enum(
+        "short",
+        "loop",
+        ["loop", "pad", "overlap"],
+        "Videos shorter than K_v windows: loop them, pad with the last frame, or overlap "
+        "the windows (best for clips of a few seconds).",
+    )
     flags.DEFINE_integer("limit", None, "Process at most this many videos (smoke tests).")
     flags.DEFINE_integer("decode_workers", 2, "Threads decoding videos.", lower_bound=1)
 
 
-def _decode(item, data_dir, num_segments, segment_len, frame_size, modality, flow_method):
+def _decode(item, data_dir, num_segments, segment_len, frame_size, modality, flow_method, short):
     """Returns (item, clip, sample, info, error) for one video; never raises on bad input."""
     path = os.path.join(os.fspath(data_dir), item.path)
     try:
@@ -68,6 +75,7 @@ def _decode(item, data_dir, num_segments, segment_len, frame_size, modality, flo
             frame_size=frame_size,
             modality=modality,
             flow_method=flow_method,
+            short=short,
             return_info=True,
         )
         return item, clip, sample, info, None
@@ -98,6 +106,7 @@ def extract(
     frame_size=None,
     modality="rgb",
     flow_method="tvl1",
+    short="loop",
     batch_size=4,
     num_shards=1,
     shard_index=0,
@@ -120,6 +129,8 @@ def extract(
         frame_size: crop size (default `extractor.frame_size`).
         modality: 'rgb' or 'flow'.
         flow_method: 'tvl1' or 'farneback'.
+        short: 'loop', 'pad' or 'overlap', for videos shorter than K_v windows
+            (`reslstm_tf.data.sampling`).
         batch_size: videos per extractor call.
         num_shards: parallel workers; this one takes every `num_shards`-th video.
         shard_index: this worker's index.
@@ -146,6 +157,7 @@ def extract(
         "modality": modality,
         "flow_method": flow_method if modality == "flow" else None,
         "sampling": "eval",
+        "short": short,
         **(metadata or {}),
     }
     start = time.monotonic()
@@ -162,7 +174,15 @@ def extract(
         todo = [item for item in items if not writer.is_done(item.path)]
         skipped = len(items) - len(todo)
         bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extract")
-        decode_args = (data_dir, num_segments, segment_len, frame_size, modality, flow_method)
+        decode_args = (
+            data_dir,
+            num_segments,
+            segment_len,
+            frame_size,
+            modality,
+            flow_method,
+            short,
+        )
         with concurrent.futures.ThreadPoolExecutor(decode_workers) as pool:
             pending = [pool.submit(_decode, item, *decode_args) for item in todo[:batch_size]]
             position = len(pending)
@@ -255,6 +275,7 @@ def main(argv):
         segment_len=FLAGS.segment_len,
         modality=FLAGS.modality,
         flow_method=FLAGS.flow_method,
+        short=FLAGS.short,
         batch_size=FLAGS.batch_size,
         num_shards=FLAGS.num_shards,
         shard_index=FLAGS.shard_index,
