@@ -186,3 +186,26 @@ def test_streaming_client_example_keeps_states(exported, tmp_path):
     final = ref.softmax(keras.ops.convert_to_numpy(model(features[None])))[0]
     top = int(final.argmax())
     assert lines[-1].startswith(f"segment 5: {top} {final[top]:.2f}")
+
+
+@pytest.mark.slow
+def test_export_cli_video_signature_runs_the_real_i3d(tmp_path, shared_data):
+    """serve_video on the cricket clip equals I3D features then the head, in process."""
+    import tensorflow as tf
+
+    from reslstm_tf.backbones.features import SegmentFeatureExtractor
+    from reslstm_tf.cli.export import export
+    from reslstm_tf.data.video import probe, read_frames
+
+    keras.utils.set_random_seed(0)
+    model = build_single_stream(2, "res2", feature_dim=1024, units=32, num_steps=4)
+    model.save(tmp_path / "head.keras")
+    (tmp_path / "classes.txt").write_text("cricket\nother\n")
+    path = export(tmp_path / "head.keras", tmp_path / "saved", tmp_path / "classes.txt", top_k=2)
+    clip = shared_data / "kinetics_i3d" / "v_CricketShot_g04_c01_rgb.gif"
+    frames = read_frames(clip, np.arange(probe(clip).frame_count))[None]
+    served = tf.saved_model.load(str(path)).signatures["serve_video"](frames=tf.constant(frames))
+    segments = video_to_segments(tf.constant(frames), 4, 16, 224).numpy()[0]
+    features = SegmentFeatureExtractor("i3d", "rgb", jit_compile=False)(segments)
+    expected = keras.ops.convert_to_numpy(model(features[None]))
+    np.testing.assert_allclose(served["logits"].numpy(), expected, atol=1e-4)

@@ -41,13 +41,22 @@ def export(
     else:
         model = zoo.load(model_name_or_path)
     class_names = zoo.read_class_names(classes) if classes else zoo.class_names(model_name_or_path)
-    backbone = None
+    backbone, spec = None, {}
     if video_signature:
         from reslstm_tf.backbones.features import feature_model
 
-        backbone = feature_model("i3d", "rgb")
+        entry = getattr(model, "zoo_entry", None) or {}
+        spec = entry.get("features", {}).get("rgb", {})
+        backbone = feature_model(spec.get("backbone", "i3d"), "rgb")
     return export_saved_model(
-        model, export_dir, class_names, top_k=top_k, backbone=backbone, overwrite=overwrite
+        model,
+        export_dir,
+        class_names,
+        top_k=top_k,
+        backbone=backbone,
+        segment_len=spec.get("segment_len", 16),
+        frame_size=spec.get("frame_size", 224),
+        overwrite=overwrite,
     )
 
 
