@@ -63,8 +63,11 @@ setup(
         "console_scripts": [
             "reslstm-classify=reslstm_tf.cli.classify:run",
             "reslstm-demo=reslstm_tf.cli.demo:run",
+            "reslstm-eval=reslstm_tf.cli.eval:run",
             "reslstm-export=reslstm_tf.cli.export:run",
             "reslstm-extract=reslstm_tf.cli.extract:run",
+            "reslstm-stream=reslstm_tf.cli.stream:run",
+            "reslstm-train=reslstm_tf.cli.train:run",
             "reslstm-zoo=reslstm_tf.cli.zoo:run",
         ],
     },

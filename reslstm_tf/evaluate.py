@@ -1,0 +1,543 @@
+"""Evaluation: top-1/top-5/mean class accuracy, multi-clip averaging, CSV, JSON and figures.
+
+`evaluate()` runs a classifier over an unbatched `(features, label)` dataset. With
+`num_clips=N > 1` every element holds N clips of one video, `(N, T, d_f)` (or a
+dict of such for two streams); the softmax probabilities of the clips are averaged,
+the usual test-time augmentation. It writes into `out_dir`:
+
+- `metrics.json`: top1, top5, mean_class_accuracy, num_videos, num_clips, num_classes;
+- `per_class_accuracy.csv`: class_index, class_name, num_videos, num_correct, accuracy;
+- `confusion_matrix.png`: row-normalised confusion matrix (rows: true classes);
+- `predictions.npz`: the averaged probabilities and the labels;
+- `top5_predictions.png`: for chosen videos, frames beside a bar chart of the
+  five most probable classes (only when videos are chosen).
+
+Mean class accuracy is the mean of the per-class accuracies over the classes that
+have at least one video in the evaluated set.
+"""
+
+import csv
+import json
+import pathlib
+
+import numpy as np
+
+from reslstm_tf.cache import atomic_write
+
+METRICS_FILE = "metrics.json"
+PER_CLASS_FILE = "per_class_accuracy.csv"
+CONFUSION_FILE = "confusion_matrix.png"
+TOP5_FILE = "top5_predictions.png"
+PREDICTIONS_FILE = "predictions.npz"
+
+
+class EvaluationInputError(ValueError):
+    """Evaluation input (model, data, class names, options) that cannot be used."""
+
+
+# ---------------------------------------------------------------------------------- metrics
+
+
+def _check_probs_labels(probs, labels):
+    probs = np.asarray(probs, dtype="float64")
+    labels = np.asarray(labels)
+    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
+        raise EvaluationInputError(
+            f"probabilities must be (N, C) and labels (N,). Received {probs.shape} and "
+            f"{labels.shape}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise EvaluationInputError(
+            f"labels must be in [0, {probs.shape[1]}). Received labels in "
+            f"[{labels.min()}, {labels.max()}]"
+        )
+    return probs, labels.astype("int64")
+
+
+def top_k_accuracy(probs, labels, k=1):
+    """Returns the fraction of videos whose true class is among the k most probable.
+
+    Args:
+        probs: float `(N, C)` scores or probabilities.
+        labels: int `(N,)` true classes.
+        k: int, 1 <= k; values above C count every video as correct.
+
+    Returns:
+        A float in [0, 1].
+    """
+    probs, labels = _check_probs_labels(probs, labels)
+    if not isinstance(k, int) or k < 1:
+        raise EvaluationInputError(f"k must be a positive integer. Received: k={k!r}")
+    k = min(k, probs.shape[1])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def confusion_matrix(labels, predictions, num_classes):
+    """Returns the `(C, C)` int64 matrix whose [i, j] counts videos of class i predicted j."""
+    matrix = np.zeros((num_classes, num_classes), dtype="int64")
+    np.add.at(matrix, (np.asarray(labels, "int64"), np.asarray(predictions, "int64")), 1)
+    return matrix
+
+
+def per_class_accuracy(labels, predictions, num_classes):
+    """Returns `(accuracy, counts)`: per-class top-1 accuracy (NaN for absent classes), videos."""
+    matrix = confusion_matrix(labels, predictions, num_classes)
+    counts = matrix.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(counts > 0, np.diag(matrix) / np.maximum(counts, 1), np.nan)
+    return accuracy, counts
+
+
+def mean_class_accuracy(labels, predictions, num_classes):
+    """Returns the mean of the per-class accuracies over the classes present in `labels`."""
+    accuracy, counts = per_class_accuracy(labels, predictions, num_classes)
+    return float(np.mean(accuracy[counts > 0]))
+
+
+def compute_metrics(probs, labels):
+    """Returns {"top1", "top5", "mean_class_accuracy", "num_videos", "num_classes"}."""
+    probs, labels = _check_probs_labels(probs, labels)
+    predictions = np.argmax(probs, axis=1)
+    return {
+        "top1": top_k_accuracy(probs, labels, 1),
+        "top5": top_k_accuracy(probs, labels, 5),
+        "mean_class_accuracy": mean_class_accuracy(labels, predictions, probs.shape[1]),
+        "num_videos": int(labels.shape[0]),
+        "num_classes": int(probs.shape[1]),
+    }
+
+
+def softmax(logits):
+    """Returns the softmax of float `(..., C)` logits along the last axis, in float64."""
+    logits = np.asarray(logits, dtype="float64")
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+# ------------------------------------------------------------------------------ prediction
+
+
+def _clip_rank(spec_shape, num_clips, name):
+    rank = spec_shape.rank
+    if num_clips == 1 and rank == 2:
+        return False
+    if rank == 3:
+        clips = spec_shape[0]
+        if clips is not None and clips != num_clips:
+            raise EvaluationInputError(
+                f"features {name!r} hold {clips} clips per video but num_clips={num_clips}"
+            )
+        return True
+    allowed = "(T, d_f) or (num_clips, T, d_f)" if num_clips == 1 else "(num_clips, T, d_f)"
+    raise EvaluationInputError(
+        f"features {name!r} of each video must have shape {allowed} with num_clips="
+        f"{num_clips}. Received shape {spec_shape}"
+    )
+
+
+def predict_probabilities(model, dataset, num_clips=1, batch_size=32, progress=True):
+    """Returns `(probs, labels)`: clip-averaged softmax probabilities `(N, C)` and labels.
+
+    Args:
+        model: a `keras.Model` with logits out.
+        dataset: unbatched `tf.data.Dataset` of `(features, label)`; features
+            `(T, d_f)` or `(num_clips, T, d_f)` (or a dict of such for two streams).
+        num_clips: int, clips per video.
+        batch_size: int, videos per forward pass.
+        progress: bool, show a tqdm progress bar.
+
+    Returns:
+        float64 `(N, C)` probabilities and int64 `(N,)` labels.
+    """
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    if not isinstance(num_clips, int) or num_clips < 1:
+        raise EvaluationInputError(
+            f"num_clips must be a positive integer. Received: num_clips={num_clips!r}"
+        )
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) != 2:
+        raise EvaluationInputError(
+            f"the dataset must yield (features, label) pairs. Received element spec {spec}"
+        )
+    feature_spec = spec[0] if isinstance(spec[0], dict) else {"features": spec[0]}
+    has_clips = {name: _clip_rank(s.shape, num_clips, name) for name, s in feature_spec.items()}
+    cardinality = int(dataset.cardinality())
+    total = cardinality if cardinality >= 0 else None
+
+    def flatten(x):
+        # (B, clips, T, d) -> (B * clips, T, d); (B, T, d) stays.
+        return tf.reshape(x, tf.concat([[-1], tf.shape(x)[-2:]], axis=0))
+
+    probs, labels = [], []
+    bar = tqdm(total=total, unit="video", desc="evaluate", disable=not progress)
+    try:
+        for features, label in dataset.batch(batch_size):
+            if isinstance(features, dict):
+                inputs = {k: flatten(v) if has_clips[k] else v for k, v in features.items()}
+            else:
+                inputs = flatten(features) if has_clips["features"] else features
+            logits = np.asarray(model.predict_on_batch(inputs))
+            clips = num_clips if any(has_clips.values()) else 1
+            video_probs = softmax(logits).reshape(-1, clips, logits.shape[-1]).mean(axis=1)
+            probs.append(video_probs)
+            labels.append(np.asarray(label, dtype="int64").reshape(-1))
+            bar.update(len(video_probs))
+    finally:
+        bar.close()
+    if not probs:
+        raise EvaluationInputError("the evaluation dataset is empty")
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+# --------------------------------------------------------------------------------- outputs
+
+
+def write_per_class_csv(path, labels, predictions, class_names):
+    """Writes per-class accuracy as CSV: class_index, class_name, num_videos, num_correct, accuracy.
+
+    Classes without videos have an empty accuracy.
+    """
+    num_classes = len(class_names)
+    matrix = confusion_matrix(labels, predictions, num_classes)
+    counts = matrix.sum(axis=1)
+    with atomic_write(path, "w") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["class_index", "class_name", "num_videos", "num_correct", "accuracy"])
+        for index, name in enumerate(class_names):
+            correct = int(matrix[index, index])
+            accuracy = f"{correct / counts[index]:.6f}" if counts[index] else ""
+            writer.writerow([index, name, int(counts[index]), correct, accuracy])
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(matrix, class_names, path, normalize=True):
+    """Saves a confusion-matrix figure (rows: true class; row-normalised by default) as PNG."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix, dtype="float64")
+    if normalize:
+        matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    num_classes = len(class_names)
+    size = min(24.0, max(5.0, 0.25 * num_classes + 3))
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if num_classes <= 60:
+        ax.set_xticks(range(num_classes))
+        ax.set_yticks(range(num_classes))
+        fontsize = 8 if num_classes <= 20 else 5
+        ax.set_xticklabels(class_names, rotation=90, fontsize=fontsize)
+        ax.set_yticklabels(class_names, fontsize=fontsize)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def _save_figure(fig, path):
+    with atomic_write(path) as handle:
+        fig.savefig(handle, format="png", dpi=100)
+
+
+def _frame_strip(frames, max_frames=4):
+    """Returns frames (K, H, W, 3), (H, W, 3) or (H, W) as one float RGB image in [0, 1]."""
+    frames = np.asarray(frames)
+    if frames.ndim == 2 or (frames.ndim == 3 and frames.shape[-1] in (1, 3)):
+        frames = frames[None]
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+        raise EvaluationInputError(
+            "frames must be (K, H, W, 3), (H, W, 3) or (H, W) arrays. "
+            f"Received shape {frames.shape}"
+        )
+    if frames.shape[0] > max_frames:
+        frames = frames[np.linspace(0, frames.shape[0] - 1, max_frames).round().astype(int)]
+    frames = frames.astype("float64")
+    if frames.max(initial=0.0) > 1.0:
+        frames = frames / 255.0
+    frames = np.clip(frames, 0.0, 1.0)
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    return np.concatenate(list(frames), axis=1)
+
+
+def plot_top5(probs, class_names, path, frames=None, labels=None, titles=None):
+    """Saves a figure with one row per video: frames beside a bar chart of its top-5 classes.
+
+    Args:
+        probs: float `(V, C)` probabilities of the V chosen videos.
+        class_names: the C class names.
+        path: output PNG file.
+        frames: optional list of V frame arrays ((K, H, W, 3), (H, W, 3) or (H, W);
+            uint8 or floats in [0, 1]) or None entries.
+        labels: optional `(V,)` true classes; their bars are drawn green, others blue.
+        titles: optional V row titles (e.g. video ids).
+    """
+    plt = _pyplot()
+    probs = np.atleast_2d(np.asarray(probs, dtype="float64"))
+    count = probs.shape[0]
+    frames = list(frames) if frames is not None else [None] * count
+    if len(frames) != count:
+        raise EvaluationInputError(
+            f"got {len(frames)} frame arrays for {count} videos; pass one (or None) per video"
+        )
+    fig, axes = plt.subplots(
+        count, 2, figsize=(11, 2.6 * count), squeeze=False, gridspec_kw={"width_ratios": [3, 2]}
+    )
+    for row in range(count):
+        image_ax, bar_ax = axes[row]
+        image_ax.axis("off")
+        if frames[row] is not None:
+            image_ax.imshow(_frame_strip(frames[row]))
+        else:
+            image_ax.text(0.5, 0.5, "no frames", ha="center", va="center")
+        title = titles[row] if titles is not None else f"video {row}"
+        if labels is not None:
+            title += f" (true: {class_names[int(labels[row])]})"
+        image_ax.set_title(title, fontsize=9)
+        top = np.argsort(-probs[row], kind="stable")[:5]
+        colours = [
+            "tab:green" if labels is not None and c == int(labels[row]) else "tab:blue" for c in top
+        ]
+        bar_ax.barh(range(len(top))[::-1], probs[row, top], color=colours)
+        bar_ax.set_yticks(range(len(top))[::-1])
+        bar_ax.set_yticklabels([class_names[c] for c in top], fontsize=8)
+        bar_ax.set_xlim(0.0, 1.0)
+        bar_ax.set_xlabel("probability", fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def evaluate(
+    model,
+    dataset,
+    class_names,
+    out_dir,
+    num_clips=1,
+    batch_size=32,
+    top5_videos=None,
+    frames=None,
+    progress=True,
+):
+    """Evaluates a classifier: metrics JSON, per-class CSV, confusion matrix and top-5 figure.
+
+    Args:
+        model: a `keras.Model` with logits out (C classes).
+        dataset: unbatched `tf.data.Dataset` of `(features, label)`; features
+            `(T, d_f)`, or `(num_clips, T, d_f)` per video when `num_clips > 1`
+            (dicts of such for two-stream models).
+        class_names: list of the C class names, or None for "class_<i>".
+        out_dir: output folder (created).
+        num_clips: int, clips per video; their probabilities are averaged.
+        batch_size: int, videos per forward pass.
+        top5_videos: optional indices (dataset order) of videos for the top-5 figure;
+            defaults to the keys of `frames`.
+        frames: optional {video index: frames array} shown beside the bar charts.
+        progress: bool, show a progress bar.
+
+    Returns:
+        The metrics dict also written to `metrics.json`.
+
+    Raises:
+        EvaluationInputError: mismatched class names, labels out of range, bad shapes.
+    """
+    num_classes = int(model.output_shape[-1])
+    if class_names is None:
+        class_names = [f"class_{i}" for i in range(num_classes)]
+    class_names = [str(n) for n in class_names]
+    if len(class_names) != num_classes:
+        raise EvaluationInputError(
+            f"got {len(class_names)} class names but the model predicts {num_classes} classes"
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise EvaluationInputError(
+            f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
+        )
+    frames = dict(frames or {})
+    chosen = list(top5_videos) if top5_videos is not None else sorted(frames)
+    out_dir = pathlib.Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EvaluationInputError(
+            f"out_dir {str(out_dir)!r} cannot be created ({error.strerror or error})"
+        ) from error
+
+    probs, labels = predict_probabilities(model, dataset, num_clips, batch_size, progress)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        bad = labels.min() if labels.min() < 0 else labels.max()
+        raise EvaluationInputError(
+            f"the dataset has label {bad} outside the class range [0, {num_classes})"
+        )
+    bad_videos = [i for i in chosen if not 0 <= int(i) < len(labels)]
+    if bad_videos:
+        raise EvaluationInputError(
+            f"top5_videos {bad_videos} are not video indices in [0, {len(labels)})"
+        )
+    metrics = compute_metrics(probs, labels)
+    metrics["num_clips"] = num_clips
+    predictions = np.argmax(probs, axis=1)
+
+    with atomic_write(out_dir / METRICS_FILE, "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    write_per_class_csv(out_dir / PER_CLASS_FILE, labels, predictions, class_names)
+    plot_confusion_matrix(
+        confusion_matrix(labels, predictions, num_classes), class_names, out_dir / CONFUSION_FILE
+    )
+    with atomic_write(out_dir / PREDICTIONS_FILE) as handle:
+        np.savez(handle, probabilities=probs, labels=labels)
+    if chosen:
+        index = np.asarray(chosen, dtype="int64")
+        plot_top5(
+            probs[index],
+            class_names,
+            out_dir / TOP5_FILE,
+            frames=[frames.get(int(i)) for i in index],
+            labels=labels[index],
+            titles=[f"video {int(i)}" for i in index],
+        )
+    return metrics
+
+
+# ------------------------------------------------------------------------ trained model runs
+
+
+def load_trained_model(model_dir, weights=None):
+    """Rebuilds the model of a `reslstm-train` run and loads its weights.
+
+    Args:
+        model_dir: the run's folder (holds `train_config.json`).
+        weights: optional `.weights.h5` file; default `final.weights.h5` of the run,
+            else its latest checkpoint.
+
+    Returns:
+        `(model, config)`: the `keras.Model` and the run's config dict.
+    """
+    import tensorflow as tf
+
+    from reslstm_tf import train as train_lib
+
+    model_dir = pathlib.Path(model_dir)
+    config_path = model_dir / train_lib.CONFIG_FILE
+    if not config_path.is_file():
+        raise EvaluationInputError(
+            f"model_dir {str(model_dir)!r} has no {train_lib.CONFIG_FILE}; pass the folder of "
+            "a reslstm-train run"
+        )
+    config = json.loads(config_path.read_text())
+    model = train_lib.build_model(**config["model"])
+    final = pathlib.Path(weights) if weights else model_dir / train_lib.FINAL_WEIGHTS
+    if weights and not final.is_file():
+        raise EvaluationInputError(f"weights file {str(final)!r} does not exist")
+    if final.is_file():
+        model.load_weights(final)
+        return model, config
+    latest = tf.train.latest_checkpoint(str(model_dir / train_lib.CHECKPOINT_SUBDIR))
+    if latest is None:
+        raise EvaluationInputError(
+            f"model_dir {str(model_dir)!r} holds neither {train_lib.FINAL_WEIGHTS} nor a checkpoint"
+        )
+    checkpoint = tf.train.Checkpoint(model_variables=train_lib._variable_dict(model.variables))
+    checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
+    return model, config
+
+
+def run_evaluation(
+    *,
+    model_dir,
+    features_npz=None,
+    features_dir=None,
+    flow_features_dir=None,
+    split="test",
+    out_dir=None,
+    weights=None,
+    num_clips=1,
+    batch_size=32,
+    class_names_file=None,
+    top5_videos=None,
+    frames_npz=None,
+    progress=True,
+):
+    """Evaluates a `reslstm-train` run on features; the library behind `reslstm-eval`.
+
+    Args:
+        model_dir: the run's folder.
+        features_npz, features_dir, flow_features_dir, split: the evaluation features
+            (see `reslstm_tf.train.load_features`). Without any, the run's own
+            features folder(s) are used, at `split`, which must then be a split
+            folder (`<dir>/<split>[/<modality>]`), never the training cache itself.
+        out_dir: output folder; default `<model_dir>/eval_<split>`.
+        weights: optional `.weights.h5` to evaluate instead of the run's final weights.
+        num_clips: int, clips per video.
+        batch_size: int, videos per forward pass.
+        class_names_file: optional text file, one class name per line.
+        top5_videos: optional video indices for the top-5 figure.
+        frames_npz: optional `.npz` whose arrays, named by video index ("0", "12"),
+            are the frames shown in the top-5 figure.
+        progress: bool, show a progress bar.
+
+    Returns:
+        The metrics dict.
+    """
+    from reslstm_tf import train as train_lib
+
+    model, config = load_trained_model(model_dir, weights)
+    modality = config["model"]["modality"]
+    allow_single = True
+    if features_npz is None and features_dir is None:
+        features_dir = config.get("features_dir")
+        flow_features_dir = flow_features_dir or config.get("flow_features_dir")
+        allow_single = False
+        if features_dir is None:
+            raise EvaluationInputError(
+                f"no evaluation features given and the run in {str(model_dir)!r} was not "
+                "trained from a features folder; pass features_npz or features_dir"
+            )
+    num_steps = next(iter(train_lib.model_input_shapes(model).values()))[0]
+    dataset, data_names = train_lib.load_features(
+        features_npz, features_dir, split, modality, num_steps, flow_features_dir, allow_single
+    )
+    if class_names_file:
+        path = pathlib.Path(class_names_file)
+        if not path.is_file():
+            raise EvaluationInputError(f"class_names_file {str(path)!r} does not exist")
+        class_names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    else:
+        class_names = config.get("class_names") or data_names
+    frames = {}
+    if frames_npz:
+        with np.load(frames_npz, allow_pickle=False) as data:
+            bad = [key for key in data.files if not key.isdigit()]
+            if bad:
+                raise EvaluationInputError(
+                    f"frames_npz {str(frames_npz)!r} has arrays {bad}; name each array by its "
+                    "video index, e.g. '0' or '12'"
+                )
+            frames = {int(key): data[key] for key in data.files}
+    out_dir = out_dir or pathlib.Path(model_dir) / f"eval_{split}"
+    return evaluate(
+        model,
+        dataset,
+        class_names,
+        out_dir,
+        num_clips=num_clips,
+        batch_size=batch_size,
+        top5_videos=top5_videos,
+        frames=frames,
+        progress=progress,
+    )

@@ -1,0 +1,1 @@
+"""Tests of training, resume, multi-worker training and evaluation."""

@@ -1,0 +1,178 @@
+"""Evaluation metrics, multi-clip averaging and outputs, checked against plain numpy loops."""
+
+import csv
+import json
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from reslstm_tf import evaluate as evaluate_lib
+from reslstm_tf import train as train_lib
+from reslstm_tf.models import build_single_stream, build_two_stream
+
+CLASSES = 7
+T, D = 5, 8
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    return build_single_stream(CLASSES, "res2", feature_dim=D, units=8, num_steps=T)
+
+
+def _reference_probs(model, clips):
+    """Softmax of each clip separately (one forward pass per clip), averaged per video."""
+    out = []
+    for video in clips:
+        logits = np.stack([model.predict(clip[None], verbose=0)[0] for clip in video])
+        e = np.exp(logits.astype("float64") - logits.max(axis=1, keepdims=True))
+        out.append((e / e.sum(axis=1, keepdims=True)).mean(axis=0))
+    return np.array(out)
+
+
+def _reference_metrics(probs, labels):
+    top1 = np.mean([np.argmax(p) == y for p, y in zip(probs, labels)])
+    top5 = np.mean([y in np.argsort(p)[::-1][:5] for p, y in zip(probs, labels)])
+    per_class = {}
+    for c in range(probs.shape[1]):
+        idx = [i for i, y in enumerate(labels) if y == c]
+        if idx:
+            per_class[c] = (len(idx), sum(np.argmax(probs[i]) == c for i in idx))
+    mean_class = np.mean([correct / n for n, correct in per_class.values()])
+    return top1, top5, mean_class, per_class
+
+
+@pytest.mark.parametrize("num_clips", [1, 3])
+def test_metrics_and_outputs_match_numpy(tmp_path, num_clips):
+    rng = np.random.default_rng(num_clips)
+    n = 23
+    clips = rng.normal(size=(n, num_clips, T, D)).astype("float32")
+    # Class 6 has no video: it must be left out of the mean class accuracy.
+    labels = rng.integers(0, CLASSES - 1, size=n)
+    model = _model()
+    features = clips[:, 0] if num_clips == 1 else clips
+    names = [f"action {c}" for c in range(CLASSES)]
+    frames = {
+        0: rng.integers(0, 256, size=(6, 24, 32, 3), dtype=np.uint8),
+        4: rng.random(size=(24, 32, 3)),
+    }
+    metrics = evaluate_lib.evaluate(
+        model,
+        train_lib.numpy_dataset(features, labels),
+        names,
+        tmp_path,
+        num_clips=num_clips,
+        batch_size=5,
+        frames=frames,
+        top5_videos=[0, 4, 9],
+        progress=False,
+    )
+    probs = _reference_probs(model, clips)
+    top1, top5, mean_class, per_class = _reference_metrics(probs, labels)
+
+    saved = np.load(tmp_path / "predictions.npz")
+    np.testing.assert_allclose(saved["probabilities"], probs, atol=1e-6)
+    np.testing.assert_array_equal(saved["labels"], labels)
+    assert metrics == json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["top1"] == pytest.approx(top1)
+    assert metrics["top5"] == pytest.approx(top5)
+    assert metrics["mean_class_accuracy"] == pytest.approx(mean_class)
+    assert metrics["num_videos"] == n and metrics["num_clips"] == num_clips
+
+    with open(tmp_path / "per_class_accuracy.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["class_name"] for r in rows] == names
+    for c, row in enumerate(rows):
+        videos, correct = per_class.get(c, (0, 0))
+        assert int(row["num_videos"]) == videos and int(row["num_correct"]) == correct
+        if videos:
+            assert float(row["accuracy"]) == pytest.approx(correct / videos, abs=1e-6)
+        else:
+            assert row["accuracy"] == ""
+
+    for name in ("confusion_matrix.png", "top5_predictions.png"):
+        image = matplotlib.image.imread(tmp_path / name)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_top_k_and_confusion_against_loops():
+    rng = np.random.default_rng(3)
+    probs = rng.random(size=(40, 6))
+    labels = rng.integers(0, 6, size=40)
+    for k in (1, 2, 5, 6, 9):
+        expected = np.mean([np.sum(p > p[y]) < k for p, y in zip(probs, labels)])
+        assert evaluate_lib.top_k_accuracy(probs, labels, k) == pytest.approx(expected)
+    predicted = probs.argmax(axis=1)
+    matrix = evaluate_lib.confusion_matrix(labels, predicted, 6)
+    for i in range(6):
+        for j in range(6):
+            assert matrix[i, j] == np.sum((labels == i) & (predicted == j))
+
+
+def test_two_stream_multi_clip_evaluation(tmp_path):
+    rng = np.random.default_rng(1)
+    keras.utils.set_random_seed(1)
+    model = build_two_stream(
+        CLASSES, "res2", fusion="sum", level="late", rgb_dim=D, flow_dim=D, units=8, num_steps=T
+    )
+    rgb = rng.normal(size=(6, 2, T, D)).astype("float32")
+    flow = rng.normal(size=(6, 2, T, D)).astype("float32")
+    labels = np.arange(6)
+    dataset = tf.data.Dataset.from_tensor_slices(({"rgb": rgb, "flow": flow}, labels))
+    probs, got_labels = evaluate_lib.predict_probabilities(model, dataset, 2, progress=False)
+    logits = model.predict({"rgb": rgb.reshape(12, T, D), "flow": flow.reshape(12, T, D)})
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected = (e / e.sum(axis=1, keepdims=True)).reshape(6, 2, CLASSES).mean(axis=1)
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    np.testing.assert_array_equal(got_labels, labels)
+
+
+def test_evaluates_a_trained_run_from_its_model_dir(tmp_path, features_npz):
+    run_dir = tmp_path / "run"
+    result = train_lib.run_training(
+        model_dir=run_dir,
+        features_npz=features_npz,
+        preset="res2",
+        feature_dim=16,
+        units=16,
+        num_steps=6,
+        epochs=1,
+        batch_size=8,
+        progress=False,
+    )
+    metrics = evaluate_lib.run_evaluation(
+        model_dir=run_dir, features_npz=features_npz, progress=False
+    )
+    data = np.load(features_npz)
+    predicted = result.model.predict(data["features"], verbose=0).argmax(axis=1)
+    assert metrics["top1"] == pytest.approx(np.mean(predicted == data["labels"]))
+    assert (run_dir / "eval_test" / "metrics.json").is_file()
+    with open(run_dir / "eval_test" / "per_class_accuracy.csv") as handle:
+        assert [row["class_name"] for row in csv.DictReader(handle)] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"class_names": ["a", "b"]}, "got 2 class names but the model predicts 7 classes"),
+        ({"num_clips": 4}, "hold 3 clips per video but num_clips=4"),
+        ({"top5_videos": [50]}, "top5_videos [50] are not video indices in [0, 4)"),
+        ({"labels": [0, 1, 7, 2]}, "label 7 outside the class range [0, 7)"),
+    ],
+)
+def test_bad_evaluation_input(tmp_path, kwargs, message):
+    features = np.zeros((4, 3, T, D), "float32")
+    labels = kwargs.pop("labels", [0, 1, 2, 3])
+    args = {"class_names": None, "num_clips": 3, "progress": False, **kwargs}
+    with pytest.raises(evaluate_lib.EvaluationInputError) as info:
+        evaluate_lib.evaluate(
+            _model(), train_lib.numpy_dataset(features, labels), out_dir=tmp_path, **args
+        )
+    assert message in str(info.value)
+
+
+def test_run_without_weights_or_config_is_refused(tmp_path):
+    with pytest.raises(evaluate_lib.EvaluationInputError, match="has no train_config.json"):
+        evaluate_lib.load_trained_model(tmp_path)
