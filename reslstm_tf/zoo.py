@@ -177,11 +177,14 @@ def weights_path(name):
 
 def _not_published_message(name, entry):
     dataset = entry["dataset"]["name"]
+    recipe = entry.get("recipe", ["see docs/reproduce.md"])
+    recipe = [recipe] if isinstance(recipe, str) else recipe
     return (
         f"zoo entry {name!r} has no published weights: no {dataset} features or GPU "
         "were available where this release was made, and reslstm_tf never returns "
         "random weights silently. To produce and publish them:\n"
-        f"  {entry.get('recipe', 'see docs/reproduce.md')}\n"
+        + "".join(f"  {command}\n" for command in recipe)
+        + "(docs/reproduce.md gives the compute each step needs.) "
         f"Or call reslstm_tf.zoo.load({name!r}, weights=None) for the untrained "
         "architecture, or weights='path/to.weights.h5' for your own."
     )
