@@ -154,3 +154,12 @@ def build_two_stream(
         logits,
         name=name or f"{preset}_two_stream_{level}_{fusion}",
     )
+
+
+def load_model(path):
+    """Loads a `.keras` model saved from reslstm_tf, with its custom layers registered.
+
+    `keras.saving.load_model` works too once `reslstm_tf.layers` has been imported;
+    this function makes sure it has.
+    """
+    return keras.saving.load_model(path)

@@ -196,6 +196,8 @@ def build(name):
     arch = entry["architecture"]
     kind = arch["kind"]
     num_classes = entry["dataset"]["num_classes"]
+    features = entry["features"]
+    feature_dim = features.get("feature_dim") or features.get("rgb", {}).get("feature_dim")
     overrides = {k: arch[k] for k in ("units", "num_layers", "residual", "num_steps") if k in arch}
     if kind == "single_stream":
         from reslstm_tf.models import build_single_stream
@@ -203,7 +205,7 @@ def build(name):
         return build_single_stream(
             num_classes,
             arch["preset"],
-            feature_dim=entry["features"]["feature_dim"],
+            feature_dim=feature_dim,
             name=name,
             **overrides,
         )
@@ -215,8 +217,8 @@ def build(name):
             arch["preset"],
             fusion=arch["fusion"],
             level=arch["level"],
-            rgb_dim=entry["features"]["feature_dim"],
-            flow_dim=entry["features"]["feature_dim"],
+            rgb_dim=feature_dim,
+            flow_dim=features.get("flow", {}).get("feature_dim", feature_dim),
             name=name,
             **overrides,
         )

@@ -29,13 +29,12 @@ def export(
     model_name_or_path, export_dir, classes=None, top_k=5, video_signature=True, overwrite=False
 ):
     """Exports a zoo entry or `.keras` model; returns the export directory."""
-    import keras
-
     from reslstm_tf import zoo
     from reslstm_tf.export import export_saved_model
+    from reslstm_tf.models import load_model
 
     if str(model_name_or_path).endswith(".keras"):
-        model = keras.saving.load_model(model_name_or_path)
+        model = load_model(model_name_or_path)
         if classes is None:
             raise ValueError("--classes is needed when exporting a .keras file")
     else:

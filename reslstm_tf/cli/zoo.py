@@ -45,13 +45,12 @@ def list_entries(out=sys.stdout):
 
 def publish_from_files(model_path, name, entry_json, manifest=None, weights_dir=None, url=None):
     """Loads a `.keras` model and an entry JSON and publishes them with `zoo.publish`."""
-    import keras
-
     from reslstm_tf import zoo
+    from reslstm_tf.models import load_model
 
     with open(entry_json, encoding="utf-8") as handle:
         entry = json.load(handle)
-    model = keras.saving.load_model(model_path)
+    model = load_model(model_path)
     return zoo.publish(model, name, entry, manifest, weights_dir, url)
 
 

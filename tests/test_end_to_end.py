@@ -1,0 +1,98 @@
+"""The whole workflow on real clips: extract -> train -> eval -> publish -> zoo.load -> predict."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from reslstm_tf import zoo
+
+
+def _run(module, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, "-m", f"reslstm_tf.cli.{module}", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, f"{module} {args}:\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.mark.slow
+def test_recipe_from_videos_to_a_published_entry(shared_data, tmp_path, monkeypatch):
+    clips = shared_data / "skateboard"
+    lines = (clips / "trainlist.txt").read_text().split()
+    kick = [x for x in lines if x.startswith("Kickflip/")]
+    ollie = [x for x in lines if x.startswith("Ollie/")]
+    splits = {"train": kick[:3] + ollie[:3], "test": kick[3:5] + ollie[3:5]}
+    for subset, items in splits.items():
+        (tmp_path / f"{subset}.txt").write_text("\n".join(items) + "\n")
+        _run(
+            "extract",
+            "--dataset=folder",
+            f"--data_dir={clips}",
+            f"--split_file={tmp_path / f'{subset}.txt'}",
+            "--segments=4",
+            "--segment_len=8",
+            "--short=overlap",
+            f"--out_dir={tmp_path / 'features' / subset / 'rgb'}",
+        )
+    model_dir = tmp_path / "run"
+    _run(
+        "train",
+        "--preset=res2",
+        "--units=32",
+        f"--features_dir={tmp_path / 'features'}",
+        "--split=train",
+        "--epochs=3",
+        "--batch_size=2",
+        f"--model_dir={model_dir}",
+    )
+    _run(
+        "eval",
+        f"--model_dir={model_dir}",
+        f"--features_dir={tmp_path / 'features'}",
+        "--split=test",
+        f"--out_dir={tmp_path / 'eval'}",
+    )
+    metrics = json.loads(next((tmp_path / "eval").glob("*.json")).read_text())
+    assert 0.0 <= metrics["top1"] <= 1.0 and metrics["num_videos"] == 4
+
+    (tmp_path / "skate_classes.txt").write_text("Kickflip\nOllie\n")
+    entry = {
+        "description": "end-to-end test entry",
+        "dataset": {"name": "skate", "classes": "skate_classes.txt", "num_classes": 2},
+        "architecture": {"kind": "single_stream", "preset": "res2", "units": 32, "num_steps": 4},
+        "features": {
+            "rgb": {
+                "backbone": "i3d",
+                "feature_dim": 1024,
+                "num_segments": 4,
+                "segment_len": 8,
+                "frame_size": 224,
+                "resize_short_side": 256,
+            }
+        },
+        "metrics": [{**metrics, "command": "tests/test_end_to_end.py"}],
+    }
+    (tmp_path / "entry.json").write_text(json.dumps(entry))
+    manifest = tmp_path / "zoo" / "manifest.json"
+    _run(
+        "zoo",
+        "publish",
+        f"--model={model_dir / 'model.keras'}",
+        "--name=skate_res2",
+        f"--entry_json={tmp_path / 'entry.json'}",
+        f"--manifest={manifest}",
+    )
+    (manifest.parent / "skate_classes.txt").write_text("Kickflip\nOllie\n")
+    monkeypatch.setenv("RESLSTM_ZOO_MANIFEST", str(manifest))
+    ranked = zoo.predict("skate_res2", clips / splits["test"][0], top_k=2)
+    assert sorted(name for name, _ in ranked) == ["Kickflip", "Ollie"]
+    assert np.isclose(sum(p for _, p in ranked), 1.0, atol=1e-5)
