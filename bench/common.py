@@ -46,16 +46,21 @@ def machine_header(extra_versions=()):
     return f"machine: {cpu_model()}, {os.cpu_count()} cores; " + ", ".join(versions)
 
 
-def time_call(fn, warmup=2, repeat=5):
-    """Returns the median wall time in seconds of `fn()` after `warmup` calls."""
+def latencies(fn, warmup=2, repeat=5):
+    """Returns the wall time in ms of each of `repeat` calls of `fn()` after `warmup` calls."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def time_call(fn, warmup=2, repeat=5):
+    """Returns the median wall time in seconds of `fn()` after `warmup` calls."""
+    return statistics.median(latencies(fn, warmup, repeat)) / 1e3
 
 
 def percentile(values, q):

@@ -9,24 +9,11 @@ Target: serving within 1.2x of in-process.
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_header, percentile, print_table  # noqa: E402
-
-
-def latencies(fn, warmup=3, repeat=50):
-    """Returns per-call wall times in ms of `fn()` after warmup."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+from common import latencies, machine_header, percentile, print_table  # noqa: E402
 
 
 def run(repeat=50):

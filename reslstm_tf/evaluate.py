@@ -23,6 +23,7 @@ import pathlib
 import numpy as np
 
 from reslstm_tf.cache import atomic_write
+from reslstm_tf.plots import pyplot, save_figure
 
 METRICS_FILE = "metrics.json"
 PER_CLASS_FILE = "per_class_accuracy.csv"
@@ -213,18 +214,9 @@ def write_per_class_csv(path, labels, predictions, class_names):
             writer.writerow([index, name, int(counts[index]), correct, accuracy])
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_confusion_matrix(matrix, class_names, path, normalize=True):
     """Saves a confusion-matrix figure (rows: true class; row-normalised by default) as PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix, dtype="float64")
     if normalize:
         matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -242,14 +234,7 @@ def plot_confusion_matrix(matrix, class_names, path, normalize=True):
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
-    fig.tight_layout()
-    _save_figure(fig, path)
-    plt.close(fig)
-
-
-def _save_figure(fig, path):
-    with atomic_write(path) as handle:
-        fig.savefig(handle, format="png", dpi=100)
+    save_figure(fig, path)
 
 
 def _frame_strip(frames, max_frames=4):
@@ -287,7 +272,7 @@ def plot_top5(probs, class_names, path, frames=None, labels=None, titles=None):
         labels: optional `(V,)` true classes; their bars are drawn green, others blue.
         titles: optional V row titles (e.g. video ids).
     """
-    plt = _pyplot()
+    plt = pyplot()
     probs = np.atleast_2d(np.asarray(probs, dtype="float64"))
     count = probs.shape[0]
     frames = list(frames) if frames is not None else [None] * count
@@ -318,9 +303,7 @@ def plot_top5(probs, class_names, path, frames=None, labels=None, titles=None):
         bar_ax.set_yticklabels([class_names[c] for c in top], fontsize=8)
         bar_ax.set_xlim(0.0, 1.0)
         bar_ax.set_xlabel("probability", fontsize=8)
-    fig.tight_layout()
-    _save_figure(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def evaluate(

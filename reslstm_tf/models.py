@@ -1,5 +1,7 @@
 """Model builders: one-stream and two-stream Res-LSTM classifiers as functional `keras.Model`s."""
 
+import contextlib
+
 import keras
 
 from reslstm_tf import presets
@@ -163,3 +165,20 @@ def load_model(path):
     this function makes sure it has.
     """
     return keras.saving.load_model(path)
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Sets the global Keras dtype policy inside the block and restores it afterwards.
+
+    Example:
+
+    >>> with dtype_policy("mixed_bfloat16"):
+    ...     model = build_single_stream(51)
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

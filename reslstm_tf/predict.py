@@ -168,11 +168,9 @@ def predict_video(name_or_model, video_path, top_k=5, num_segments=None, progres
 
 def contact_sheet(prediction, out_png, columns=4):
     """Writes a PNG: each segment's middle frame with its top class, and the video's top-k."""
-    import matplotlib
+    from reslstm_tf.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     count = len(prediction.thumbnails)
     rows = -(-count // columns)
     fig = plt.figure(figsize=(3.2 * columns, 3.2 * rows + 2.6))
@@ -192,9 +190,4 @@ def contact_sheet(prediction, out_png, columns=4):
     for y, value in enumerate(values):
         bars.text(value + 0.01, y, f"{value:.1%}", va="center", fontsize=9)
     fig.suptitle(f"{pathlib.Path(prediction.video).name}: {prediction.model}", fontsize=11)
-    fig.tight_layout()
-    out_png = pathlib.Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=90)

@@ -1,22 +1,12 @@
 """Shared test helpers: config round trip, `.keras` save/load, one `fit` step, mixed precision."""
 
-import contextlib
 import os
 import tempfile
 
 import keras
 import numpy as np
 
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Sets the global Keras dtype policy inside the block and restores it afterwards."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
+from reslstm_tf.models import dtype_policy  # noqa: F401 (re-exported for tests)
 
 
 def _as_inputs(input_data):

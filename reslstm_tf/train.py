@@ -31,6 +31,7 @@ import tensorflow as tf
 from absl import logging
 
 from reslstm_tf.cache import atomic_write
+from reslstm_tf.models import dtype_policy
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 OPTIMIZERS = ("adam", "sgd", "adamw")
@@ -608,16 +609,6 @@ class TrainResult:
 
 
 @contextlib.contextmanager
-def _dtype_policy(name):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-@contextlib.contextmanager
 def _op_determinism(enabled):
     """Enables deterministic ops for the block, then restores the previous setting."""
     from tensorflow.python.framework import config as tf_config
@@ -767,7 +758,7 @@ def train(
     with _op_determinism(deterministic):
         keras.utils.set_random_seed(seed)
 
-        with _dtype_policy(policy), strategy.scope():
+        with dtype_policy(policy), strategy.scope():
             model = model_fn()
             check_shapes(dataset, model_input_shapes(model))
             if isinstance(optimizer, str):

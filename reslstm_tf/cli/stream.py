@@ -5,8 +5,6 @@ saying whether recognition kept up with real time, and optionally a PNG strip of
 the segments' last frames with their labels.
 """
 
-import pathlib
-
 import numpy as np
 from absl import app, flags
 
@@ -60,11 +58,9 @@ def summarize(events, hop):
 
 def draw_strip(events, out_png, columns=8):
     """Writes a PNG of the segments' last frames, each titled with its top class."""
-    import matplotlib
+    from reslstm_tf.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = -(-len(events) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 3.0 * rows), squeeze=False)
     for axis in axes.ravel():
@@ -73,12 +69,7 @@ def draw_strip(events, out_png, columns=8):
         axis.imshow(event.thumbnail)
         name, p = event.ranked[0]
         axis.set_title(f"{event.end_s:.1f}s {name}\n{p:.0%}, {event.latency_ms:.0f} ms", fontsize=7)
-    fig.tight_layout()
-    out_png = pathlib.Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=90, pad=1.5)
 
 
 def stream(
