@@ -39,7 +39,7 @@ def test_late_fusion_matches_numpy(method):
         kernel, bias = (w.numpy() for w in layer.concat_classifier.weights)
         expected = np.concatenate([p_rgb, p_flow], axis=-1) @ kernel + bias
     else:
-        expected = np.log(NUMPY_FUSION[method](p_rgb, p_flow) + 1e-7)
+        expected = np.log(NUMPY_FUSION[method](p_rgb, p_flow))
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -49,6 +49,41 @@ def test_late_product_ranks_like_the_joint_distribution():
     probs = ref.softmax(keras.ops.convert_to_numpy(LateFusion("product")([rgb, flow])))
     joint = np.array([0.12, 0.21, 0.01]) / 0.34
     np.testing.assert_allclose(probs[0], joint, atol=1e-5)
+
+
+def test_late_fusion_keeps_a_gradient_when_both_streams_are_confidently_wrong():
+    """An epsilon floor, log(p + eps), would make this loss flat; the log-space form does not."""
+    import tensorflow as tf
+
+    for method in ("product", "sum", "weighted"):
+        logits = [tf.constant([[30.0, -30.0]]), tf.constant([[30.0, -30.0]])]
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            fused = LateFusion(method)(logits)
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+                tf.constant([1]), fused
+            )
+        grads = tape.gradient(loss, logits)
+        assert float(loss) > 50  # Confidently wrong...
+        assert min(float(tf.reduce_max(tf.abs(g))) for g in grads) > 0.1  # ...and still learning.
+
+
+def test_late_fusion_trains_where_the_epsilon_form_stalled():
+    """Two heads that start confidently wrong must still reach the true class."""
+    rgb_in, flow_in = keras.Input((2,)), keras.Input((2,))
+    rgb = keras.layers.Dense(
+        2, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([20.0, -20.0])
+    )(rgb_in)
+    flow = keras.layers.Dense(
+        2, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([20.0, -20.0])
+    )(flow_in)
+    model = keras.Model([rgb_in, flow_in], LateFusion("product")([rgb, flow]))
+    model.compile(
+        keras.optimizers.Adam(0.5), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    x = np.ones((8, 2), "float32")
+    history = model.fit([x, x], np.ones(8), epochs=30, verbose=0)
+    assert history.history["loss"][-1] < 0.1 * history.history["loss"][0]
 
 
 def test_learnable_weights_are_trained():
@@ -94,3 +129,5 @@ def test_bad_arguments():
         StreamFusion("sum", learnable=True)
     with pytest.raises(ValueError, match=r"same shape. Received: rgb shape=\(3, 5, 6\)"):
         StreamFusion("sum")([RGB, FLOW[..., :4]])
+    with pytest.raises(ValueError, match="late weighted fusion needs positive weights"):
+        LateFusion("weighted", flow_weight=0.0)

@@ -130,13 +130,22 @@ class StreamFusion(keras.layers.Layer):
         return config
 
 
+def _log_add_exp(a, b):
+    """log(exp(a) + exp(b)), stable, with the gradient shared by softmax weight.
+
+    `ops.logaddexp` sends the whole gradient to one argument when a == b, which
+    would starve one stream of its training signal whenever the two agree.
+    """
+    return ops.logsumexp(ops.stack([a, b], axis=0), axis=0)
+
+
 @keras.saving.register_keras_serializable(package="reslstm_tf")
 class LateFusion(keras.layers.Layer):
     """Fuses two streams' class logits through their probabilities; returns log-scores.
 
-    Each stream's logits go through a softmax; the probabilities are fused with
-    `StreamFusion` semantics and the layer returns log(fused + epsilon). Fusing
-    probabilities rather than logits is what makes "product" meaningful: the
+    Each stream's logits become probabilities (softmax); the probabilities are fused
+    with `StreamFusion` semantics and the layer returns the log of the fused scores.
+    Fusing probabilities rather than logits is what makes "product" meaningful: the
     product of two class distributions is their joint evidence (the sum of
     log-probabilities), while a product of logits flips sign whenever both are
     negative. The log keeps the output a valid logit vector: its softmax is the
@@ -144,33 +153,36 @@ class LateFusion(keras.layers.Layer):
     `SparseCategoricalCrossentropy(from_logits=True)` work unchanged and the
     ranking of classes is the ranking of the fused scores.
 
+    The log is computed exactly in log space (log-softmax, then a sum for
+    "product" and a log-sum-exp for "sum" and "weighted"), never as
+    log(probability + epsilon): an epsilon floor makes the loss flat once both
+    streams are confidently wrong, and training stalls there.
+
     "concat" at late level concatenates the two probability vectors and learns a
     linear classifier on them (`num_classes` outputs).
 
     Args:
         method: one of "sum", "product", "weighted", "concat". Defaults to "product".
-        flow_weight, rgb_weight, learnable: as in `StreamFusion`.
-        epsilon: float, added before the log for numerical safety. Defaults to 1e-7.
+        flow_weight, rgb_weight, learnable: as in `StreamFusion`; for "weighted" the
+            weights must stay positive (they are scales of probabilities).
         **kwargs: base `keras.layers.Layer` arguments.
     """
 
     def __init__(
-        self,
-        method="product",
-        flow_weight=0.5,
-        rgb_weight=0.5,
-        learnable=False,
-        epsilon=1e-7,
-        **kwargs,
+        self, method="product", flow_weight=0.5, rgb_weight=0.5, learnable=False, **kwargs
     ):
         super().__init__(**kwargs)
         check_fusion_method(method)
+        if method == "weighted" and min(flow_weight, rgb_weight) <= 0:
+            raise ValueError(
+                "late weighted fusion needs positive weights (they scale probabilities). "
+                f"Received: flow_weight={flow_weight}, rgb_weight={rgb_weight}"
+            )
         # === Config ===
         self.method = method
         self.flow_weight = float(flow_weight)
         self.rgb_weight = float(rgb_weight)
         self.learnable = bool(learnable)
-        self.epsilon = float(epsilon)
         # Probabilities are fused in float32 whatever the policy.
         self.fusion = StreamFusion(
             method, flow_weight, rgb_weight, learnable, dtype="float32", name="fusion"
@@ -192,11 +204,22 @@ class LateFusion(keras.layers.Layer):
             self.concat_classifier.build(rgb_shape[:-1] + (2 * rgb_shape[-1],))
 
     def call(self, inputs):
-        rgb, flow = (ops.softmax(ops.cast(x, "float32"), axis=-1) for x in inputs)
-        fused = self.fusion([rgb, flow])
-        if self.method == "concat":
-            return self.concat_classifier(fused)
-        return ops.log(fused + self.epsilon)
+        log_rgb, log_flow = (ops.log_softmax(ops.cast(x, "float32"), axis=-1) for x in inputs)
+        if self.method == "product":
+            return log_rgb + log_flow
+        if self.method == "sum":
+            return _log_add_exp(log_rgb, log_flow)
+        if self.method == "weighted":
+            # log(w1 * p_flow + w2 * p_rgb), with the weights kept positive.
+            tiny = keras.config.epsilon()
+            w_flow, w_rgb = (
+                ops.cast(w, "float32")
+                for w in (self.fusion.flow_weight_var, self.fusion.rgb_weight_var)
+            )
+            log_w_flow = ops.log(ops.maximum(w_flow, tiny))
+            log_w_rgb = ops.log(ops.maximum(w_rgb, tiny))
+            return _log_add_exp(log_w_flow + log_flow, log_w_rgb + log_rgb)
+        return self.concat_classifier(self.fusion([ops.exp(log_rgb), ops.exp(log_flow)]))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
@@ -209,7 +232,6 @@ class LateFusion(keras.layers.Layer):
                 "flow_weight": self.flow_weight,
                 "rgb_weight": self.rgb_weight,
                 "learnable": self.learnable,
-                "epsilon": self.epsilon,
             }
         )
         return config
