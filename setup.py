@@ -61,6 +61,7 @@ setup(
     extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
+            "reslstm-ablate=reslstm_tf.cli.ablate:run",
             "reslstm-classify=reslstm_tf.cli.classify:run",
             "reslstm-demo=reslstm_tf.cli.demo:run",
             "reslstm-eval=reslstm_tf.cli.eval:run",
