@@ -26,9 +26,10 @@ def video_to_segments(frames, num_segments, segment_len, frame_size):
 
     Frames are resized so the short side is `frame_size` (keeping the aspect ratio),
     centre-cropped to a square, scaled to [-1, 1], and split into `num_segments`
-    runs of `segment_len` consecutive frames starting at evenly spaced positions
-    (indices past the end repeat the last frame), the evaluation sampling of
-    `reslstm_tf.data.sampling`.
+    runs of `segment_len` consecutive frames starting at evenly spaced positions from
+    the first frame to the last full window (indices past the end repeat the last
+    frame). On videos longer than K_v windows this is close to, not identical with,
+    the centred windows of `reslstm_tf.data.sampling` that extraction uses.
     """
     shape = tf.shape(frames)
     batch, count, height, width = shape[0], shape[1], shape[2], shape[3]

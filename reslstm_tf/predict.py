@@ -124,8 +124,9 @@ def predict_video(name_or_model, video_path, top_k=5, num_segments=None, progres
             f"predict_video runs RGB entries; {entry['name']!r} needs optical flow features too"
         )
     k = int(num_segments or spec["num_segments"])
-    if not 1 <= top_k <= len(names):
+    if top_k < 1:
         raise ValueError(f"top_k must be in [1, {len(names)}]. Received: top_k={top_k}")
+    top_k = min(top_k, len(names))  # e.g. the default 5 on a 2-class entry: all classes.
 
     if kind == "backbone":
         step = lambda segment: model.predict_on_batch(segment[None])[0]  # noqa: E731

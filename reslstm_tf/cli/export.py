@@ -40,6 +40,7 @@ def export(
     else:
         model = zoo.load(model_name_or_path)
     class_names = zoo.read_class_names(classes) if classes else zoo.class_names(model_name_or_path)
+    top_k = min(top_k, len(class_names))  # The default 5 on a 2-class model means all.
     backbone, spec = None, {}
     if video_signature:
         from reslstm_tf.backbones.features import feature_model
