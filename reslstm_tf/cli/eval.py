@@ -13,60 +13,57 @@ from absl import app, flags, logging
 
 from reslstm_tf import evaluate as evaluate_lib
 from reslstm_tf import train as train_lib
+from reslstm_tf.cli import define_once
 
 FLAGS = flags.FLAGS
 
 
-def _define(definer, name, *args, **kwargs):
-    """Defines one absl flag unless a flag of that name exists (tools share some names)."""
-    if name not in FLAGS:
-        definer(name, *args, **kwargs)
-
-
 def define_flags():
     """Defines the tool's absl flags (at run time, so importing this module defines none)."""
-    _define(flags.DEFINE_string, "model_dir", None, "Folder of a reslstm-train run.")
-    _define(
+    define_once(flags.DEFINE_string, "model_dir", None, "Folder of a reslstm-train run.")
+    define_once(
         flags.DEFINE_string,
         "weights",
         None,
         "A .weights.h5 to evaluate (default: the run's final).",
     )
-    _define(flags.DEFINE_string, "features_dir", None, "Feature cache folder (sharded TFRecords).")
-    _define(
+    define_once(
+        flags.DEFINE_string, "features_dir", None, "Feature cache folder (sharded TFRecords)."
+    )
+    define_once(
         flags.DEFINE_string,
         "flow_features_dir",
         None,
         "two_stream: folder of the flow caches (default: inside --features_dir).",
     )
-    _define(flags.DEFINE_string, "split", "test", "Split of the feature cache to evaluate.")
-    _define(
+    define_once(flags.DEFINE_string, "split", "test", "Split of the feature cache to evaluate.")
+    define_once(
         flags.DEFINE_string,
         "features_npz",
         None,
         "Alternative input: a .npz with 'features' (N, T, d_f) or (N, clips, T, d_f) (or 'rgb' "
         "and 'flow'), 'labels' and optionally 'class_names'.",
     )
-    _define(
+    define_once(
         flags.DEFINE_string, "out_dir", None, "Output folder (default: <model_dir>/eval_<split>)."
     )
-    _define(
+    define_once(
         flags.DEFINE_integer,
         "num_clips",
         1,
         "Clips per video; probabilities are averaged.",
         lower_bound=1,
     )
-    _define(flags.DEFINE_integer, "batch_size", 32, "Videos per forward pass.", lower_bound=1)
-    _define(flags.DEFINE_string, "class_names", None, "Text file of class names, one per line.")
-    _define(flags.DEFINE_list, "top5_videos", [], "Video indices for the top-5 figure.")
-    _define(
+    define_once(flags.DEFINE_integer, "batch_size", 32, "Videos per forward pass.", lower_bound=1)
+    define_once(flags.DEFINE_string, "class_names", None, "Text file of class names, one per line.")
+    define_once(flags.DEFINE_list, "top5_videos", [], "Video indices for the top-5 figure.")
+    define_once(
         flags.DEFINE_string,
         "frames_npz",
         None,
         ".npz of frames per video index for the top-5 figure.",
     )
-    _define(flags.DEFINE_boolean, "progress", True, "Show a progress bar.")
+    define_once(flags.DEFINE_boolean, "progress", True, "Show a progress bar.")
     flags.mark_flag_as_required("model_dir")
 
 

@@ -13,138 +13,147 @@ Example:
 from absl import app, flags, logging
 
 from reslstm_tf import train as train_lib
+from reslstm_tf.cli import define_once
 
 FLAGS = flags.FLAGS
-
-
-def _define(definer, name, *args, **kwargs):
-    """Defines one absl flag unless a flag of that name exists (tools share some names)."""
-    if name not in FLAGS:
-        definer(name, *args, **kwargs)
 
 
 def define_flags():
     """Defines the tool's absl flags (at run time, so importing this module defines none)."""
     # Input.
-    _define(flags.DEFINE_string, "features_dir", None, "Feature cache folder (sharded TFRecords).")
-    _define(
+    define_once(
+        flags.DEFINE_string, "features_dir", None, "Feature cache folder (sharded TFRecords)."
+    )
+    define_once(
         flags.DEFINE_string,
         "flow_features_dir",
         None,
         "two_stream: folder of the flow caches (default: inside --features_dir).",
     )
-    _define(flags.DEFINE_string, "split", "train", "Split of the feature cache to train on.")
-    _define(
+    define_once(flags.DEFINE_string, "split", "train", "Split of the feature cache to train on.")
+    define_once(
         flags.DEFINE_string,
         "features_npz",
         None,
         "Alternative input: a .npz with 'features' (N, T, d_f) or 'rgb' and 'flow', 'labels' (N,) "
         "and optionally 'class_names'.",
     )
-    _define(
+    define_once(
         flags.DEFINE_integer,
         "num_classes",
         None,
         "Classes C; default: the class names of the input.",
     )
     # Model.
-    _define(flags.DEFINE_string, "preset", "res3", "Architecture preset (res2-4, lstm2-4).")
-    _define(
+    define_once(flags.DEFINE_string, "preset", "res3", "Architecture preset (res2-4, lstm2-4).")
+    define_once(
         flags.DEFINE_enum, "modality", "rgb", list(train_lib.MODALITIES), "Stream(s) to train on."
     )
-    _define(
+    define_once(
         flags.DEFINE_enum,
         "fusion",
         "product",
         ["sum", "product", "weighted", "concat"],
         "2-stream fusion.",
     )
-    _define(flags.DEFINE_enum, "level", "late", ["mid", "late"], "Two-stream fusion level.")
-    _define(flags.DEFINE_integer, "feature_dim", 1024, "d_f of the (rgb) features.", lower_bound=1)
-    _define(
+    define_once(flags.DEFINE_enum, "level", "late", ["mid", "late"], "Two-stream fusion level.")
+    define_once(
+        flags.DEFINE_integer, "feature_dim", 1024, "d_f of the (rgb) features.", lower_bound=1
+    )
+    define_once(
         flags.DEFINE_integer,
         "flow_dim",
         None,
         "d_f of the flow stream (two_stream; default feature_dim).",
     )
-    _define(flags.DEFINE_integer, "units", None, "Override the preset's LSTM width.", lower_bound=1)
-    _define(
+    define_once(
+        flags.DEFINE_integer, "units", None, "Override the preset's LSTM width.", lower_bound=1
+    )
+    define_once(
         flags.DEFINE_integer,
         "num_steps",
         None,
         "Override the preset's T (segments).",
         lower_bound=1,
     )
-    _define(flags.DEFINE_float, "dropout", None, "Override the preset's dropout rate, in [0, 1).")
-    _define(flags.DEFINE_boolean, "masking", True, "Mask all-zero (padding) time steps.")
+    define_once(
+        flags.DEFINE_float, "dropout", None, "Override the preset's dropout rate, in [0, 1)."
+    )
+    define_once(flags.DEFINE_boolean, "masking", True, "Mask all-zero (padding) time steps.")
     # Optimisation.
-    _define(flags.DEFINE_integer, "epochs", 10, "Passes over the training data.", lower_bound=1)
-    _define(
+    define_once(flags.DEFINE_integer, "epochs", 10, "Passes over the training data.", lower_bound=1)
+    define_once(
         flags.DEFINE_integer, "batch_size", 32, "Global batch size (all replicas).", lower_bound=1
     )
-    _define(flags.DEFINE_enum, "optimizer", "adam", list(train_lib.OPTIMIZERS), "Optimizer.")
-    _define(flags.DEFINE_float, "learning_rate", 1e-3, "Initial learning rate.", lower_bound=0.0)
-    _define(
+    define_once(flags.DEFINE_enum, "optimizer", "adam", list(train_lib.OPTIMIZERS), "Optimizer.")
+    define_once(
+        flags.DEFINE_float, "learning_rate", 1e-3, "Initial learning rate.", lower_bound=0.0
+    )
+    define_once(
         flags.DEFINE_enum,
         "schedule",
         "constant",
         list(train_lib.SCHEDULES),
         "Learning-rate schedule.",
     )
-    _define(flags.DEFINE_integer, "lr_decay_epochs", None, "Period of the step schedule (epochs).")
-    _define(flags.DEFINE_float, "lr_decay_rate", 0.1, "Factor of the step schedule.")
-    _define(flags.DEFINE_float, "weight_decay", 0.0, "Decoupled weight decay.", lower_bound=0.0)
-    _define(flags.DEFINE_float, "momentum", 0.9, "SGD momentum.", lower_bound=0.0)
-    _define(flags.DEFINE_integer, "seed", 0, "Seed of weights, dropout and shuffles.")
+    define_once(
+        flags.DEFINE_integer, "lr_decay_epochs", None, "Period of the step schedule (epochs)."
+    )
+    define_once(flags.DEFINE_float, "lr_decay_rate", 0.1, "Factor of the step schedule.")
+    define_once(flags.DEFINE_float, "weight_decay", 0.0, "Decoupled weight decay.", lower_bound=0.0)
+    define_once(flags.DEFINE_float, "momentum", 0.9, "SGD momentum.", lower_bound=0.0)
+    define_once(flags.DEFINE_integer, "seed", 0, "Seed of weights, dropout and shuffles.")
     # Run.
-    _define(
+    define_once(
         flags.DEFINE_string,
         "model_dir",
         None,
         "Output folder: checkpoints, summaries, final weights.",
     )
-    _define(
+    define_once(
         flags.DEFINE_enum,
         "strategy",
         "default",
         list(train_lib.STRATEGIES),
         "Distribution strategy.",
     )
-    _define(
+    define_once(
         flags.DEFINE_enum,
         "mixed_precision",
         "none",
         list(train_lib.MIXED_PRECISION),
         "Mixed-precision policy.",
     )
-    _define(
+    define_once(
         flags.DEFINE_integer,
         "checkpoint_every_steps",
         0,
         "Checkpoint every N steps (0: epoch ends only).",
         lower_bound=0,
     )
-    _define(flags.DEFINE_integer, "max_checkpoints", 3, "Checkpoints to keep.", lower_bound=1)
-    _define(
+    define_once(flags.DEFINE_integer, "max_checkpoints", 3, "Checkpoints to keep.", lower_bound=1)
+    define_once(
         flags.DEFINE_integer,
         "max_steps",
         None,
         "Stop (checkpointed) at this global step.",
         lower_bound=1,
     )
-    _define(
+    define_once(
         flags.DEFINE_integer, "log_every_steps", 10, "Step summaries every N steps.", lower_bound=1
     )
-    _define(
+    define_once(
         flags.DEFINE_integer,
         "shuffle_buffer",
         None,
         "Shuffle buffer (default: the whole dataset).",
         lower_bound=1,
     )
-    _define(flags.DEFINE_boolean, "jit_compile", False, "XLA-compile the forward/backward pass.")
-    _define(flags.DEFINE_boolean, "progress", True, "Show a progress bar.")
-    _define(
+    define_once(
+        flags.DEFINE_boolean, "jit_compile", False, "XLA-compile the forward/backward pass."
+    )
+    define_once(flags.DEFINE_boolean, "progress", True, "Show a progress bar.")
+    define_once(
         flags.DEFINE_boolean,
         "save_worker_weights",
         False,
