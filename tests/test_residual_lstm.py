@@ -49,6 +49,31 @@ def test_fused_path_equals_keras_lstm_layers(steps):
     np.testing.assert_allclose(fused[valid], h[valid], atol=1e-5)
 
 
+@pytest.mark.parametrize("steps", [3, 70])
+def test_fused_dropout_equals_keras_lstm_dropout(steps):
+    # Same seed state, same masks: the fused training path drops exactly what
+    # keras.layers.LSTM drops (one input mask per sequence, shared by all steps).
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, steps, 8)).astype("float32")
+    mask = np.arange(steps)[None, :] < np.array([[steps], [steps - 1], [2]])
+    layer = ResidualLSTM(8, num_layers=2, dropout=0.5, return_sequences=True)
+    layer.build(x.shape)
+    seeds = [lstm.cell.seed_generator.state.numpy() for lstm in layer.lstm_layers]
+    fused = keras.ops.convert_to_numpy(layer(x, mask=mask, training=True))
+    for lstm, seed in zip(layer.lstm_layers, seeds):
+        lstm.cell.seed_generator.state.assign(seed)
+    h = x
+    for lstm in layer.lstm_layers:
+        h = keras.ops.convert_to_numpy(lstm(h, mask=mask, training=True)) + h
+    valid = mask[..., None].repeat(8, -1)
+    np.testing.assert_allclose(fused[valid], h[valid], atol=1e-5)
+    # Dropout is really on: the inference output differs, and a second call redraws.
+    inference = keras.ops.convert_to_numpy(layer(x, mask=mask, training=False))
+    again = keras.ops.convert_to_numpy(layer(x, mask=mask, training=True))
+    assert np.max(np.abs(fused - inference)) > 1e-2
+    assert np.max(np.abs(fused - again)) > 1e-2
+
+
 def test_last_step_output_is_top_layer_at_time_T():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 5, 8)).astype("float32")

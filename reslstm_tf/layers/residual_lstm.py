@@ -155,13 +155,13 @@ class ResidualLSTM(keras.layers.Layer):
             shape = shape[:-1] + (self.units,)
 
     def call(self, inputs, mask=None, training=None):
-        dropout_active = training and (self.dropout > 0 or self.recurrent_dropout > 0)
         x = inputs
         for index, lstm in enumerate(self.lstm_layers):
-            if dropout_active:
+            if training and self.recurrent_dropout > 0:
+                # Per-gate recurrent dropout masks: Keras' own (slower) loop.
                 h = lstm(x, mask=mask, training=training)
             else:
-                h = self._fused_lstm(lstm.cell, x, mask)
+                h = self._fused_lstm(lstm.cell, x, mask, training=training)
             if self.residual:
                 shortcut = x
                 if index == 0 and self.shortcut_projection is not None:
@@ -172,14 +172,22 @@ class ResidualLSTM(keras.layers.Layer):
             return x
         return _last_valid_step(x, mask)
 
-    def _fused_lstm(self, cell, x, mask):
+    def _fused_lstm(self, cell, x, mask, training=None):
         """Runs one LSTM layer with the input projection of all steps done in one matmul.
 
         Same weights and result as `keras.layers.LSTM` (masked steps carry the state
         over), but only h @ recurrent_kernel is left inside the time loop, which
-        halves the weights read per step: about 2x faster at batch 1 on CPU.
+        halves the weights read per step: about 2x faster at batch 1 on CPU, and
+        about 2x in training. Input dropout is Keras' own: one mask per sequence,
+        shared by all time steps, drawn from the cell's seed generator, so the
+        same seed state gives the same mask as `keras.layers.LSTM`.
         """
         dtype = self.compute_dtype
+        if training and self.dropout > 0:
+            keep = keras.random.dropout(
+                ops.ones_like(x[:, 0, :]), rate=self.dropout, seed=cell.seed_generator
+            )
+            x = x * keep[:, None, :]
         kernel = ops.cast(cell.kernel, dtype)
         recurrent_kernel = ops.cast(cell.recurrent_kernel, dtype)
         projected = ops.matmul(x, kernel) + ops.cast(cell.bias, dtype)
