@@ -31,7 +31,9 @@ def _target():
     try:
         hit = int(count) if count else 1
     except ValueError:
-        raise ValueError(f"{ENV_VAR} must look like 'point' or 'point:N'. Received: {spec!r}")
+        raise ValueError(
+            f"{ENV_VAR} must look like 'point' or 'point:N'. Received: {spec!r}"
+        ) from None
     return name, hit
 
 
