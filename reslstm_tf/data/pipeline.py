@@ -72,7 +72,10 @@ def load_clip(
         raise ValueError(f"modality must be one of 'rgb', 'flow'. Received: modality={modality!r}")
     rng = np.random.default_rng(seed)
     frames_per_segment = segment_len + 1 if modality == "flow" else segment_len
-    info = video.probe(path)
+    # The header's frame count, without decoding: read_frames decodes what is needed.
+    info = video.probe(path, decode_first=False)
+    if info.frame_count <= 0:  # no count in the container: count by decoding
+        info = video.probe(path, count_frames=True)
     count = max(info.frame_count, 1)
     sample_args = dict(mode=mode, num_steps=num_steps, stride=stride, short=short, seed=rng)
     sample = sampling.sample_segments(count, num_segments, frames_per_segment, **sample_args)
@@ -102,9 +105,10 @@ def load_clip(
         clip = flow_lib.segment_flow(frames, flow_method)
     else:
         clip = video.to_float(frames)
+    clip = clip.astype(np.float32, copy=False)
     if return_info:
-        return clip.astype(np.float32), sample, info
-    return clip.astype(np.float32), sample
+        return clip, sample, info
+    return clip, sample
 
 
 def _as_items(items):

@@ -134,6 +134,8 @@ def test_rotation_metadata_is_applied(tmp_path, degrees):
     assert info.rotation == degrees
     assert info.auto_rotated
     assert info.is_portrait == (degrees != 180)
+    # The header-only probe reports the same display-oriented size without decoding.
+    assert video.probe(rotated, decode_first=False) == info
     got = video.read_frames(rotated, [0, 3])
     # display rotation is clockwise: np.rot90 with negative k
     expected = np.rot90(decode_all(plain)[[0, 3]], k=-degrees // 90, axes=(1, 2))
@@ -194,6 +196,15 @@ def test_real_originals(shared_data, name):
     beyond = video.read_frames(path, [announced.frame_count - 1], on_missing="loop")
     wrapped = (announced.frame_count - 1) % len(reference)
     np.testing.assert_array_equal(beyond[0], reference[wrapped])
+
+
+def test_header_probe_equals_decoding_probe_on_real_clips(shared_data):
+    # load_clip trusts the header-only probe: it must agree with the decoded frame's size.
+    paths = sorted((shared_data / "skateboard").glob("*/*.mp4"))[::10]
+    paths += sorted((shared_data / "skateboard" / "originals").glob("*.mov"))
+    assert len(paths) >= 16
+    for path in paths:
+        assert video.probe(path, decode_first=False) == video.probe(path), path
 
 
 def test_real_portrait_clip(shared_data):
