@@ -74,6 +74,35 @@ def test_fused_dropout_equals_keras_lstm_dropout(steps):
     assert np.max(np.abs(fused - again)) > 1e-2
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_hand_written_backward_equals_autodiff(masked):
+    # training=True runs the recurrence with its own backward pass; training=False
+    # (no dropout here, so the same function) is differentiated by TensorFlow.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(size=(3, 6, 12)).astype("float32"))
+    mask = tf.constant(np.arange(6)[None, :] < np.array([[6], [4], [1]])) if masked else None
+    layer = ResidualLSTM(8, num_layers=3, return_sequences=True)
+    layer.build(x.shape)
+    weights = rng.normal(size=(3, 6, 8)).astype("float32")
+
+    def gradients(training):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(x, mask=mask, training=training)
+            loss = tf.reduce_sum(out * weights)  # a different weight per output element
+        return out, tape.gradient(loss, [x, *layer.trainable_variables])
+
+    out_custom, grads_custom = gradients(True)
+    out_auto, grads_auto = gradients(False)
+    np.testing.assert_allclose(out_custom, out_auto, atol=1e-6)
+    assert len(grads_custom) == 1 + 3 * 3 + 1  # x, 3 x (kernel, recurrent, bias), projection
+    for custom, auto in zip(grads_custom, grads_auto):
+        assert float(np.abs(auto).max()) > 0
+        np.testing.assert_allclose(custom, auto, rtol=1e-4, atol=1e-5)
+
+
 def test_last_step_output_is_top_layer_at_time_T():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 5, 8)).astype("float32")
