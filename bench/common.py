@@ -79,3 +79,67 @@ def print_table(title, rows, header=("measure", "ours", "peer / limit", "ratio")
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
         if index == 0:
             print("  ".join("-" * width for width in widths))
+
+
+def fp32_peak_gflops(fma_units=2):
+    """Returns (GFLOP/s, how) of the CPU's fp32 peak: cores x lanes x 2 (FMA) x units x clock.
+
+    The vector width comes from the CPU's own flags (avx512f: 16 fp32 lanes, avx2: 8,
+    else 4), the clock from /proc/cpuinfo's `cpu MHz` (the nominal clock in a VM; a
+    boosting CPU can exceed it), the FMA units per core is an assumption (2 on current
+    server cores), stated in `how`.
+    """
+    flags = cpu_flags()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    per_lane = 2 if ("fma" in flags or "avx512f" in flags) else 1
+    mhz = 0.0
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("cpu MHz"):
+                    mhz = float(line.split(":", 1)[1])
+                    break
+    except OSError:
+        pass
+    cores = os.cpu_count() or 1
+    peak = cores * lanes * per_lane * fma_units * mhz / 1e3
+    how = f"{cores} cores x {lanes} lanes x {per_lane} x {fma_units} FMA x {mhz / 1e3:.2f} GHz"
+    return peak, how
+
+
+def sgemm_gflops(size=2048, repeat=5):
+    """Returns the GFLOP/s of a large fp32 matmul in TensorFlow: the reachable ceiling."""
+    import numpy as np
+    import tensorflow as tf
+
+    a = tf.constant(np.random.default_rng(0).random((size, size), dtype=np.float32))
+    matmul = tf.function(lambda a: tf.linalg.matmul(a, a))
+    seconds = time_call(lambda: matmul(a).numpy(), warmup=2, repeat=repeat)
+    return 2 * size**3 / seconds / 1e9
+
+
+def set_threads(threads):
+    """Sets TensorFlow's intra-op threads (None: leave the default, all cores)."""
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def report(result, json_path=None):
+    """Prints a result's table and `ratios:` line, and writes it as JSON for run_all.py.
+
+    Args:
+        result: dict with "title", "rows" (measure, ours, peer or limit, ratio) and
+            "ratios" (name -> ours over peer; > 1 means ours is faster).
+        json_path: optional file to write the result to.
+    """
+    import json
+
+    print_table(result["title"], result["rows"])
+    if result.get("ratios"):
+        print("ratios: " + " ".join(f"{k}={v:.2f}" for k, v in result["ratios"].items()))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=1)

@@ -2,7 +2,10 @@
 
 The peer is a stack of `torch.nn.LSTM` layers with the same identity shortcuts,
 the same shapes (T=16 steps of 1024-d features, 3 layers of 1024 units, 51
-classes) and the same optimizer (Adam). Run: `python bench/head.py` (PyTorch
+classes), the same input dropout (one mask per sequence, the presets' 0.5) and the
+same optimizer (Adam). Ours is shown as a graph, under XLA (what `model.fit` picks by
+default, and `reslstm-train --jit_compile`) and in mixed_bfloat16 with the logit
+change it causes. Run: `python bench/head.py` (PyTorch
 from the `bench` extra; without it the peer column says so).
 """
 
@@ -13,24 +16,26 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_header, print_table, time_call  # noqa: E402
+from common import cpu_flags, machine_header, report, set_threads, time_call  # noqa: E402
 
 
-def keras_head(args, jit_compile, masking=True):
-    """Returns (train_step, infer_one) closures for the Keras Res-LSTM head."""
+def keras_head(args, jit_compile, policy="float32"):
+    """Returns (train_step, infer_one, model) for the Keras Res-LSTM head (preset dropout)."""
     import keras
     import tensorflow as tf
 
-    from reslstm_tf.models import build_single_stream
+    from reslstm_tf.models import build_single_stream, dtype_policy
 
-    model = build_single_stream(
-        args.classes,
-        f"res{args.layers}",
-        feature_dim=args.dim,
-        units=args.units,
-        num_steps=args.steps,
-        masking=masking,
-    )
+    keras.utils.set_random_seed(0)
+    with dtype_policy(policy):
+        model = build_single_stream(
+            args.classes,
+            f"res{args.layers}",
+            feature_dim=args.dim,
+            units=args.units,
+            num_steps=args.steps,
+            dropout=args.dropout,
+        )
     optimizer = keras.optimizers.Adam(1e-4)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     rng = np.random.default_rng(0)
@@ -50,7 +55,7 @@ def keras_head(args, jit_compile, masking=True):
     def infer():
         return model(one, training=False)
 
-    return (lambda: train_step().numpy()), (lambda: infer().numpy())
+    return (lambda: train_step().numpy()), (lambda: infer().numpy()), model
 
 
 def torch_head(args):
@@ -71,7 +76,11 @@ def torch_head(args):
 
         def forward(self, x):
             for lstm in self.lstms:
-                x = lstm(x)[0] + x
+                inputs = x
+                if self.training and args.dropout > 0:  # one input mask per sequence
+                    keep = torch.bernoulli(torch.full_like(x[:, :1], 1.0 - args.dropout))
+                    inputs = x * keep / (1.0 - args.dropout)
+                x = lstm(inputs)[0] + x
             return self.fc(x[:, -1])
 
     model = ResLSTM()
@@ -90,14 +99,18 @@ def torch_head(args):
         return loss.item()
 
     def infer():
+        model.eval()
         with torch.no_grad():
-            return model(one).numpy()
+            out = model(one).numpy()
+        model.train()
+        return out
 
     return train_step, infer
 
 
 def run(args):
-    """Measures both heads and returns the summary ratios (ours over peer)."""
+    """Measures the Keras head (graph, XLA, bfloat16) against PyTorch; returns the result."""
+    set_threads(args.threads)
     try:
         import torch
 
@@ -108,44 +121,41 @@ def run(args):
     print(machine_header(peer_version))
     print(
         f"shapes: batch {args.batch}, T={args.steps}, d_f={args.dim}, {args.layers} layers of "
-        f"{args.units} units, {args.classes} classes"
+        f"{args.units} units, {args.classes} classes, input dropout {args.dropout}, Adam"
     )
     peer_train = peer_infer = None
     if peer:
         peer_train = args.batch / time_call(peer[0], repeat=args.repeat)
         peer_infer = time_call(peer[1], repeat=args.repeat * 4) * 1e3
-    rows, best_train, best_infer = [], 0.0, float("inf")
-    for label, jit, masking in (
-        ("eager graph", False, True),
-        ("XLA", True, True),
-        ("XLA, no masking", True, False),
-    ):
-        train, infer = keras_head(args, jit, masking)
+    configs = [("fp32 graph", False, "float32"), ("fp32 + XLA", True, "float32")]
+    if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():
+        configs.append(("mixed_bfloat16 graph", False, "mixed_bfloat16"))
+        configs.append(("mixed_bfloat16 + XLA", True, "mixed_bfloat16"))
+    rows, measured, outputs = [], {}, {}
+    probe = np.random.default_rng(1).random((4, args.steps, args.dim), dtype=np.float32)
+    for label, jit, policy in configs:
+        train, infer, model = keras_head(args, jit, policy)
+        outputs[label] = np.asarray(model(probe, training=False), np.float32)
         samples = args.batch / time_call(train, repeat=args.repeat)
         latency = time_call(infer, repeat=args.repeat * 4) * 1e3
-        best_train, best_infer = max(best_train, samples), min(best_infer, latency)
-        rows.append(
-            (
-                f"train samples/s ({label})",
-                f"{samples:.1f}",
-                f"{peer_train:.1f}" if peer else "torch not installed",
-                f"{samples / peer_train:.2f}x" if peer else "-",
-            )
-        )
-        rows.append(
-            (
-                f"batch-1 latency ms ({label})",
-                f"{latency:.2f}",
-                f"{peer_infer:.2f}" if peer else "torch not installed",
-                f"{peer_infer / latency:.2f}x" if peer else "-",
-            )
-        )
-    print_table("Res-LSTM head vs PyTorch (ratio > 1: ours faster; target 1.2x)", rows)
-    ratios = {
-        "head_train": best_train / peer_train if peer else float("nan"),
-        "head_infer": peer_infer / best_infer if peer else float("nan"),
-    }
-    return ratios
+        measured[label] = (samples, latency)
+        peer_cell = f"{peer_train:.1f} (torch nn.LSTM)" if peer else "torch not installed"
+        ratio = f"{samples / peer_train:.2f}x" if peer else "-"
+        rows.append((f"head train samples/s: {label}", f"{samples:.1f}", peer_cell, ratio))
+        peer_cell = f"{peer_infer:.2f} (torch nn.LSTM)" if peer else "torch not installed"
+        ratio = f"{peer_infer / latency:.2f}x" if peer else "-"
+        rows.append((f"head batch-1 latency ms: {label}", f"{latency:.2f}", peer_cell, ratio))
+    base = outputs["fp32 graph"]
+    for label, out in outputs.items():
+        if label != "fp32 graph":
+            error = float(np.abs(out - base).max())
+            rows.append((f"head max logit error: {label}", f"{error:.1e}", "fp32 graph", "-"))
+    samples, latency = measured["fp32 + XLA"]
+    ratios = {}
+    if peer:
+        ratios = {"head_train": samples / peer_train, "head_infer": peer_infer / latency}
+    title = "Res-LSTM head vs PyTorch (ratio > 1: ours faster; target 1.2x)"
+    return {"title": title, "rows": rows, "ratios": ratios}
 
 
 def parse_args(argv=None):
@@ -157,10 +167,13 @@ def parse_args(argv=None):
     parser.add_argument("--units", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--classes", type=int, default=51)
+    parser.add_argument("--dropout", type=float, default=0.5, help="the presets' dropout")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all)")
+    parser.add_argument("--json", help="also write the result to this JSON file")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    ratios = run(parse_args())
-    print("ratios: " + " ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
+    arguments = parse_args()
+    report(run(arguments), arguments.json)

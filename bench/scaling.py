@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_header, print_table, time_call  # noqa: E402
+from common import machine_header, report, time_call  # noqa: E402
 
 
 def forward_ms(steps, layers, units, batch=8, dim=1024):
@@ -56,7 +56,7 @@ def run(out_png):
         fit = r_squared(np.array(values, float), times, degree)
         rows.append(
             (
-                label,
+                f"forward ms over {label}: {', '.join(str(v) for v in values)}",
                 " ".join(f"{t:.1f}" for t in times),
                 f"{'quadratic' if degree == 2 else 'linear'} fit",
                 f"R^2={fit:.3f}",
@@ -71,10 +71,8 @@ def run(out_png):
     fig.tight_layout()
     os.makedirs(os.path.dirname(out_png) or ".", exist_ok=True)
     fig.savefig(out_png, dpi=110)
-    print_table(
-        "Scaling (ms per sweep value)", rows, header=("sweep", "ms", "expected", "fit quality")
-    )
     print(f"figure: {out_png}")
+    return {"title": "Res-LSTM forward time scaling (batch 8)", "rows": rows, "ratios": {}}
 
 
 if __name__ == "__main__":
@@ -82,4 +80,6 @@ if __name__ == "__main__":
     parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "results", "scaling.png")
     )
-    run(parser.parse_args().out)
+    parser.add_argument("--json", help="also write the result to this JSON file")
+    arguments = parser.parse_args()
+    report(run(arguments.out), arguments.json)

