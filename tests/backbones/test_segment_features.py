@@ -118,6 +118,7 @@ def test_c3d_extractor_shapes_and_checks():
         ({"backbone": "c3d", "weights": "kinetics400"}, "no Kinetics-400 C3D"),
         ({"batch_size": 0, "weights": None}, "batch_size"),
         ({"backbone": "c3d", "weights": None, "segment_len": 8}, "exactly 16"),
+        ({"precision": "float16", "weights": None}, "precision"),
     ],
 )
 def test_invalid_arguments(kwargs, needle):
@@ -128,3 +129,21 @@ def test_invalid_arguments(kwargs, needle):
 def test_feature_model_api():
     model = features_lib.feature_model("i3d", "flow", weights=None)
     assert model.output_shape == (None, 1024) and model.input_shape[-1] == 2
+
+
+def test_mixed_bfloat16_features_stay_close_on_a_real_clip(shared_data):
+    # The faster bfloat16 path, with the real Kinetics weights on DeepMind's real clip:
+    # float32 features out, within a few percent of the float32 model's.
+    from tests.backbones.test_i3d_kinetics import read_gif_rgb
+
+    frames = read_gif_rgb(shared_data / "kinetics_i3d" / "v_CricketShot_g04_c01_rgb.gif")
+    clip = frames[:64].reshape(4, 16, 224, 224, 3).astype("float32") / 127.5 - 1.0
+    fp32 = SegmentFeatureExtractor(jit_compile=False, batch_size=2)(clip)
+    bf16 = SegmentFeatureExtractor(jit_compile=False, batch_size=2, precision="mixed_bfloat16")
+    assert bf16.model.compute_dtype == "bfloat16"
+    out = bf16(clip)
+    assert out.dtype == np.float32 and out.shape == (4, 1024)
+    error = np.abs(out - fp32).max() / np.abs(fp32).max()
+    assert 0 < error < 5e-2, error
+    cosine = np.sum(out * fp32, 1) / np.linalg.norm(out, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosine.min() > 0.999, cosine
