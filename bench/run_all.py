@@ -13,6 +13,9 @@ time over SavedModel time). Peers come from the `bench` extra: `pip install
 and its ratio as nan. Takes about 10 minutes on 2 cores.
 
     python bench/run_all.py [--skip scaling] [--out bench/results]
+
+It also writes `<out>/table.md` (the table in Markdown, for bench/RESULTS.md),
+`<out>/summary.json` and `<out>/scaling.png`.
 """
 
 import argparse
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import time
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from common import machine_header, print_table  # noqa: E402
@@ -62,6 +66,13 @@ def run_area(name, out_dir):
         return json.load(handle)
 
 
+def markdown_table(header, rows, summary):
+    """Returns the combined table as Markdown (for bench/RESULTS.md)."""
+    lines = [header, "", "| measure | ours | peer / limit | ratio |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(str(cell).replace("|", "/") for cell in row) + " |" for row in rows]
+    return "\n".join(lines + ["", f"`ratios: {summary}`", ""])
+
+
 def main():
     """Runs the areas, prints the combined table and the summary line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -92,6 +103,8 @@ def main():
     summary = " ".join(f"{key}={ratios.get(key, float('nan')):.2f}" for key in SUMMARY)
     with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump({"machine": header, "rows": rows, "ratios": ratios}, handle, indent=1)
+    with open(os.path.join(args.out, "table.md"), "w", encoding="utf-8") as handle:
+        handle.write(markdown_table(header, rows, summary))
     print(f"ratios: {summary}")
 
 
