@@ -218,20 +218,13 @@ def run(args):
 
 def cricket_probabilities(policies, clip_path):
     """Returns {policy: (top-1 class, its probability, P(playing cricket))} on the real clip."""
-    import cv2
     import keras
 
     from reslstm_tf.backbones.i3d import I3D
+    from reslstm_tf.data import video
 
-    capture = cv2.VideoCapture(str(clip_path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
-    clip = (np.stack(frames)[None].astype(np.float32) / 127.5 - 1.0).astype(np.float32)
+    frames = video.read_frames(clip_path, np.arange(video.count_frames(clip_path)))
+    clip = video.to_float(frames)[None]
     names = (clip_path.parent / "label_map.txt").read_text().splitlines()
     results = {}
     for policy in policies:
