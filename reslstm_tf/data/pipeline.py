@@ -83,11 +83,17 @@ def load_clip(
         unique, inverse = np.unique(sample.indices, return_inverse=True)
         frames = video.read_frames(path, unique)
     except video.VideoTooShortError as err:
+        # The container over-announced its length: re-sample for the real count, reusing
+        # the frames the first pass decoded and reading only the others again.
         sample = sampling.sample_segments(
             err.decoded_frames, num_segments, frames_per_segment, **sample_args
         )
         unique, inverse = np.unique(sample.indices, return_inverse=True)
-        frames = video.read_frames(path, unique, on_missing="last")
+        need = [int(i) for i in unique if int(i) not in err.frames]
+        have = dict(err.frames)
+        if need:
+            have.update(zip(need, video.read_frames(path, need, on_missing="last")))
+        frames = np.stack([have[int(i)] for i in unique])
     short_side = default_short_side(frame_size) if short_side is None else short_side
     crop_mode = "random" if mode == "train" else "center"
     # transform each distinct frame once (short videos repeat frames), then gather

@@ -50,11 +50,14 @@ class VideoTooShortError(VideoReadError):
     Attributes:
         decoded_frames: how many frames the file actually yielded.
         max_index: the largest frame index that was requested.
+        frames: dict {index: uint8 RGB frame} of the requested frames that were decoded,
+            so a caller that re-samples for the real count can reuse them.
     """
 
-    def __init__(self, path, decoded_frames, max_index):
+    def __init__(self, path, decoded_frames, max_index, frames=None):
         self.decoded_frames = int(decoded_frames)
         self.max_index = int(max_index)
+        self.frames = dict(frames or {})
         super().__init__(
             path,
             f"frame {max_index} was requested but only {decoded_frames} frames could be "
@@ -288,7 +291,7 @@ def read_frames(path, indices, *, on_missing="error", seek_threshold=300):
         raise VideoReadError(path, "the video stream has no decodable frame")
     if missing:
         if on_missing == "error":
-            raise VideoTooShortError(path, decoded, max(missing))
+            raise VideoTooShortError(path, decoded, max(missing), frames)
         if on_missing == "loop":
             extra = _read_wrapped(path, missing, decoded, frames)
             frames.update(extra)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reslstm_tf.data import pipeline, sampling
+from reslstm_tf.data import pipeline, sampling, video
 from reslstm_tf.data.features import FeatureCacheWriter
 
 
@@ -113,3 +113,11 @@ def test_load_clip_resamples_when_container_over_announces(shared_data):
     assert count < real and sample.num_frames == count
     np.testing.assert_array_equal(sample.indices, sampling.sample_segments(count, 4, 8).indices)
     assert clip.shape == (4, 8, 32, 32, 3) and np.all(np.abs(clip) <= 1)
+    # The frames the first pass decoded are reused: exactly the sampled frames, in order.
+    everything = video.read_frames(path, np.arange(count))
+    expected = video.transform_frames(
+        everything[sample.indices.reshape(-1)],
+        short_side=pipeline.default_short_side(32),
+        crop_size=32,
+    )
+    np.testing.assert_array_equal(clip.reshape(expected.shape), expected)
