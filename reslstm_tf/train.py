@@ -11,7 +11,14 @@ Resume is exact: every `checkpoint_every_steps` steps and at the end of each epo
 state), the optimizer variables (including its step counter), the global step and the
 epoch. The order of the examples depends only on `(seed, epoch)`, so a restarted run
 rebuilds the epoch's batches and skips the ones already consumed; a run killed at any
-point and restarted ends with the same weights as an uninterrupted one.
+point and restarted ends with the same weights as an uninterrupted one. The reliability
+tests kill it with a real SIGKILL (`reslstm_tf.faults`, `RESLSTM_FAULT=point:N`) at:
+
+* ``train_step``: after a step, before anything of it is saved;
+* ``checkpoint_written``: checkpoint files written, not yet recorded by the manager;
+* ``checkpoint_saved``: checkpoint recorded, history not yet written;
+* ``epoch_end``: an epoch finished, before its checkpoint;
+* ``final_weights_saved``: final weights written, the `.keras` model not yet.
 
 Input: an unbatched `tf.data.Dataset` of `(features, label)` pairs, `features` a
 float32 `(T, d_f)` tensor or a dict `{"rgb": (T, d_rgb), "flow": (T, d_flow)}`.
@@ -31,6 +38,7 @@ import tensorflow as tf
 from absl import logging
 
 from reslstm_tf.cache import atomic_write
+from reslstm_tf.faults import fault_point
 from reslstm_tf.models import dtype_policy
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -49,6 +57,44 @@ HISTORY_FILE = "history.json"
 
 class TrainingInputError(ValueError):
     """Training input (data, flags, output folder) that cannot be used; raised before training."""
+
+
+class TrainingWriteError(OSError):
+    """The model_dir cannot be written mid-run (disk full, read-only, no permission).
+
+    The checkpoints written before stay readable; the message names the folder, the
+    cause and the last intact checkpoint, and the same command resumes once fixed.
+    """
+
+
+_DISK_PROBLEMS = (
+    ("No space left", "the disk is full (no space left on device)"),
+    ("Disk quota", "the disk quota is exceeded"),
+    ("Read-only file system", "the file system is read-only"),
+    ("Permission denied", "permission denied"),
+)
+
+
+@contextlib.contextmanager
+def _disk_errors(model_dir, manager):
+    """Turns write failures (OSError, TensorFlow I/O errors) into a `TrainingWriteError`."""
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as error:
+        text = str(error)
+        problem = next((p for needle, p in _DISK_PROBLEMS if needle in text), None)
+        if problem is None:
+            raise
+        latest = tf.train.latest_checkpoint(manager.directory) if manager else None
+        kept = (
+            f"the last checkpoint, {os.path.basename(latest)}, is intact"
+            if latest
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingWriteError(
+            f"cannot write to model_dir {os.fspath(model_dir)}: {problem}. Training stopped; "
+            f"{kept}. Free space (or fix the folder) and run the same command to resume."
+        ) from None
 
 
 def _check_choice(name, value, allowed):
@@ -806,10 +852,16 @@ def train(
                     "new model_dir"
                 )
 
+        # Runs after the checkpoint files are written, before the manager records them.
+        written = tf.train.CheckpointOptions(
+            experimental_write_callbacks=[lambda: fault_point("checkpoint_written")]
+        )
+
         def save_checkpoint():
-            path = manager.save(checkpoint_number=int(step_var.numpy()))
+            path = manager.save(checkpoint_number=int(step_var.numpy()), options=written)
             if not is_chief:
                 shutil.rmtree(write_dir, ignore_errors=True)
+            fault_point("checkpoint_saved")
             return path
 
         if is_chief and config is not None:
@@ -871,79 +923,83 @@ def train(
         timer_start, timed_steps = None, 0
         step = start_step
         last_saved = start_step if latest else -1
-        try:
-            with writer.as_default():
-                while step < stop_step:
-                    epoch = step // steps_per_epoch
-                    epoch_var.assign(epoch)
-                    skip = step % steps_per_epoch
-                    batches = epoch_batches(
-                        dataset, epoch, batch_size, seed, num_examples, skip, shuffle_buffer
-                    )
-                    iterator = iter(strategy.experimental_distribute_dataset(batches))
-                    epoch_loss, epoch_correct, epoch_seen = 0.0, 0.0, 0
-                    epoch_end = min((epoch + 1) * steps_per_epoch, stop_step)
-                    while step < epoch_end:
-                        loss_sum, correct = distributed_step(iterator)
-                        step += 1
-                        step_var.assign(step)
-                        loss_sum, correct = float(loss_sum), float(correct)
-                        epoch_loss += loss_sum
-                        epoch_correct += correct
-                        epoch_seen += batch_size
-                        if timer_start is None:
-                            timer_start = time.perf_counter()
-                        else:
-                            timed_steps += 1
-                        if step % log_every_steps == 0 or step == epoch_end:
-                            tf.summary.scalar("loss", loss_sum / batch_size, step=step)
-                            tf.summary.scalar("accuracy", correct / batch_size, step=step)
-                            tf.summary.scalar("learning_rate", current_lr(), step=step)
-                        # A step checkpoint at the epoch's end waits for the epoch count.
-                        if (
-                            checkpoint_every_steps
-                            and step % checkpoint_every_steps == 0
-                            and step != epoch_end
-                        ):
+        with _disk_errors(model_dir, manager):
+            try:
+                with writer.as_default():
+                    while step < stop_step:
+                        epoch = step // steps_per_epoch
+                        epoch_var.assign(epoch)
+                        skip = step % steps_per_epoch
+                        batches = epoch_batches(
+                            dataset, epoch, batch_size, seed, num_examples, skip, shuffle_buffer
+                        )
+                        iterator = iter(strategy.experimental_distribute_dataset(batches))
+                        epoch_loss, epoch_correct, epoch_seen = 0.0, 0.0, 0
+                        epoch_end = min((epoch + 1) * steps_per_epoch, stop_step)
+                        while step < epoch_end:
+                            loss_sum, correct = distributed_step(iterator)
+                            step += 1
+                            step_var.assign(step)
+                            fault_point("train_step")
+                            loss_sum, correct = float(loss_sum), float(correct)
+                            epoch_loss += loss_sum
+                            epoch_correct += correct
+                            epoch_seen += batch_size
+                            if timer_start is None:
+                                timer_start = time.perf_counter()
+                            else:
+                                timed_steps += 1
+                            if step % log_every_steps == 0 or step == epoch_end:
+                                tf.summary.scalar("loss", loss_sum / batch_size, step=step)
+                                tf.summary.scalar("accuracy", correct / batch_size, step=step)
+                                tf.summary.scalar("learning_rate", current_lr(), step=step)
+                            # A step checkpoint at the epoch's end waits for the epoch count.
+                            if (
+                                checkpoint_every_steps
+                                and step % checkpoint_every_steps == 0
+                                and step != epoch_end
+                            ):
+                                save_checkpoint()
+                                last_saved = step
+                            if progress_bar is not None:
+                                progress_bar.update(1)
+                                progress_bar.set_postfix(
+                                    epoch=epoch + 1,
+                                    loss=f"{epoch_loss / epoch_seen:.4f}",
+                                    acc=f"{epoch_correct / epoch_seen:.3f}",
+                                )
+                        if step % steps_per_epoch == 0:
+                            entry = {
+                                "epoch": epoch + 1,
+                                "loss": epoch_loss / epoch_seen,
+                                "accuracy": epoch_correct / epoch_seen,
+                                "learning_rate": current_lr(),
+                                "steps": epoch_seen // batch_size,
+                            }
+                            history.append(entry)
+                            tf.summary.scalar("epoch_loss", entry["loss"], step=step)
+                            tf.summary.scalar("epoch_accuracy", entry["accuracy"], step=step)
+                            epoch_var.assign(epoch + 1)
+                            fault_point("epoch_end")
+                        if last_saved != step:
                             save_checkpoint()
                             last_saved = step
-                        if progress_bar is not None:
-                            progress_bar.update(1)
-                            progress_bar.set_postfix(
-                                epoch=epoch + 1,
-                                loss=f"{epoch_loss / epoch_seen:.4f}",
-                                acc=f"{epoch_correct / epoch_seen:.3f}",
-                            )
-                    if step % steps_per_epoch == 0:
-                        entry = {
-                            "epoch": epoch + 1,
-                            "loss": epoch_loss / epoch_seen,
-                            "accuracy": epoch_correct / epoch_seen,
-                            "learning_rate": current_lr(),
-                            "steps": epoch_seen // batch_size,
-                        }
-                        history.append(entry)
-                        tf.summary.scalar("epoch_loss", entry["loss"], step=step)
-                        tf.summary.scalar("epoch_accuracy", entry["accuracy"], step=step)
-                        epoch_var.assign(epoch + 1)
-                    if last_saved != step:
-                        save_checkpoint()
-                        last_saved = step
-                    if is_chief:
-                        _write_history(model_dir, history)
-                writer.flush()
-        finally:
-            writer.close()
-            if progress_bar is not None:
-                progress_bar.close()
-        if step >= total_steps:
-            if is_chief:
-                _save_weights(model, model_dir / FINAL_WEIGHTS)
-                _save_model(model, model_dir / FINAL_MODEL)
-            elif save_worker_weights:
-                _save_weights(
-                    model, model_dir / "workers" / f"{task_type}_{task_id}" / FINAL_WEIGHTS
-                )
+                        if is_chief:
+                            _write_history(model_dir, history)
+                    writer.flush()
+            finally:
+                writer.close()
+                if progress_bar is not None:
+                    progress_bar.close()
+            if step >= total_steps:
+                if is_chief:
+                    _save_weights(model, model_dir / FINAL_WEIGHTS)
+                    fault_point("final_weights_saved")
+                    _save_model(model, model_dir / FINAL_MODEL)
+                elif save_worker_weights:
+                    _save_weights(
+                        model, model_dir / "workers" / f"{task_type}_{task_id}" / FINAL_WEIGHTS
+                    )
         elapsed = time.perf_counter() - timer_start if timer_start is not None else 0.0
         rate = timed_steps / elapsed if elapsed > 0 else float("nan")
         return TrainResult(model, history, step, rate, latest, is_chief)

@@ -209,6 +209,8 @@ def main(argv):
         )
     except (train_lib.TrainingInputError, NotImplementedError, ValueError) as error:
         raise app.UsageError(str(error)) from error
+    except train_lib.TrainingWriteError as error:
+        raise SystemExit(f"reslstm-train: error: {error}") from None
     if result.is_chief:
         last = result.history[-1] if result.history else {}
         print(
