@@ -136,8 +136,10 @@ def run(args):
     gflop = conv_flops(model) / 1e9
     threads = f"{args.threads} thread" if args.threads else "all cores"
 
-    jax_side, jax_info = (None, "needs weights")
-    if weights == "kinetics400" and not args.only_keras:
+    jax_side, jax_info = (None, "not run (--weights none)")
+    if args.only_keras:
+        jax_info = "not run (--only-keras)"
+    elif weights == "kinetics400":
         jax_side, jax_info = jax_runner(clips)
     print(machine_header([jax_info] if jax_side is not None else []))
     print(
@@ -145,7 +147,8 @@ def run(args):
         f"I3D Mixed_5c + global average pool; {gflop:.2f} GFLOP per clip (Conv3D, analytic)"
     )
 
-    configs = [(f"Keras fp32 graph, {threads} (extraction default)", model, False)]
+    default_label = "extraction default" if not args.threads else "one core"
+    configs = [(f"Keras fp32 graph, {threads} ({default_label})", model, False)]
     if not args.only_keras:
         configs.append((f"Keras fp32 + XLA, {threads}", model, True))
         if bf16_supported():
@@ -194,7 +197,7 @@ def run(args):
             )
     default = results[configs[0][0]]
     achieved = default * gflop
-    peak, how = fp32_peak_gflops()
+    peak, how = fp32_peak_gflops(cores=args.threads or None)
     ceiling = sgemm_gflops()
     rows.append(
         (

@@ -58,6 +58,24 @@ def latencies(fn, warmup=2, repeat=5):
     return times
 
 
+def paired_medians(fn_a, fn_b, warmup=2, repeat=5):
+    """Returns the median seconds of `fn_a()` and of `fn_b()`, timed alternately.
+
+    Alternating the two calls exposes both to the same machine load, so their ratio
+    holds up on a busy machine better than two separate runs.
+    """
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeat):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
 def time_call(fn, warmup=2, repeat=5):
     """Returns the median wall time in seconds of `fn()` after `warmup` calls."""
     return statistics.median(latencies(fn, warmup, repeat)) / 1e3
@@ -81,7 +99,7 @@ def print_table(title, rows, header=("measure", "ours", "peer / limit", "ratio")
             print("  ".join("-" * width for width in widths))
 
 
-def fp32_peak_gflops(fma_units=2):
+def fp32_peak_gflops(fma_units=2, cores=None):
     """Returns (GFLOP/s, how) of the CPU's fp32 peak: cores x lanes x 2 (FMA) x units x clock.
 
     The vector width comes from the CPU's own flags (avx512f: 16 fp32 lanes, avx2: 8,
@@ -101,7 +119,7 @@ def fp32_peak_gflops(fma_units=2):
                     break
     except OSError:
         pass
-    cores = os.cpu_count() or 1
+    cores = cores or os.cpu_count() or 1
     peak = cores * lanes * per_lane * fma_units * mhz / 1e3
     how = f"{cores} cores x {lanes} lanes x {per_lane} x {fma_units} FMA x {mhz / 1e3:.2f} GHz"
     return peak, how
