@@ -318,7 +318,8 @@ def load_npz_features(path):
         array, and a list of names or None.
 
     Raises:
-        TrainingInputError: the file is missing or does not hold the expected arrays.
+        TrainingInputError: the file is missing, does not hold the expected arrays, or
+            holds NaN or infinite features.
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -348,6 +349,14 @@ def load_npz_features(path):
                 f"features in {str(path)!r} must have shape (N, T, d_f), or (N, clips, T, d_f) "
                 f"for multi-clip evaluation, with N = {labels.shape[0]} labels. "
                 f"Received shape {array.shape}"
+            )
+        finite = np.isfinite(array)
+        if not finite.all():
+            bad = np.argwhere(~finite.reshape(array.shape[0], -1).all(axis=1)).ravel()
+            raise TrainingInputError(
+                f"features in {str(path)!r} hold {int(array.size - finite.sum())} NaN or "
+                f"infinite values, in {bad.size} of {array.shape[0]} videos (first: row "
+                f"{int(bad[0])}); re-extract them or drop those rows"
             )
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise TrainingInputError(

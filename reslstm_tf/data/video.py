@@ -254,6 +254,7 @@ def read_frames(path, indices, *, on_missing="error", seek_threshold=300):
     capture = _open(path)
     frames = {}
     decoded = 0  # number of frames consumed from the stream so far (next index = decoded)
+    exhausted = False  # a grab failed: the stream ends here
     try:
         for index in wanted:
             index = int(index)
@@ -267,24 +268,25 @@ def read_frames(path, indices, *, on_missing="error", seek_threshold=300):
                     capture.release()
                     capture = _open(path)
                     decoded = 0
-            ended = False
-            while decoded < index:
-                if not capture.grab():
-                    ended = True
-                    break
-                decoded += 1
-            if ended or not capture.grab():
+            while decoded < index and not exhausted:
+                exhausted = not capture.grab()
+                decoded += not exhausted
+            if exhausted or not capture.grab():
+                exhausted = True
                 break
-            decoded += 1
             ok, frame = capture.retrieve()
             if not ok or frame is None:
+                exhausted = True
                 break
+            decoded += 1
             frames[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         missing = [int(i) for i in wanted if int(i) not in frames]
-        if missing:
-            # Finish counting the stream so the error/policy knows the real length.
-            while capture.grab():
-                decoded += 1
+        # Finish counting the stream so the error/policy knows the real length. The
+        # stream ends at the first failed grab: a damaged file's decoder can return
+        # frames again after an error, but a sequential reader never reaches them.
+        while missing and not exhausted:
+            exhausted = not capture.grab()
+            decoded += not exhausted
     finally:
         capture.release()
     if decoded == 0:
