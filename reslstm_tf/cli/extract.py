@@ -3,14 +3,35 @@
 Each video is split into ``--segments`` segments (eval-mode sampling: centred, deterministic),
 decoded and centre-cropped to the backbone's frame size, run through the 3D CNN, and the
 (K_v, d_f) features are written to a resumable TFRecord cache (`reslstm_tf.data.features`).
-Unreadable videos are listed in ``failures.json`` and never stop the run; a rerun skips the
-videos already cached and retries the failed ones.
+
+Bad videos never stop the run: a missing, empty, truncated-to-nothing or non-video file, a
+file without a video stream, or one declaring frames larger than `MAX_FRAME_PIXELS` is
+reported by name with its reason (on stdout and in ``failures.json``) and skipped; every
+other video is extracted. A rerun skips the videos already cached and retries the failed
+ones. A container is recognised by its content, not its extension (an mp4 named ``.avi``
+decodes). Exit status: 0 when the run finished (some videos may have failed: they are
+listed); 1 when it stopped or nothing could be extracted: bad flags or split files, an
+output folder that cannot be written (checked before anything is decoded), a full disk, or
+every video failing. After a stop the shards written so far stay readable and the same
+command resumes.
+
+Crash safety: the run can be killed at any point (preemption, OOM killer) and resumed by
+running the same command; every video then ends up in the cache exactly once. The points
+the reliability tests kill it at (``RESLSTM_FAULT=<point>[:N]``, `reslstm_tf.faults`) are:
+
+* ``extract_decoded``: a batch of videos is decoded, its features are not yet written;
+* ``shard_record_written``: a record is in the temporary shard file, which is not yet
+  complete nor renamed (`reslstm_tf.data.features`);
+* ``shard_finalised``: the shard is renamed into place, the index does not list it yet;
+* ``index_updated``: the index lists the shard;
+* ``extract_finished``: every shard is written, ``failures.json`` and the report are not.
 """
 
 import concurrent.futures
 import json
 import logging
 import os
+import sys
 import time
 
 import cv2
@@ -19,13 +40,27 @@ from absl import app, flags
 
 from reslstm_tf.cache import atomic_write
 from reslstm_tf.data import datasets
-from reslstm_tf.data.features import FeatureCacheWriter
+from reslstm_tf.data import video as video_lib
+from reslstm_tf.data.features import (
+    FeatureCacheError,
+    FeatureCacheWriteError,
+    FeatureCacheWriter,
+    check_writable,
+)
 from reslstm_tf.data.pipeline import load_clip
 from reslstm_tf.data.video import VideoReadError
+from reslstm_tf.faults import fault_point
 
 logger = logging.getLogger(__name__)
 
 FLAGS = flags.FLAGS
+
+# Frames larger than 8K DCI (8192x4320) are refused before decoding: a corrupt or hostile
+# header can declare e.g. 16000x16000, which FFmpeg decodes into gigabytes per frame.
+MAX_FRAME_PIXELS = 8192 * 4320
+
+# How many failures the report prints by name (all of them are in failures.json).
+REPORT_FAILURES = 50
 
 
 def define_flags():
@@ -37,7 +72,9 @@ def define_flags():
     flags.DEFINE_string(
         "split_dir", None, "ucf101/hmdb51: folder of the split files (default --data_dir)."
     )
-    flags.DEFINE_integer("split", 1, "ucf101/hmdb51: official split 1, 2 or 3.")
+    flags.DEFINE_integer(
+        "split", 1, "ucf101/hmdb51: official split 1, 2 or 3.", lower_bound=1, upper_bound=3
+    )
     flags.DEFINE_string("split_file", None, "folder: optional list of <Class>/<video> lines.")
     flags.DEFINE_enum("subset", "all", ["train", "test", "all"], "ucf101/hmdb51: which videos.")
     flags.DEFINE_enum("backbone", "i3d", ["i3d", "c3d"], "3D CNN feature extractor.")
@@ -47,9 +84,14 @@ def define_flags():
         "flow_method", "tvl1", ["tvl1", "farneback"], "Optical flow for --modality flow."
     )
     flags.DEFINE_integer("segments", 8, "K_v, segments per video.", lower_bound=1)
-    flags.DEFINE_integer("segment_len", None, "Frames per segment (default: the backbone's).")
+    flags.DEFINE_integer(
+        "segment_len", None, "Frames per segment (default: the backbone's).", lower_bound=1
+    )
     flags.DEFINE_string("out_dir", None, "Output folder of the feature cache.")
     flags.DEFINE_integer("batch_size", 4, "Videos per backbone call.", lower_bound=1)
+    flags.DEFINE_integer(
+        "shard_size", 256, "Videos per TFRecord shard (a crash redoes at most one).", lower_bound=1
+    )
     flags.DEFINE_integer("num_shards", 1, "Number of parallel workers.", lower_bound=1)
     flags.DEFINE_integer("shard_index", 0, "This worker's index in [0, num_shards).", lower_bound=0)
     flags.DEFINE_enum(
@@ -59,14 +101,30 @@ def define_flags():
         "Videos shorter than K_v windows: loop them, pad with the last frame, or overlap "
         "the windows (best for clips of a few seconds).",
     )
-    flags.DEFINE_integer("limit", None, "Process at most this many videos (smoke tests).")
+    flags.DEFINE_integer(
+        "limit", None, "Process at most this many videos (smoke tests).", lower_bound=1
+    )
     flags.DEFINE_integer("decode_workers", 2, "Threads decoding videos.", lower_bound=1)
+
+
+def check_frame_size(path, max_pixels=MAX_FRAME_PIXELS):
+    """Raises `VideoReadError` if the video's header declares frames over `max_pixels`."""
+    info = video_lib.probe(path, decode_first=False)
+    if info.width * info.height > max_pixels:
+        raise VideoReadError(
+            path,
+            f"its header declares {info.width}x{info.height} frames "
+            f"({info.width * info.height / 1e6:.0f} Mpixel), over the limit of "
+            f"{max_pixels / 1e6:.1f} Mpixel (8192x4320); refusing to decode it",
+        )
+    return info
 
 
 def _decode(item, data_dir, num_segments, segment_len, frame_size, modality, flow_method, short):
     """Returns (item, clip, sample, info, error) for one video; never raises on bad input."""
     path = os.path.join(os.fspath(data_dir), item.path)
     try:
+        check_frame_size(path)
         clip, sample, info = load_clip(
             path,
             num_segments,
@@ -79,7 +137,7 @@ def _decode(item, data_dir, num_segments, segment_len, frame_size, modality, flo
             return_info=True,
         )
         return item, clip, sample, info, None
-    except (VideoReadError, ValueError, OSError, cv2.error) as err:
+    except (VideoReadError, ValueError, OSError, cv2.error, MemoryError) as err:
         return item, None, None, None, f"{type(err).__name__}: {err}"
 
 
@@ -141,10 +199,14 @@ def extract(
         progress: show a tqdm progress bar (videos/s, ETA).
 
     Returns:
-        dict: done, skipped (already cached), failed, seconds, out_dir, failures_file.
-    """
-    from tqdm.auto import tqdm
+        dict: done, skipped (already cached), failed, failures (list of {'id', 'error'}),
+        seconds, out_dir, failures_file.
 
+    Raises:
+        FeatureCacheWriteError: the output folder cannot be written (checked before any
+            decoding) or the disk filled up; the shards written before stay readable.
+        FeatureCacheError: `out_dir` holds a cache made with other settings.
+    """
     segment_len = segment_len or extractor.segment_len
     frame_size = frame_size or extractor.frame_size
     items = list(videos)[shard_index::num_shards]
@@ -161,33 +223,74 @@ def extract(
         **(metadata or {}),
     }
     start = time.monotonic()
-    done, failures = 0, []
+    failures = []
     suffix = "" if num_shards == 1 else f"-{shard_index:05d}-of-{num_shards:05d}"
     failures_file = os.path.join(os.fspath(out_dir), f"failures{suffix}.json")
-    with FeatureCacheWriter(
-        out_dir,
-        shard_size=shard_size,
-        metadata=settings,
-        num_shards=num_shards,
-        shard_index=shard_index,
-    ) as writer:
+    try:
+        done, skipped = _extract_into(
+            FeatureCacheWriter(
+                out_dir,
+                shard_size=shard_size,
+                metadata=settings,
+                num_shards=num_shards,
+                shard_index=shard_index,
+            ),
+            items,
+            extractor,
+            failures,
+            (data_dir, num_segments, segment_len, frame_size, modality, flow_method, short),
+            batch_size=batch_size,
+            decode_workers=decode_workers,
+            progress=progress,
+        )
+    except FeatureCacheWriteError:
+        try:  # best effort: the disk may be full
+            _write_failures(failures_file, failures)
+        except OSError:
+            pass
+        raise
+    fault_point("extract_finished")
+    try:
+        _write_failures(failures_file, failures)
+    except OSError as error:
+        raise FeatureCacheWriteError(
+            out_dir, error, "writing failures.json", done + skipped
+        ) from None
+    summary = {
+        "done": done,
+        "skipped": skipped,
+        "failed": len(failures),
+        "failures": failures,
+        "seconds": round(time.monotonic() - start, 2),
+        "out_dir": os.fspath(out_dir),
+        "failures_file": failures_file,
+    }
+    logger.info("extract summary: %s", {k: v for k, v in summary.items() if k != "failures"})
+    return summary
+
+
+def _write_failures(path, failures):
+    with atomic_write(path, "w") as handle:
+        json.dump({"failures": failures}, handle, indent=1)
+
+
+def _extract_into(
+    writer, items, extractor, failures, decode_args, *, batch_size, decode_workers, progress
+):
+    """The decode -> backbone -> cache loop; returns (done, skipped), appends to failures."""
+    from tqdm.auto import tqdm
+
+    done = 0
+    with writer:
         todo = [item for item in items if not writer.is_done(item.path)]
         skipped = len(items) - len(todo)
         bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extract")
-        decode_args = (
-            data_dir,
-            num_segments,
-            segment_len,
-            frame_size,
-            modality,
-            flow_method,
-            short,
-        )
-        with concurrent.futures.ThreadPoolExecutor(decode_workers) as pool:
+        with bar, concurrent.futures.ThreadPoolExecutor(decode_workers) as pool:
             pending = [pool.submit(_decode, item, *decode_args) for item in todo[:batch_size]]
             position = len(pending)
             while pending:
                 batch = [future.result() for future in pending]
+                fault_point("extract_decoded")
                 pending = [
                     pool.submit(_decode, item, *decode_args)
                     for item in todo[position : position + batch_size]
@@ -210,7 +313,13 @@ def extract(
                             good.remove(entry)
                 for (item, _, sample, info, _), feats in zip(good, outputs):
                     if not np.all(np.isfinite(feats)):
-                        failures.append({"id": item.path, "error": "non-finite features"})
+                        failures.append(
+                            {
+                                "id": item.path,
+                                "error": "ValueError: the backbone returned NaN or infinite "
+                                "features",
+                            }
+                        )
                         continue
                     added = writer.add(
                         item.path,
@@ -224,19 +333,7 @@ def extract(
                     done += int(added)  # False for a video listed twice
                 bar.update(len(batch))
                 bar.set_postfix(failed=len(failures))
-        bar.close()
-    with atomic_write(failures_file, "w") as handle:
-        json.dump({"failures": failures}, handle, indent=1)
-    summary = {
-        "done": done,
-        "skipped": skipped,
-        "failed": len(failures),
-        "seconds": round(time.monotonic() - start, 2),
-        "out_dir": os.fspath(out_dir),
-        "failures_file": failures_file,
-    }
-    logger.info("extract summary: %s", summary)
-    return summary
+    return done, skipped
 
 
 def _load_videos():
@@ -253,46 +350,90 @@ def _load_videos():
     )
 
 
-def main(argv):
-    """Maps the flags onto `extract` and prints the summary."""
-    del argv
-    if not FLAGS.data_dir or not FLAGS.out_dir:
-        raise app.UsageError("--data_dir and --out_dir are required")
-    from reslstm_tf.backbones.features import SegmentFeatureExtractor
+def _error(message):
+    """Prints a one-paragraph error for the user; returns the exit status 1."""
+    print(f"reslstm-extract: error: {message}", file=sys.stderr)
+    return 1
 
-    videos = _load_videos()
-    for problem in videos.problems:
-        logger.warning("split list: %s", problem)
-    extractor = SegmentFeatureExtractor(
-        backbone=FLAGS.backbone, modality=FLAGS.modality, weights=FLAGS.weights
-    )
-    summary = extract(
-        videos,
-        FLAGS.data_dir,
-        FLAGS.out_dir,
-        extractor,
-        num_segments=FLAGS.segments,
-        segment_len=FLAGS.segment_len,
-        modality=FLAGS.modality,
-        flow_method=FLAGS.flow_method,
-        short=FLAGS.short,
-        batch_size=FLAGS.batch_size,
-        num_shards=FLAGS.num_shards,
-        shard_index=FLAGS.shard_index,
-        limit=FLAGS.limit,
-        decode_workers=FLAGS.decode_workers,
-        metadata={
-            "backbone": FLAGS.backbone,
-            "weights": FLAGS.weights,
-            "feature_dim": int(extractor.feature_dim),
-            "classes": videos.classes,
-        },
-    )
+
+def report(summary, problems=(), limit=REPORT_FAILURES, file=None):
+    """Prints the failed videos and skipped split lines by name with their reason, and totals."""
+    file = file or sys.stdout
+    failures = summary.get("failures", [])
+    for failure in failures[:limit]:
+        print(f"failed: {failure['id']}: {failure['error']}", file=file)
+    if len(failures) > limit:
+        print(f"... and {len(failures) - limit} more failures", file=file)
+    for problem in list(problems)[:limit]:
+        print(f"skipped split line: {problem}", file=file)
+    if len(problems) > limit:
+        print(f"... and {len(problems) - limit} more split-file problems", file=file)
     print(
         f"done {summary['done']}, skipped {summary['skipped']} (already cached), "
         f"failed {summary['failed']} (see {summary['failures_file']}), "
-        f"{summary['seconds']:.1f} s"
+        f"{summary['seconds']:.1f} s",
+        file=file,
     )
+
+
+def main(argv):
+    """Maps the flags onto `extract`, prints the report; returns the exit status."""
+    del argv
+    if not FLAGS.data_dir or not FLAGS.out_dir:
+        raise app.UsageError("--data_dir and --out_dir are required")
+    if FLAGS.shard_index >= FLAGS.num_shards:
+        raise app.UsageError(
+            f"--shard_index must be in [0, --num_shards). Received: --shard_index="
+            f"{FLAGS.shard_index}, --num_shards={FLAGS.num_shards}"
+        )
+    try:
+        videos = _load_videos()
+    except (datasets.SplitFileError, OSError, ValueError) as error:
+        raise app.UsageError(str(error)) from None
+    for problem in videos.problems:
+        logger.warning("split list: %s", problem)
+    if not len(videos):
+        skipped = f" ({len(videos.problems)} split-file lines skipped)" if videos.problems else ""
+        return _error(f"no videos to extract: the video list is empty{skipped}")
+    try:
+        check_writable(FLAGS.out_dir)  # before building the backbone or decoding anything
+    except FeatureCacheWriteError as error:
+        return _error(error)
+    from reslstm_tf.backbones.features import SegmentFeatureExtractor
+
+    extractor = SegmentFeatureExtractor(
+        backbone=FLAGS.backbone, modality=FLAGS.modality, weights=FLAGS.weights
+    )
+    try:
+        summary = extract(
+            videos,
+            FLAGS.data_dir,
+            FLAGS.out_dir,
+            extractor,
+            num_segments=FLAGS.segments,
+            segment_len=FLAGS.segment_len,
+            modality=FLAGS.modality,
+            flow_method=FLAGS.flow_method,
+            short=FLAGS.short,
+            batch_size=FLAGS.batch_size,
+            shard_size=FLAGS.shard_size,
+            num_shards=FLAGS.num_shards,
+            shard_index=FLAGS.shard_index,
+            limit=FLAGS.limit,
+            decode_workers=FLAGS.decode_workers,
+            metadata={
+                "backbone": FLAGS.backbone,
+                "weights": FLAGS.weights,
+                "feature_dim": int(extractor.feature_dim),
+                "classes": videos.classes,
+            },
+        )
+    except FeatureCacheError as error:  # unwritable or full output, or another cache's folder
+        return _error(error)
+    report(summary, videos.problems)
+    if summary["failed"] and not summary["done"] and not summary["skipped"]:
+        return _error(f"no video could be extracted: all {summary['failed']} failed (see above)")
+    return 0
 
 
 def run():

@@ -16,7 +16,14 @@ Labels are 0-based indices into the class list (UCF-101's 1-based ``classInd.txt
 by one; HMDB-51 in the order of the project's ``data/hmdb51_classes.txt``, the standard
 ``class_list.txt`` order). Split files may have CRLF line endings, trailing spaces and blank
 lines. Malformed lines raise `SplitFileError` naming file and line, or, with
-``on_error='skip'``, are skipped and listed in `VideoList.problems`.
+``on_error='skip'``, are skipped and listed in `VideoList.problems`. Malformed lines include
+text that is not UTF-8 and video paths that would leave the data folder (absolute paths,
+``..`` or empty components, control characters).
+
+Errors: whatever a split file holds, the parsers raise only `SplitFileError` for its
+content (a `ValueError`); `FileNotFoundError` for a missing folder and `ValueError` for a bad
+argument (``split``, ``subset``, ``on_error``) come from the arguments. The fuzz tests in
+``tests/reliability/test_fuzz.py`` check this on arbitrary and mutated split files.
 """
 
 import dataclasses
@@ -126,16 +133,50 @@ def _check_dir(path, what):
     return path
 
 
-def _read_lines(path):
-    """Yields (line number, stripped text) of the non-blank lines of a text file."""
+def _read_lines(path, collector=None):
+    """Yields (line number, stripped text) of the non-blank lines of a text file.
+
+    Lines end with LF, CRLF or CR. A line that is not UTF-8 is reported to `collector`
+    (skipped with ``on_error='skip'``), or raises `SplitFileError` without one.
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise SplitFileError(path, "split file not found")
-    with open(path, encoding="utf-8-sig", newline=None) as handle:  # universal newlines
-        for number, line in enumerate(handle, start=1):
-            text = line.strip()
-            if text:
-                yield number, text
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
+        data = data[3:]
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            message = f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+            if collector is None:
+                raise SplitFileError(path, message, number) from None
+            collector.report(path, message, number)
+            continue
+        text = line.strip()
+        if text:
+            yield number, text
+
+
+_NUMBER = re.compile(r"[0-9]+")
+
+
+def _is_number(text):
+    """Whether `text` is a non-negative decimal integer in ASCII digits."""
+    return _NUMBER.fullmatch(text) is not None
+
+
+def _path_problem(rel, components):
+    """Returns why `rel` is not a safe relative path of `components` parts, or None."""
+    parts = rel.split("/")
+    if components is not None and len(parts) != components:
+        return None  # the caller reports the wrong shape itself
+    if any(ord(c) < 32 or ord(c) == 127 for c in rel):
+        return f"video path {rel!r} holds control characters"
+    if any(part in ("", ".", "..") for part in parts) or rel.startswith("/"):
+        return f"video path {rel!r} is not a plain relative path inside the data folder"
+    return None
 
 
 class _Collector:
@@ -168,13 +209,17 @@ def ucf101_classes(split_dir):
     names = {}
     for number, text in _read_lines(path):
         parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit():
+        if len(parts) != 2 or not _is_number(parts[0]):
             raise SplitFileError(
                 path, f"expected '<index> <ClassName>'. Received: {text!r}", number
             )
         index = int(parts[0])
         if index in names:
             raise SplitFileError(path, f"class index {index} appears twice", number)
+        if parts[1] in names.values() or _path_problem(parts[1], 1):
+            raise SplitFileError(
+                path, f"class name {parts[1]!r} is repeated or not a folder name", number
+            )
         names[index] = parts[1]
     if sorted(names) != list(range(1, len(names) + 1)):
         raise SplitFileError(path, f"class indices must be 1..{len(names)} without gaps")
@@ -209,22 +254,26 @@ def ucf101(
     items, seen = [], {}
     for part in parts:
         path = split_dir / f"{part}list0{split}.txt"
-        for number, text in _read_lines(path):
+        for number, text in _read_lines(path, collector):
             fields = text.split()
             expected = (
                 "'<Class>/<video>.avi <label>'" if part == "train" else ("'<Class>/<video>.avi'")
             )
-            if len(fields) not in (1, 2) or "/" not in fields[0]:
+            rel = fields[0].replace("\\", "/")
+            if len(fields) not in (1, 2) or rel.count("/") != 1:
                 collector.report(path, f"expected {expected}. Received: {text!r}", number)
                 continue
-            rel = fields[0].replace("\\", "/")
+            problem = _path_problem(rel, 2)
+            if problem:
+                collector.report(path, problem, number)
+                continue
             folder = rel.split("/")[0]
             label = lookup.get(folder, lookup_lower.get(folder.lower()))
             if label is None:
                 collector.report(path, f"unknown class {folder!r} (not in classInd.txt)", number)
                 continue
             if len(fields) == 2:
-                if not fields[1].isdigit() or int(fields[1]) != label + 1:
+                if not _is_number(fields[1]) or int(fields[1]) != label + 1:
                     collector.report(
                         path,
                         f"label {fields[1]!r} does not match class {folder!r} "
@@ -290,7 +339,7 @@ def hmdb51(
         if name not in found:
             collector.report(path, f"split file for class {name!r} not found")
             continue
-        for number, text in _read_lines(path):
+        for number, text in _read_lines(path, collector):
             fields = text.split()
             if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
                 collector.report(
@@ -298,6 +347,12 @@ def hmdb51(
                 )
                 continue
             if fields[1] not in wanted_ids:
+                continue
+            problem = _path_problem(fields[0].replace("\\", "/"), 1)
+            if problem or "/" in fields[0] or "\\" in fields[0]:
+                collector.report(
+                    path, problem or f"expected a file name. Received: {fields[0]!r}", number
+                )
                 continue
             rel = f"{name}/{fields[0]}"
             if check_files and not _check_video(collector, data_dir, rel, path, number):
@@ -333,24 +388,20 @@ def folder(
     data_dir = _check_dir(data_dir, "data_dir")
     collector = _Collector(on_error)
     extensions = tuple(e.lower() for e in extensions)
-    if classes is None and split_file is not None:
-        lines = _read_lines(split_file)
-        classes = sorted({text.split()[0].replace("\\", "/").split("/")[0] for _, text in lines})
-    elif classes is None:
-        classes = sorted(
-            p.name
-            for p in data_dir.iterdir()
-            if p.is_dir() and any(v.suffix.lower() in extensions for v in p.iterdir())
-        )
-    if not classes:
-        raise FileNotFoundError(
-            f"no classes found: data_dir {os.fspath(data_dir)} has no sub-folder with videos "
-            f"({', '.join(extensions)})"
-        )
-    classes = list(classes)
-    lookup = {name: i for i, name in enumerate(classes)}
-    items = []
     if split_file is None:
+        if classes is None:
+            classes = sorted(
+                p.name
+                for p in data_dir.iterdir()
+                if p.is_dir() and any(v.suffix.lower() in extensions for v in p.iterdir())
+            )
+        if not classes:
+            raise FileNotFoundError(
+                f"no classes found: data_dir {os.fspath(data_dir)} has no sub-folder with "
+                f"videos ({', '.join(extensions)})"
+            )
+        classes = list(classes)
+        items = []
         for label, name in enumerate(classes):
             class_dir = data_dir / name
             if not class_dir.is_dir():
@@ -359,15 +410,27 @@ def folder(
                 if video.is_file() and video.suffix.lower() in extensions:
                     items.append(VideoItem(f"{name}/{video.name}", label, name))
         return VideoList(items, classes, collector.problems)
+
     path = pathlib.Path(split_file)
-    seen = {}
-    for number, text in _read_lines(path):
+    entries = []  # (line number, relative path or None, problem or None)
+    for number, text in _read_lines(path, collector):
         fields = text.split()
-        rel = fields[0].replace("\\", "/") if fields else ""
+        rel = fields[0].replace("\\", "/")
         if len(fields) not in (1, 2) or rel.count("/") != 1:
-            collector.report(
-                path, f"expected '<Class>/<video>' [label]. Received: {text!r}", number
-            )
+            problem = f"expected '<Class>/<video>' [label]. Received: {text!r}"
+        else:
+            problem = _path_problem(rel, 2)
+        entries.append((number, None if problem else rel, problem))
+    if classes is None:  # the classes of the well-formed lines
+        classes = sorted({rel.split("/")[0] for _, rel, _ in entries if rel is not None})
+        if not classes and not any(problem for _, _, problem in entries):
+            raise SplitFileError(path, "lists no videos ('<Class>/<video>' lines)")
+    classes = list(classes)
+    lookup = {name: i for i, name in enumerate(classes)}
+    items, seen = [], {}
+    for number, rel, problem in entries:
+        if problem:
+            collector.report(path, problem, number)
             continue
         name = rel.split("/")[0]
         if name not in lookup:

@@ -22,21 +22,44 @@ key                type     content
 ``meta``           bytes    JSON of any extra per-video metadata
 =================  =======  ===============================================================
 
-Shards are written to a temporary file and renamed into place, then the JSON index (also
-written atomically) records the shard and the ids it holds. Readers only read shards listed
-in an index, so a crash never exposes a half-written shard, and a rerun skips the ids
-already listed (no duplicates).
+Crash safety. A shard is written to a hidden temporary file, synced, and renamed into place;
+only then does the JSON index (written atomically, the last step) record the shard and the
+ids it holds. Readers read only shards listed in an index, so a crash at any point never
+exposes a half-written shard, and a rerun skips the ids already listed (no duplicates) and
+redoes the rest (nothing lost). A writer that opens a folder deletes its own leftovers of a
+crash: temporary files and shard files its index does not list. The crash points the
+reliability tests kill a writer at (`reslstm_tf.faults`) are:
+
+* ``shard_record_written``: after each record is written to the temporary shard file,
+  before the file is complete and renamed;
+* ``shard_finalised``: after the shard is renamed into place, before the index lists it;
+* ``index_updated``: after the index lists the shard.
+
+Write errors (a read-only or full disk, a path under a regular file) raise
+`FeatureCacheWriteError` naming the folder and the cause; the shards indexed before stay
+readable, the shard being written is removed, and a rerun resumes. `check_writable` tests a
+folder up front, before any expensive work.
+
+Readers refuse non-finite features: `read_features` raises `FeatureCacheError` and
+`tfrecord_dataset` fails (``InvalidArgumentError``) naming the video.
 """
 
+import errno
 import glob
 import json
+import logging
 import os
 import pathlib
+import tempfile
+import uuid
 
 import numpy as np
 import tensorflow as tf
 
-from reslstm_tf.cache import atomic_path, atomic_write
+from reslstm_tf.cache import atomic_write
+from reslstm_tf.faults import fault_point
+
+logger = logging.getLogger(__name__)
 
 INDEX_VERSION = 1
 
@@ -55,6 +78,68 @@ FEATURE_SPEC = {
 
 class FeatureCacheError(ValueError):
     """A feature cache is missing, inconsistent, or was given inconsistent features."""
+
+
+# errno -> what it means for a cache folder
+_WRITE_PROBLEMS = {
+    getattr(errno, name): problem
+    for name, problem in (
+        ("ENOSPC", "the disk is full (no space left on device)"),
+        ("EDQUOT", "the disk quota is exceeded"),
+        ("EROFS", "the file system is read-only"),
+        ("EACCES", "permission denied"),
+        ("EPERM", "permission denied"),
+        ("ENOTDIR", "a component of the path is a regular file, not a folder"),
+        ("EEXIST", "the path exists and is not a folder"),
+    )
+    if hasattr(errno, name)
+}
+
+
+class FeatureCacheWriteError(FeatureCacheError):
+    """A cache folder cannot be written: not a folder, read-only, no permission, disk full.
+
+    Attributes:
+        out_dir: the cache folder.
+        errno: the OS error number (e.g. ``errno.ENOSPC``), or None.
+        problem: a short description of the cause.
+        cached: how many videos are safely in the cache (indexed shards) despite the error.
+    """
+
+    def __init__(self, out_dir, error, action, cached=0):
+        self.out_dir = os.fspath(out_dir)
+        self.errno = getattr(error, "errno", None)
+        self.problem = _WRITE_PROBLEMS.get(self.errno) or str(error)
+        self.cached = int(cached)
+        detail = getattr(error, "strerror", None) or str(error)
+        message = f"cannot write the feature cache in {self.out_dir}: {self.problem}"
+        if detail and detail.lower() not in self.problem.lower():
+            message += f" ({detail})"
+        message += f", while {action}."
+        if self.cached:
+            message += (
+                f" The {self.cached} videos already in the cache are intact; fix the cause and "
+                "run the same command again to resume."
+            )
+        super().__init__(message)
+
+
+def check_writable(out_dir):
+    """Creates `out_dir` if needed and checks that a file can be created in it.
+
+    Raises:
+        FeatureCacheWriteError: naming the folder and the cause (a parent is a regular file,
+            read-only file system, permission denied, ...).
+    """
+    path = pathlib.Path(out_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path, prefix=".write-check-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as error:
+        raise FeatureCacheWriteError(path, error, "checking that the folder is writable") from None
+    return path
 
 
 def _bytes(value):
@@ -91,6 +176,11 @@ def make_example(
         raise FeatureCacheError(
             f"features must be 2-D (K_v, d_f). Received shape {feats.shape} for {video_id!r}"
         )
+    if not np.all(np.isfinite(feats)):
+        bad = int(feats.size - np.count_nonzero(np.isfinite(feats)))
+        raise FeatureCacheError(
+            f"features of {video_id!r} hold {bad} NaN or infinite values; refusing to cache them"
+        )
     indices = np.zeros((0, 0), np.int64) if frame_indices is None else np.asarray(frame_indices)
     indices = indices.reshape(indices.shape[0], -1) if indices.ndim != 2 else indices
     example = tf.train.Example(
@@ -111,12 +201,58 @@ def make_example(
     return example.SerializeToString()
 
 
+def _frame_records(records):
+    """Returns each record framed as in a TFRecord file (length, data and their masked CRCs).
+
+    TensorFlow frames the records (in its in-memory file system); the caller writes the bytes
+    with Python file I/O, so write errors are `OSError`s with their errno (ENOSPC, EROFS, ...)
+    and the file can be synced before it is renamed.
+    """
+    path = f"ram://reslstm_features/{uuid.uuid4().hex}.tfrecord"
+    try:
+        with tf.io.TFRecordWriter(path) as writer:
+            for record in records:
+                writer.write(record)
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            data = handle.read()
+    finally:
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+    frames, offset = [], 0
+    for record in records:
+        size = len(record) + 16  # uint64 length, uint32 CRC, data, uint32 CRC
+        frames.append(data[offset : offset + size])
+        offset += size
+    if offset != len(data):
+        raise RuntimeError(f"TFRecord framing of {len(records)} records has an unexpected size")
+    return frames
+
+
+def _read_json(path):
+    """Reads an index file, raising `FeatureCacheError` naming it if it is not valid JSON."""
+    try:
+        index = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise FeatureCacheError(
+            f"the feature cache index {path} is corrupt ({error}); delete the cache folder and "
+            "extract again"
+        ) from None
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        raise FeatureCacheError(
+            f"the feature cache index {path} is not an index written by FeatureCacheWriter "
+            "(no 'shards' list)"
+        )
+    return index
+
+
 class FeatureCacheWriter:
     """Writes features to sharded TFRecords with a resumable JSON index.
 
-    Use as a context manager; `flush` runs every `shard_size` videos and on exit. Ids already
-    in the index (from an earlier, interrupted run) are reported by `is_done` and ignored by
-    `add`.
+    Use as a context manager; `flush` runs every `shard_size` videos and on exit (also when
+    the block raises, so the finished videos are kept). Ids already in the index (from an
+    earlier, interrupted run) are reported by `is_done` and ignored by `add`. Opening a
+    folder deletes this writer's leftovers of a crash (temporary files, shards its index does
+    not list); two writers must not use the same folder and `shard_index` at once.
 
     Args:
         out_dir: the cache folder (created).
@@ -125,6 +261,10 @@ class FeatureCacheWriter:
             must equal the stored one when resuming.
         num_shards: with `shard_index`, one of several parallel writers into one folder.
         shard_index: this writer's index in [0, num_shards).
+
+    Raises:
+        FeatureCacheWriteError: the folder cannot be created or written.
+        FeatureCacheError: the folder holds a cache of other metadata or a corrupt index.
     """
 
     def __init__(self, out_dir, *, shard_size=256, metadata=None, num_shards=1, shard_index=0):
@@ -135,15 +275,14 @@ class FeatureCacheWriter:
                 "shard_index must be in [0, num_shards). "
                 f"Received: shard_index={shard_index!r}, num_shards={num_shards!r}"
             )
-        self.out_dir = pathlib.Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = check_writable(out_dir)
         self.shard_size = int(shard_size)
         self._suffix = "" if num_shards == 1 else f"-{shard_index:05d}-of-{num_shards:05d}"
         self.index_path = self.out_dir / f"index{self._suffix}.json"
         self._buffer = []
         self._pending_ids = set()
         if self.index_path.exists():
-            self._index = json.loads(self.index_path.read_text())
+            self._index = _read_json(self.index_path)
             stored = self._index.get("metadata", {})
             if metadata is not None and stored != json.loads(json.dumps(metadata)):
                 raise FeatureCacheError(
@@ -158,56 +297,129 @@ class FeatureCacheWriter:
                 "shards": [],
             }
         self._done = {i for shard in self._index["shards"] for i in shard["ids"]}
+        self.removed = self._remove_leftovers()
+
+    def _remove_leftovers(self):
+        """Deletes temporary files and unindexed shards of this writer; returns their names."""
+        listed = {shard["file"] for shard in self._index["shards"]}
+        digits = "[0-9]" * 5
+        patterns = (
+            f"features{self._suffix}-{digits}.tfrecord",
+            f".features{self._suffix}-{digits}.tfrecord.*.tmp",
+            f".index{self._suffix}.json.*.tmp",
+            ".write-check-*.tmp",
+        )
+        removed = []
+        for pattern in patterns:
+            for path in sorted(self.out_dir.glob(pattern)):
+                if path.name in listed or not path.is_file():
+                    continue
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as error:
+                    raise FeatureCacheWriteError(
+                        self.out_dir, error, f"removing the leftover {path.name} of a crash"
+                    ) from None
+                removed.append(path.name)
+        if removed:
+            logger.warning(
+                "removed %d leftover files of an interrupted run from %s: %s",
+                len(removed),
+                self.out_dir,
+                ", ".join(removed),
+            )
+        return removed
 
     @property
     def done_ids(self):
         """The ids written (in a finished shard) or buffered in this writer."""
         return self._done | self._pending_ids
 
+    @property
+    def cached_ids(self):
+        """The ids in indexed shards (safe on disk)."""
+        return set(self._done)
+
     def is_done(self, video_id):
         """Whether `video_id` is already in the cache (or buffered)."""
         return video_id in self._done or video_id in self._pending_ids
 
     def add(self, video_id, label, features, **kwargs):
-        """Buffers one video (see `make_example` for kwargs); returns False if already done."""
+        """Buffers one video (see `make_example` for kwargs); returns False if already done.
+
+        Raises:
+            FeatureCacheError: the features are not 2-D, not finite, or of another shape
+                than the cache's.
+            FeatureCacheWriteError: writing the full shard failed (see `flush`).
+        """
         if self.is_done(video_id):
             return False
         shape = list(np.shape(features))
         expected = self._index.get("feature_shape")
-        if expected is None:
-            self._index["feature_shape"] = shape
-        elif shape != expected:
+        if expected is not None and shape != expected:
             raise FeatureCacheError(
                 f"features of {video_id!r} have shape {tuple(shape)}; the cache holds "
                 f"{tuple(expected)}"
             )
-        self._buffer.append(make_example(video_id, label, features, **kwargs))
+        record = make_example(video_id, label, features, **kwargs)
+        if expected is None:
+            self._index["feature_shape"] = shape
+        self._buffer.append(record)
         self._pending_ids.add(video_id)
         if len(self._buffer) >= self.shard_size:
             self.flush()
         return True
 
     def flush(self):
-        """Writes the buffered videos as one shard (atomically) and updates the index."""
+        """Writes the buffered videos as one shard (atomically), then records it in the index.
+
+        Returns:
+            The shard's path, or None if nothing was buffered.
+
+        Raises:
+            FeatureCacheWriteError: the disk is full or the folder became unwritable. The
+                partial shard is removed, the index is unchanged (earlier shards stay
+                readable) and the videos stay buffered.
+        """
         if not self._buffer:
             return None
         name = f"features{self._suffix}-{len(self._index['shards']):05d}.tfrecord"
-        tmp = atomic_path(self.out_dir / name)
-        try:
-            with tf.io.TFRecordWriter(os.fspath(tmp)) as writer:
-                for record in self._buffer:
-                    writer.write(record)
-            os.replace(tmp, self.out_dir / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        final = self.out_dir / name
         ids = sorted(self._pending_ids)
-        self._index["shards"].append({"file": name, "ids": ids})
-        with atomic_write(self.index_path, "w") as handle:
-            json.dump(self._index, handle, indent=1)
+        index = {**self._index, "shards": [*self._index["shards"], {"file": name, "ids": ids}]}
+        frames = _frame_records(self._buffer)
+        tmp = renamed = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{name}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as handle:
+                for frame in frames:
+                    handle.write(frame)
+                    handle.flush()
+                    fault_point("shard_record_written")
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+            tmp, renamed = None, final
+            fault_point("shard_finalised")
+            with atomic_write(self.index_path, "w") as handle:
+                json.dump(index, handle, indent=1)
+            renamed = None
+        except OSError as error:
+            for leftover in (tmp, renamed):  # nothing half-written or unindexed stays
+                if leftover is not None:
+                    try:
+                        os.unlink(leftover)
+                    except OSError:
+                        pass
+            raise FeatureCacheWriteError(
+                self.out_dir, error, f"writing shard {name} ({len(ids)} videos)", len(self._done)
+            ) from None
+        fault_point("index_updated")
+        self._index = index
         self._done.update(ids)
         self._buffer, self._pending_ids = [], set()
-        return self.out_dir / name
+        return final
 
     def close(self):
         """Flushes the last partial shard."""
@@ -217,7 +429,16 @@ class FeatureCacheWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self.close()
+        if exc_type is None:
+            self.close()
+            return False
+        if issubclass(exc_type, FeatureCacheWriteError):
+            return False  # writing failed already: do not try again
+        # The block failed: keep the finished videos if possible, but never mask its error.
+        try:
+            self.close()
+        except Exception as error:  # noqa: BLE001
+            logger.warning("could not save the buffered videos after an error: %s", error)
         return False
 
 
@@ -232,7 +453,8 @@ def read_index(cache_dir):
         'metadata' (of the first index).
 
     Raises:
-        FeatureCacheError: no index, duplicate ids, or inconsistent shapes.
+        FeatureCacheError: no index, a corrupt index, a listed shard missing, duplicate ids,
+            or inconsistent shapes.
     """
     cache_dir = pathlib.Path(cache_dir)
     index_files = sorted(glob.glob(os.path.join(glob.escape(os.fspath(cache_dir)), "index*.json")))
@@ -240,7 +462,7 @@ def read_index(cache_dir):
         raise FeatureCacheError(f"no feature cache index (index*.json) in {cache_dir}")
     files, ids, shape, metadata = [], [], None, None
     for path in index_files:
-        index = json.loads(pathlib.Path(path).read_text())
+        index = _read_json(path)
         if index.get("feature_shape") is None:
             continue
         if shape is not None and index["feature_shape"] != shape:
@@ -250,7 +472,12 @@ def read_index(cache_dir):
         shape = index["feature_shape"]
         metadata = index.get("metadata", {}) if metadata is None else metadata
         for shard in index["shards"]:
-            files.append(os.fspath(cache_dir / shard["file"]))
+            shard_path = cache_dir / shard["file"]
+            if not shard_path.is_file():
+                raise FeatureCacheError(
+                    f"{path} lists shard {shard['file']}, which is missing from {cache_dir}"
+                )
+            files.append(os.fspath(shard_path))
             ids.extend(shard["ids"])
     if len(set(ids)) != len(ids):
         raise FeatureCacheError(f"the cache in {cache_dir} lists some video ids twice")
@@ -259,11 +486,27 @@ def read_index(cache_dir):
     return {"files": files, "ids": ids, "feature_shape": shape, "metadata": metadata or {}}
 
 
-def parse_example(serialized):
-    """Parses a serialised example into dense tensors (features flat; see `FEATURE_SPEC`)."""
+def _parse_unchecked(serialized):
+    """`parse_example` without the finiteness check."""
     parsed = tf.io.parse_single_example(serialized, FEATURE_SPEC)
     for key in ("features", "frame_indices"):
         parsed[key] = tf.sparse.to_dense(parsed[key])
+    return parsed
+
+
+def parse_example(serialized):
+    """Parses a serialised example into dense tensors (features flat; see `FEATURE_SPEC`).
+
+    Fails (``tf.errors.InvalidArgumentError`` when the dataset is read) naming the video if
+    its features are not finite.
+    """
+    parsed = _parse_unchecked(serialized)
+    finite = tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(parsed["features"])),
+        ["feature cache: the features of video", parsed["id"], "hold NaN or infinite values"],
+    )
+    with tf.control_dependencies([finite]):
+        parsed["features"] = tf.identity(parsed["features"])
     return parsed
 
 
@@ -283,9 +526,20 @@ def read_features(cache_dir):
     Returns:
         A list of dicts: 'id' (str), 'label' (int), 'features' float32 (K_v, d_f),
         'frame_indices' int64 (K_v, L), 'num_frames', 'fps', 'meta' (dict).
+
+    Raises:
+        FeatureCacheError: a video's features are not finite (naming it), or see
+            `read_index`.
     """
     records = []
-    for example in tfrecord_dataset(cache_dir).as_numpy_iterator():
+    dataset = tf.data.TFRecordDataset(read_index(cache_dir)["files"])
+    dataset = dataset.map(_parse_unchecked, num_parallel_calls=tf.data.AUTOTUNE)
+    for example in dataset.as_numpy_iterator():
+        if not np.all(np.isfinite(example["features"])):
+            raise FeatureCacheError(
+                f"the feature cache in {cache_dir} holds NaN or infinite features for video "
+                f"{example['id'].decode()!r}; extract it again"
+            )
         records.append(
             {
                 "id": example["id"].decode(),
