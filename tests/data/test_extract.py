@@ -149,11 +149,18 @@ def test_main_maps_flags(dataset, tmp_path, monkeypatch, capsys):
                 "--segments=2",
                 "--backbone=c3d",
                 "--limit=3",
+                "--precision=mixed_bfloat16",
             ]
         )
         extract_cli.main([])
     finally:
         flags.unparse_flags()
-    assert made == {"backbone": "c3d", "modality": "rgb", "weights": "kinetics400"}
+    assert made == {
+        "backbone": "c3d",
+        "modality": "rgb",
+        "weights": "kinetics400",
+        "precision": "mixed_bfloat16",
+    }
     assert "done 3, skipped 0" in capsys.readouterr().out
-    assert features.read_index(tmp_path / "o")["metadata"]["backbone"] == "c3d"
+    metadata = features.read_index(tmp_path / "o")["metadata"]
+    assert metadata["backbone"] == "c3d" and metadata["precision"] == "mixed_bfloat16"
