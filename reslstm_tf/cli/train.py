@@ -150,7 +150,11 @@ def define_flags():
         lower_bound=1,
     )
     define_once(
-        flags.DEFINE_boolean, "jit_compile", False, "XLA-compile the forward/backward pass."
+        flags.DEFINE_boolean,
+        "jit_compile",
+        True,
+        "XLA-compile the forward/backward pass (as model.fit does by default; 1.4x faster "
+        "for res3 on CPU). --nojit_compile for plain graph mode.",
     )
     define_once(flags.DEFINE_boolean, "progress", True, "Show a progress bar.")
     define_once(
