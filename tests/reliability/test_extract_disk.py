@@ -10,29 +10,19 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import numpy as np
 import pytest
 
 from reslstm_tf.data import features
-from tests.reliability.test_extract_faults import check_cache, read_shard
+from tests.reliability.test_extract_faults import check_cache, extract_command, read_shard
 
 FLAGS = ["--dataset=folder", "--segments=2", "--segment_len=2", "--batch_size=1"]
 
 
 def _command(data_dir, split_file, out_dir, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "reslstm_tf.cli.extract",
-        f"--data_dir={data_dir}",
-        f"--split_file={split_file}",
-        f"--out_dir={out_dir}",
-        *FLAGS,
-        *extra,
-    ]
+    return extract_command(data_dir, split_file, out_dir, *FLAGS, *extra)
 
 
 def _env():

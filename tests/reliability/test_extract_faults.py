@@ -51,17 +51,22 @@ def _env(fault=None):
     return env
 
 
-def run_extract(data_dir, split_file, out_dir, fault=None):
-    """Runs `reslstm-extract` in a fresh process; returns the CompletedProcess."""
-    command = [
+def extract_command(data_dir, split_file, out_dir, *flags):
+    """The `reslstm-extract` command line as a `python -m` invocation."""
+    return [
         sys.executable,
         "-m",
         "reslstm_tf.cli.extract",
         f"--data_dir={data_dir}",
         f"--split_file={split_file}",
         f"--out_dir={out_dir}",
-        *FLAGS,
+        *flags,
     ]
+
+
+def run_extract(data_dir, split_file, out_dir, fault=None):
+    """Runs `reslstm-extract` in a fresh process; returns the CompletedProcess."""
+    command = extract_command(data_dir, split_file, out_dir, *FLAGS)
     return subprocess.run(
         command, env=_env(fault), capture_output=True, text=True, timeout=600, check=False
     )
