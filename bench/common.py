@@ -2,7 +2,6 @@
 
 import os
 import platform
-import statistics
 import time
 
 
@@ -58,11 +57,11 @@ def latencies(fn, warmup=2, repeat=5):
     return times
 
 
-def paired_medians(fn_a, fn_b, warmup=2, repeat=5):
-    """Returns the median seconds of `fn_a()` and of `fn_b()`, timed alternately.
+def paired_best(fn_a, fn_b, warmup=2, repeat=5):
+    """Returns the best (smallest) seconds of `fn_a()` and of `fn_b()`, timed alternately.
 
-    Alternating the two calls exposes both to the same machine load, so their ratio
-    holds up on a busy machine better than two separate runs.
+    Alternating exposes both to the same machine load, and the best of several calls
+    (as `timeit` recommends) drops the calls that other processes slowed down.
     """
     for _ in range(warmup):
         fn_a()
@@ -73,12 +72,15 @@ def paired_medians(fn_a, fn_b, warmup=2, repeat=5):
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-    return statistics.median(times_a), statistics.median(times_b)
+    return min(times_a), min(times_b)
 
 
 def time_call(fn, warmup=2, repeat=5):
-    """Returns the median wall time in seconds of `fn()` after `warmup` calls."""
-    return statistics.median(latencies(fn, warmup, repeat)) / 1e3
+    """Returns the best wall time in seconds of `repeat` calls of `fn()` after `warmup` calls.
+
+    The best, not the median: on a shared machine other processes only ever add time.
+    """
+    return min(latencies(fn, warmup, repeat)) / 1e3
 
 
 def percentile(values, q):

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     cpu_flags,
     machine_header,
-    paired_medians,
+    paired_best,
     report,
     set_threads,
     time_call,
@@ -140,8 +140,8 @@ def run(args):
         train, infer, model = keras_head(args, jit, policy)
         outputs[label] = np.asarray(model(probe, training=False), np.float32)
         if peer:  # timed alternately with the peer: both see the same machine load
-            ours_train, peer_train = paired_medians(train, peer[0], repeat=args.repeat)
-            ours_infer, peer_infer = paired_medians(infer, peer[1], repeat=args.repeat * 8)
+            ours_train, peer_train = paired_best(train, peer[0], repeat=args.repeat)
+            ours_infer, peer_infer = paired_best(infer, peer[1], repeat=args.repeat * 8)
         else:
             ours_train = time_call(train, repeat=args.repeat)
             ours_infer = time_call(infer, repeat=args.repeat * 8)

