@@ -8,15 +8,18 @@ several hosts (`MultiWorkerMirroredStrategy`, configured by `TF_CONFIG`), where 
 
 Resume is exact: every `checkpoint_every_steps` steps and at the end of each epoch a
 `tf.train.CheckpointManager` writes the model variables (including the dropout RNG
-state), the optimizer variables (including its step counter), the global step and the
-epoch. The order of the examples depends only on `(seed, epoch)`, so a restarted run
-rebuilds the epoch's batches and skips the ones already consumed; a run killed at any
-point and restarted ends with the same weights as an uninterrupted one. The reliability
-tests kill it with a real SIGKILL (`reslstm_tf.faults`, `RESLSTM_FAULT=point:N`) at:
+state), the optimizer variables (including its step counter), the global step, the
+epoch, the running loss and accuracy sums of the current epoch and the per-epoch
+history (`history.json` is a copy, rewritten from the checkpoint on resume). The order
+of the examples depends only on `(seed, epoch)`, so a restarted run rebuilds the
+epoch's batches and skips the ones already consumed; a run killed at any point and
+restarted ends with the same weights and the same history as an uninterrupted one.
+The reliability tests kill it with a real SIGKILL (`reslstm_tf.faults`,
+`RESLSTM_FAULT=point:N`, the N-th time the point is reached) at:
 
 * ``train_step``: after a step, before anything of it is saved;
 * ``checkpoint_written``: checkpoint files written, not yet recorded by the manager;
-* ``checkpoint_saved``: checkpoint recorded, history not yet written;
+* ``checkpoint_saved``: checkpoint recorded, `history.json` not yet rewritten;
 * ``epoch_end``: an epoch finished, before its checkpoint;
 * ``final_weights_saved``: final weights written, the `.keras` model not yet.
 
@@ -682,11 +685,18 @@ def _variable_dict(variables):
     return {f"v{i:05d}": v for i, v in enumerate(variables)}
 
 
+def _temporary_sibling(path):
+    """Returns `.tmp-<pid>-<name>` beside `path`, after removing those of killed runs."""
+    for stale in path.parent.glob(f".tmp-*-{path.name}"):
+        stale.unlink(missing_ok=True)
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
 def _save_weights(model, path):
     """Saves weights to `path` atomically (a temporary .weights.h5 then a rename)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp = _temporary_sibling(path)
     model.save_weights(tmp)
     os.replace(tmp, path)
 
@@ -694,7 +704,7 @@ def _save_weights(model, path):
 def _save_model(model, path):
     """Saves the whole model (`keras.saving.load_model`) to `path` atomically."""
     path = pathlib.Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp = _temporary_sibling(path)
     model.save(tmp)
     os.replace(tmp, path)
 
@@ -834,13 +844,22 @@ def train(
             spe_var = tf.Variable(steps_per_epoch, dtype=tf.int64, trainable=False)
             loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
 
-        checkpoint = tf.train.Checkpoint(
+        # The running sums of the current epoch (loss, correct, examples) and the history
+        # of the finished epochs travel with the checkpoint, so an epoch interrupted mid-way
+        # reports the loss of an uninterrupted one and history.json can always be rewritten
+        # to agree with the checkpoint it resumes from.
+        totals_var = tf.Variable(
+            [0.0, 0.0, 0.0], dtype=tf.float64, trainable=False, name="epoch_totals"
+        )
+        history_var = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
+        core = dict(
             model_variables=_variable_dict(model.variables),
             optimizer_variables=_variable_dict(opt.variables),
             step=step_var,
             epoch=epoch_var,
             steps_per_epoch=spe_var,
         )
+        checkpoint = tf.train.Checkpoint(**core, epoch_totals=totals_var, history=history_var)
         chief_ckpt_dir = model_dir / CHECKPOINT_SUBDIR
         if is_chief:
             write_dir = chief_ckpt_dir
@@ -850,8 +869,18 @@ def train(
             checkpoint, str(write_dir), max_to_keep=max_checkpoints, checkpoint_name="ckpt"
         )
         latest = tf.train.latest_checkpoint(str(chief_ckpt_dir))
+        history, totals = [], (0.0, 0.0, 0.0)
         if latest:
-            checkpoint.restore(latest).assert_existing_objects_matched()
+            saved = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
+            if "history" in saved:
+                checkpoint.restore(latest).assert_existing_objects_matched()
+                history = json.loads(history_var.numpy().decode("utf-8"))
+                totals = tuple(float(v) for v in totals_var.numpy())
+            else:
+                # A checkpoint written before the history moved into it.
+                tf.train.Checkpoint(**core).restore(latest).assert_existing_objects_matched()
+                history = _load_history(model_dir)
+                history = [e for e in history if e["epoch"] <= int(epoch_var.numpy())]
             logging.warning("resuming from checkpoint %s at step %d", latest, int(step_var.numpy()))
             if int(spe_var.numpy()) != steps_per_epoch:
                 raise TrainingInputError(
@@ -866,7 +895,9 @@ def train(
             experimental_write_callbacks=[lambda: fault_point("checkpoint_written")]
         )
 
-        def save_checkpoint():
+        def save_checkpoint(totals):
+            totals_var.assign(totals)
+            history_var.assign(json.dumps(history))
             path = manager.save(checkpoint_number=int(step_var.numpy()), options=written)
             if not is_chief:
                 shutil.rmtree(write_dir, ignore_errors=True)
@@ -875,8 +906,8 @@ def train(
 
         if is_chief and config is not None:
             record = dict(config, num_examples=num_examples, steps_per_epoch=steps_per_epoch)
-            with atomic_write(model_dir / CONFIG_FILE, "w") as handle:
-                json.dump(record, handle, indent=2, sort_keys=True)
+            with _disk_errors(model_dir, manager), atomic_write(model_dir / CONFIG_FILE, "w") as f:
+                json.dump(record, f, indent=2, sort_keys=True)
 
         def forward_backward(features, labels):
             with tf.GradientTape() as tape:
@@ -918,8 +949,6 @@ def train(
             value = opt.learning_rate
             return float(value.numpy() if hasattr(value, "numpy") else value)
 
-        history = _load_history(model_dir) if latest else []
-        history = [entry for entry in history if entry["epoch"] <= int(epoch_var.numpy())]
         start_step = int(step_var.numpy())
         stop_step = total_steps if max_steps is None else min(total_steps, max_steps)
         progress_bar = None
@@ -933,6 +962,9 @@ def train(
         step = start_step
         last_saved = start_step if latest else -1
         with _disk_errors(model_dir, manager):
+            if latest and is_chief:
+                # A run killed after a checkpoint, before history.json caught up with it.
+                _write_history(model_dir, history)
             try:
                 with writer.as_default():
                     while step < stop_step:
@@ -944,6 +976,9 @@ def train(
                         )
                         iterator = iter(strategy.experimental_distribute_dataset(batches))
                         epoch_loss, epoch_correct, epoch_seen = 0.0, 0.0, 0
+                        if skip and step == start_step:
+                            epoch_loss, epoch_correct, seen = totals
+                            epoch_seen = int(seen)
                         epoch_end = min((epoch + 1) * steps_per_epoch, stop_step)
                         while step < epoch_end:
                             loss_sum, correct = distributed_step(iterator)
@@ -968,7 +1003,7 @@ def train(
                                 and step % checkpoint_every_steps == 0
                                 and step != epoch_end
                             ):
-                                save_checkpoint()
+                                save_checkpoint((epoch_loss, epoch_correct, epoch_seen))
                                 last_saved = step
                             if progress_bar is not None:
                                 progress_bar.update(1)
@@ -991,7 +1026,7 @@ def train(
                             epoch_var.assign(epoch + 1)
                             fault_point("epoch_end")
                         if last_saved != step:
-                            save_checkpoint()
+                            save_checkpoint((epoch_loss, epoch_correct, epoch_seen))
                             last_saved = step
                         if is_chief:
                             _write_history(model_dir, history)

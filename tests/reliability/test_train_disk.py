@@ -1,40 +1,108 @@
-"""Training with an unwritable model_dir, and with the disk filling up mid-run."""
+"""Training with an unwritable model_dir, and with the disk filling up mid-run.
+
+The tests run as root, where file permissions do not stop writes, so unwritable means
+a path under a regular file or a read-only mount, and a full disk is a small tmpfs
+mounted in a private mount namespace (`unshare -m`) and filled while training runs.
+"""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from tests.train.helpers import TINY_FLAGS, cli_env, run_cli, separable_features
+from tests.reliability.train_helpers import recorded_checkpoint, resumed_step, write_features
+from tests.train.helpers import TINY_FLAGS, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
 
 
-def _features(tmp_path):
-    x, y = separable_features()
-    path = tmp_path / "features.npz"
-    np.savez(path, features=x, labels=y, class_names=np.array(["a", "b", "c", "d"]))
-    return path
+def _skip_or_fail(message):
+    """Fails under CI (which must run these tests), skips elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(message + "; CI must run this test")
+    pytest.skip(message)
+
+
+def _in_private_mount(script, flags, timeout=300, **env):
+    """Runs `sh -c script` under `unshare -m` with `flags` as "$@"; returns CompletedProcess."""
+    if shutil.which("unshare") is None:
+        _skip_or_fail("unshare not found: cannot mount a small file system")
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "train", *flags],
+        env=cli_env(PYTHON=sys.executable, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode == 90:
+        _skip_or_fail(f"could not mount a tmpfs: {result.stderr[-500:]}")
+    return result
 
 
 def test_model_dir_under_a_regular_file_is_refused_before_training(tmp_path):
+    """A model_dir that cannot be created: one line naming it, no traceback."""
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the model_dir's parent should be")
     result = run_cli(
-        f"--features_npz={_features(tmp_path)}",
+        f"--features_npz={write_features(tmp_path / 'features.npz')}",
         *TINY_FLAGS,
         "--epochs=1",
         f"--model_dir={blocker / 'run'}",
     )
     assert result.returncode != 0
     assert str(blocker / "run") in result.stderr
+    assert "Not a directory" in result.stderr
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert not (blocker.parent / "checkpoints").exists()
     print("unwritable:", result.stderr.strip().splitlines()[-1])
 
 
+_READ_ONLY = """
+mount -t tmpfs -o ro,size=1m tmpfs "$DISK" || exit 90
+exec "$PYTHON" -m reslstm_tf.cli.train "$@" --model_dir="$DISK/run"
+"""
+
+
+def test_model_dir_on_a_read_only_file_system_is_refused_before_training(tmp_path):
+    """A model_dir on a read-only mount: one line naming it and the cause, no traceback."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    flags = [f"--features_npz={write_features(tmp_path / 'f.npz')}", *TINY_FLAGS, "--epochs=1"]
+    result = _in_private_mount(_READ_ONLY, flags, DISK=str(disk))
+    assert result.returncode != 0
+    assert f"{disk}/run" in result.stderr, result.stderr[-3000:]
+    assert "Read-only file system" in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    print("read-only:", result.stderr.strip().splitlines()[-1])
+
+
+_ALREADY_FULL = """
+mount -t tmpfs -o size=1m tmpfs "$DISK" || exit 90
+dd if=/dev/zero of="$DISK/filler" bs=1k 2>/dev/null
+exec "$PYTHON" -m reslstm_tf.cli.train "$@" --model_dir="$DISK/run"
+"""
+
+
+def test_disk_already_full_gives_a_clear_error(tmp_path):
+    """A model_dir on a full disk (creatable, no room for data): one line, no traceback."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    flags = [f"--features_npz={write_features(tmp_path / 'f.npz')}", *TINY_FLAGS, "--epochs=1"]
+    result = _in_private_mount(_ALREADY_FULL, flags, DISK=str(disk))
+    assert result.returncode != 0
+    assert f"model_dir {disk}/run:" in result.stderr, result.stderr[-3000:]
+    assert "disk is full (no space left on device)" in result.stderr, result.stderr[-3000:]
+    assert "no checkpoint had been written yet" in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    print("already full:", result.stderr.strip().splitlines()[-1])
+
+
+# Trains on an 8 MB tmpfs; once the first checkpoint is recorded, pauses the trainer and
+# fills the disk up to 24 KB, less than half a checkpoint (about 58 KB), so the next
+# checkpoint write fails partway. Then copies what is left to $COPY, outside the namespace.
 _FILL_DISK = """
 set -u
 mount -t tmpfs -o size=8m tmpfs "$DISK" || exit 90
@@ -42,51 +110,50 @@ mount -t tmpfs -o size=8m tmpfs "$DISK" || exit 90
 pid=$!
 while [ ! -f "$DISK/run/checkpoints/checkpoint" ]; do
   kill -0 $pid 2>/dev/null || break
-  sleep 0.05
+  sleep 0.02
 done
-dd if=/dev/zero of="$DISK/filler" bs=64k 2>/dev/null
+kill -STOP $pid
+free_kb=$(df -k --output=avail "$DISK" | tail -n 1)
+dd if=/dev/zero of="$DISK/filler" bs=1k count=$((free_kb - 24)) 2>/dev/null
+kill -CONT $pid
 wait $pid
 echo "exit=$?"
+ls -la "$DISK/run/checkpoints" "$DISK/run/checkpoints"/*_temp 2>/dev/null
 cp -a "$DISK/run" "$COPY"
 """
 
 
 def test_disk_full_mid_run_gives_a_clear_error_and_keeps_the_checkpoints(tmp_path):
-    if shutil.which("unshare") is None:
-        if os.environ.get("CI"):
-            pytest.fail("unshare is needed to mount a small file system; CI must run this test")
-        pytest.skip("unshare not found: cannot mount a small file system")
+    """Disk full mid-checkpoint: a clear error, the last checkpoint intact and resumable."""
     disk, copy, log = tmp_path / "disk", tmp_path / "copy", tmp_path / "stderr.txt"
     disk.mkdir()
     flags = [
-        f"--features_npz={_features(tmp_path)}",
+        f"--features_npz={write_features(tmp_path / 'features.npz')}",
         *TINY_FLAGS,
         "--epochs=60",
         "--batch_size=4",
         "--checkpoint_every_steps=3",
+        "--nojit_compile",
     ]
-    env = cli_env(DISK=str(disk), COPY=str(copy), LOG=str(log), PYTHON=sys.executable)
-    result = subprocess.run(
-        ["unshare", "-m", "sh", "-c", _FILL_DISK, "fill", *flags],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if "exit=" not in result.stdout:
-        message = f"could not mount a tmpfs ({result.returncode}): {result.stderr[-500:]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    result = _in_private_mount(_FILL_DISK, flags, DISK=str(disk), COPY=str(copy), LOG=str(log))
+    assert "exit=" in result.stdout, result.stderr[-3000:]
+    print(result.stdout)
     stderr = log.read_text()
     print("disk full:", stderr.strip().splitlines()[-1])
     code = int(result.stdout.split("exit=")[1].split()[0])
     assert code != 0, "the run finished although the disk was full"
-    assert "No space left" in stderr or "disk is full" in stderr, stderr[-3000:]
-    assert f"{disk}/run" in stderr, stderr[-3000:]
+    assert "disk is full (no space left on device)" in stderr, stderr[-3000:]
+    assert f"model_dir {disk}/run:" in stderr, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
+    named = re.search(r"the last checkpoint, ckpt-(\d+), is intact", stderr)
+    assert named, stderr[-3000:]
+    last = int(named.group(1))
+    # The failed write never got recorded: the state file still names the intact one.
+    assert recorded_checkpoint(copy) == last
+    assert (copy / "checkpoints" / f"ckpt-{last}.index").is_file()
 
-    # What was checkpointed before the disk filled up restores and resumes elsewhere.
-    resumed = run_cli(*flags, f"--model_dir={copy}")
-    assert "resuming from checkpoint" in resumed.stderr, resumed.stderr[-3000:]
+    # What was checkpointed before the disk filled up restores and trains on elsewhere.
+    resumed = run_cli(*flags, f"--model_dir={copy}", f"--max_steps={last + 3}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed_step(resumed.stderr) == last, resumed.stderr[-3000:]
+    assert recorded_checkpoint(copy) == last + 3

@@ -3,23 +3,33 @@
 Each run is the real `reslstm-train` in a subprocess with `RESLSTM_FAULT=<point>:<n>`
 (`reslstm_tf.faults`), so the process dies with no cleanup at exactly that point; the
 same command without the fault then resumes. Dropout is on, so the dropout RNG state
-has to resume as exactly as the weights and the optimizer.
+has to resume as exactly as the weights and the optimizer, and the history (per-epoch
+loss and accuracy) has to come out as the uninterrupted run's, each epoch once.
 """
 
-import json
 import signal
 
-import numpy as np
 import pytest
 
-from tests.train.helpers import TINY_FLAGS, max_weight_diff, run_cli, separable_features
+from tests.reliability.train_helpers import (
+    assert_same_history,
+    read_history,
+    recorded_checkpoint,
+    resumed_step,
+    write_features,
+)
+from tests.train.helpers import TINY_FLAGS, max_weight_diff, run_cli
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 4  # 48 videos / batch 4: 12 steps per epoch, 48 steps, a checkpoint every 5
+EPOCHS = 4
+# 48 videos / batch 4: 12 steps per epoch, 48 steps. Checkpoints, in order, at steps
+# 5, 10, 12 (epoch 1), 15, 20, 24 (epoch 2), 25, 30, 35, 36 (epoch 3), 40, 45, 48.
 
 
 def _flags(features_npz, model_dir):
+    # Plain graph mode keeps each process short (XLA compiles for seconds); the XLA
+    # path resumes exactly too (tests/train/test_resume.py).
     return [
         f"--features_npz={features_npz}",
         f"--model_dir={model_dir}",
@@ -31,16 +41,14 @@ def _flags(features_npz, model_dir):
         "--optimizer=adam",
         "--learning_rate=3e-3",
         "--seed=11",
+        "--nojit_compile",
     ]
 
 
 @pytest.fixture(scope="module")
 def features_npz(tmp_path_factory):
     """The tiny separable feature set of the training tests, as a .npz file."""
-    x, y = separable_features()
-    path = tmp_path_factory.mktemp("features") / "train_features.npz"
-    np.savez(path, features=x, labels=y, class_names=np.array(["a", "b", "c", "d"]))
-    return path
+    return write_features(tmp_path_factory.mktemp("features") / "train_features.npz")
 
 
 @pytest.fixture(scope="module")
@@ -49,33 +57,53 @@ def reference(features_npz, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("reference")
     result = run_cli(*_flags(features_npz, model_dir))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert resumed_step(result.stderr) is None
     return model_dir
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        "train_step:17",  # mid-epoch 2, two steps after the step-15 checkpoint
-        "checkpoint_written:3",  # the step-15 checkpoint's files exist, unrecorded
-        "checkpoint_saved:4",  # after the epoch-1 checkpoint, before history.json
-        "epoch_end:3",  # epoch 3 done, before its checkpoint
-        "final_weights_saved:1",  # final weights written, model.keras not yet
-    ],
-)
-def test_killed_run_resumes_to_the_uninterrupted_weights(features_npz, reference, tmp_path, fault):
+# (fault, checkpoint the state file names after the kill = the step the restart resumes at)
+FAULTS = [
+    # Mid-epoch 2, two steps after the step-15 checkpoint: the restart repeats 16 and 17
+    # and must also carry on epoch 2's loss and accuracy sums from the checkpoint.
+    ("train_step:17", 15),
+    # ckpt-12 (end of epoch 1) on disk but unrecorded: the restart must ignore it.
+    ("checkpoint_written:3", 10),
+    # ckpt-12 recorded, history.json not yet written: epoch 1 must not be lost.
+    ("checkpoint_saved:3", 12),
+    # The last checkpoint recorded, history.json still without epoch 4.
+    ("checkpoint_saved:13", 48),
+    # Epoch 3 finished (step 36), before its checkpoint.
+    ("epoch_end:3", 35),
+    # final.weights.h5 written, model.keras not yet.
+    ("final_weights_saved:1", 48),
+]
+
+
+@pytest.mark.parametrize("fault,resume_at", FAULTS, ids=[f for f, _ in FAULTS])
+def test_killed_run_resumes_to_the_uninterrupted_weights(
+    features_npz, reference, tmp_path, fault, resume_at
+):
+    """SIGKILL at `fault`, restart: same final weights and history as the reference."""
     killed = run_cli(*_flags(features_npz, tmp_path), RESLSTM_FAULT=fault)
     assert killed.returncode == -signal.SIGKILL, (
         f"{fault}: expected a SIGKILL, got exit {killed.returncode}\n{killed.stderr[-2000:]}"
     )
+    assert recorded_checkpoint(tmp_path) == resume_at
     assert not (tmp_path / "model.keras").exists()
+    if fault.startswith("checkpoint_written"):
+        assert (tmp_path / "checkpoints" / "ckpt-12.index").is_file()
+    if fault.startswith("final_weights_saved"):
+        assert (tmp_path / "final.weights.h5").is_file()
 
     resumed = run_cli(*_flags(features_npz, tmp_path))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from checkpoint" in resumed.stderr
+    assert resumed_step(resumed.stderr) == resume_at, resumed.stderr[-3000:]
 
     diff = max_weight_diff(tmp_path / "final.weights.h5", reference / "final.weights.h5")
-    print(f"{fault}: max |w_resumed - w_uninterrupted| = {diff:.3g}")
+    print(f"{fault}: resumed at step {resume_at}, max |w_resumed - w_uninterrupted| = {diff:.3g}")
     assert diff <= 1e-6
-    history = json.loads((tmp_path / "history.json").read_text())
+    history = read_history(tmp_path)
     assert [entry["epoch"] for entry in history] == list(range(1, EPOCHS + 1))
+    assert_same_history(history, read_history(reference))
     assert (tmp_path / "model.keras").is_file()
+    assert not list(tmp_path.glob(".tmp-*")), "temporary files left behind"
