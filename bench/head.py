@@ -31,7 +31,8 @@ def keras_head(args, jit_compile, policy="float32"):
     import keras
     import tensorflow as tf
 
-    from reslstm_tf.models import build_single_stream, dtype_policy
+    from reslstm_tf.models import build_single_stream
+    from reslstm_tf.precision import dtype_policy
 
     keras.utils.set_random_seed(0)
     with dtype_policy(policy):

@@ -144,7 +144,7 @@ def backbone_videos_per_second(segments=8):
     """Returns videos/s of the I3D alone on K_v segments per video (16x224x224, batch 8)."""
     import numpy as np
 
-    from reslstm_tf.backbones.features import SegmentFeatureExtractor
+    from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
 
     extractor = SegmentFeatureExtractor(backbone="i3d", modality="rgb")
     clip = np.random.default_rng(0).uniform(-1, 1, (segments, 16, 224, 224, 3))

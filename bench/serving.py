@@ -21,7 +21,7 @@ def run(repeat=50):
     """Measures serving and in-process latency; returns {'serving': in-process / SavedModel}."""
     import tensorflow as tf
 
-    from reslstm_tf.export import export_saved_model
+    from reslstm_tf.export.saved_model import export_saved_model
     from reslstm_tf.models import build_single_stream
 
     print(machine_header())

@@ -250,7 +250,7 @@ class FeatureSet:
 
 
 def _read_cache(cache_dir, flag_name):
-    from reslstm_tf.data.features import FeatureCacheError, read_features
+    from reslstm_tf.data.feature_cache import FeatureCacheError, read_features
 
     path = pathlib.Path(cache_dir)
     if not path.is_dir():
@@ -286,7 +286,7 @@ def load_feature_set(features_dir, flow_features_dir=None):
     Raises:
         AblationError: a folder is missing or not a cache, or the caches disagree.
     """
-    from reslstm_tf.data.features import read_index
+    from reslstm_tf.data.feature_cache import read_index
 
     rgb = _read_cache(features_dir, "features_dir")
     ids = sorted(rgb)

@@ -22,7 +22,7 @@ import pathlib
 
 import numpy as np
 
-from reslstm_tf.cache import atomic_write
+from reslstm_tf.files import atomic_write
 from reslstm_tf.plots import pyplot, save_figure
 
 METRICS_FILE = "metrics.json"

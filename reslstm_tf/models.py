@@ -1,13 +1,13 @@
 """Model builders: one-stream and two-stream Res-LSTM classifiers as functional `keras.Model`s."""
 
-import contextlib
-
 import keras
 
 from reslstm_tf import presets
+from reslstm_tf.checks import check_choice
 from reslstm_tf.layers.fusion import FUSION_LEVELS, LateFusion, StreamFusion, check_fusion_method
 from reslstm_tf.layers.residual_lstm import ResidualLSTM
 
+MODALITIES = ("rgb", "flow", "two_stream")
 _ARCH_KEYS = ("units", "num_layers", "residual", "num_steps", "dropout")
 
 
@@ -158,6 +158,52 @@ def build_two_stream(
     )
 
 
+def build_model(
+    num_classes,
+    modality="rgb",
+    preset="res3",
+    fusion="product",
+    level="late",
+    feature_dim=1024,
+    flow_dim=None,
+    masking=True,
+    **overrides,
+):
+    """Builds the classifier of a modality: one stream (rgb or flow) or two streams.
+
+    Args:
+        num_classes: int, number of classes C.
+        modality: "rgb", "flow" or "two_stream".
+        preset: architecture preset name.
+        fusion: two-stream fusion method.
+        level: two-stream fusion level, "mid" or "late".
+        feature_dim: int, d_f of the (rgb) features.
+        flow_dim: int, d_f of the flow features of a two-stream model (default feature_dim).
+        masking: bool, mask all-zero (padding) time steps.
+        **overrides: architecture overrides (`units`, `num_layers`, `residual`,
+            `num_steps`, `dropout`); None values are ignored.
+
+    Returns:
+        An uncompiled `keras.Model` with float32 logits.
+    """
+    check_choice("modality", modality, MODALITIES)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if modality == "two_stream":
+        return build_two_stream(
+            num_classes,
+            preset,
+            fusion=fusion,
+            level=level,
+            rgb_dim=feature_dim,
+            flow_dim=flow_dim or feature_dim,
+            masking=masking,
+            **overrides,
+        )
+    return build_single_stream(
+        num_classes, preset, feature_dim=feature_dim, masking=masking, **overrides
+    )
+
+
 def load_model(path):
     """Loads a `.keras` model saved from reslstm_tf, with its custom layers registered.
 
@@ -165,20 +211,3 @@ def load_model(path):
     this function makes sure it has.
     """
     return keras.saving.load_model(path)
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Sets the global Keras dtype policy inside the block and restores it afterwards.
-
-    Example:
-
-    >>> with dtype_policy("mixed_bfloat16"):
-    ...     model = build_single_stream(51)
-    """
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)

@@ -2,7 +2,7 @@
 
 import pathlib
 
-from reslstm_tf.cache import atomic_write
+from reslstm_tf.files import atomic_write
 
 
 def pyplot():

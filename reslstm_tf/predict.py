@@ -131,7 +131,7 @@ def predict_video(name_or_model, video_path, top_k=5, num_segments=None, progres
     if kind == "backbone":
         step = lambda segment: model.predict_on_batch(segment[None])[0]  # noqa: E731
     else:
-        from reslstm_tf.backbones.features import SegmentFeatureExtractor
+        from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
         from reslstm_tf.streaming import StreamingClassifier
 
         extractor = SegmentFeatureExtractor(backbone=spec["backbone"], modality="rgb")

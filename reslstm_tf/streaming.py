@@ -235,7 +235,7 @@ def stream_video(
         forward = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))
         running = None
     else:
-        from reslstm_tf.backbones.features import feature_model
+        from reslstm_tf.backbones.extractor import feature_model
 
         backbone = feature_model(spec.get("backbone", "i3d"), "rgb")
         features_of = tf.function(lambda x: backbone(x, training=False))

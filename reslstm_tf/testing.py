@@ -6,7 +6,7 @@ import tempfile
 import keras
 import numpy as np
 
-from reslstm_tf.models import dtype_policy  # noqa: F401 (re-exported for tests)
+from reslstm_tf.precision import dtype_policy  # noqa: F401 (re-exported for tests)
 
 
 def _as_inputs(input_data):

@@ -40,15 +40,15 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from reslstm_tf.cache import atomic_write
 from reslstm_tf.faults import fault_point
-from reslstm_tf.models import dtype_policy
+from reslstm_tf.files import atomic_write
+from reslstm_tf.models import MODALITIES, build_model  # noqa: F401 (re-exported)
+from reslstm_tf.precision import dtype_policy
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 MIXED_PRECISION = ("none", "float16", "bfloat16")
-MODALITIES = ("rgb", "flow", "two_stream")
 
 CHECKPOINT_SUBDIR = "checkpoints"
 SUMMARY_SUBDIR = "train"
@@ -160,7 +160,7 @@ def find_feature_cache(features_dir, split, modality, allow_single=True):
 
 def _cache_info(folder, modality):
     """Returns the index of a cache folder after checking it holds `modality` features."""
-    from reslstm_tf.data import features as features_lib
+    from reslstm_tf.data import feature_cache as features_lib
 
     index = features_lib.read_index(folder)
     stored = index["metadata"].get("modality")
@@ -203,7 +203,7 @@ def feature_dataset(
             caches that do not hold the same videos.
     """
     _check_choice("modality", modality, MODALITIES)
-    from reslstm_tf.data import features as features_lib
+    from reslstm_tf.data import feature_cache as features_lib
     from reslstm_tf.data import pipeline, sampling
 
     if modality != "two_stream":
@@ -1062,54 +1062,6 @@ def _write_history(model_dir, history):
 
 
 # ----------------------------------------------------------------- features to a trained model
-
-
-def build_model(
-    num_classes,
-    modality="rgb",
-    preset="res3",
-    fusion="product",
-    level="late",
-    feature_dim=1024,
-    flow_dim=None,
-    masking=True,
-    **overrides,
-):
-    """Builds the classifier of a modality: one stream (rgb or flow) or two streams.
-
-    Args:
-        num_classes: int, number of classes C.
-        modality: "rgb", "flow" or "two_stream".
-        preset: architecture preset name.
-        fusion: two-stream fusion method.
-        level: two-stream fusion level, "mid" or "late".
-        feature_dim: int, d_f of the (rgb) features.
-        flow_dim: int, d_f of the flow features of a two-stream model (default feature_dim).
-        masking: bool, mask all-zero (padding) time steps.
-        **overrides: architecture overrides (`units`, `num_layers`, `residual`,
-            `num_steps`, `dropout`); None values are ignored.
-
-    Returns:
-        An uncompiled `keras.Model` with float32 logits.
-    """
-    from reslstm_tf import models
-
-    _check_choice("modality", modality, MODALITIES)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if modality == "two_stream":
-        return models.build_two_stream(
-            num_classes,
-            preset,
-            fusion=fusion,
-            level=level,
-            rgb_dim=feature_dim,
-            flow_dim=flow_dim or feature_dim,
-            masking=masking,
-            **overrides,
-        )
-    return models.build_single_stream(
-        num_classes, preset, feature_dim=feature_dim, masking=masking, **overrides
-    )
 
 
 def load_features(

@@ -26,7 +26,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from reslstm_tf import cache
+from reslstm_tf import files as cache
 from reslstm_tf.assets import asset_path
 
 MANIFEST_ENV = "RESLSTM_ZOO_MANIFEST"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from reslstm_tf import ablation
-from reslstm_tf.data.features import FeatureCacheWriter
+from reslstm_tf.data.feature_cache import FeatureCacheWriter
 
 SKATEBOARD_ENTRY = "skateboard_lstm3"
 

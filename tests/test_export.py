@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from reslstm_tf.export import export_saved_model, video_to_segments
+from reslstm_tf.export.saved_model import export_saved_model, video_to_segments
 from reslstm_tf.models import build_single_stream
 from tests import numpy_reference as ref
 
@@ -193,7 +193,7 @@ def test_export_cli_video_signature_runs_the_real_i3d(tmp_path, shared_data):
     """serve_video on the cricket clip equals I3D features then the head, in process."""
     import tensorflow as tf
 
-    from reslstm_tf.backbones.features import SegmentFeatureExtractor
+    from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
     from reslstm_tf.cli.export import export
     from reslstm_tf.data.video import probe, read_frames
 

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from reslstm_tf import cache, zoo
+from reslstm_tf import files, zoo
 from reslstm_tf.models import build_single_stream
 
 HEADS = [n for n in zoo.list() if zoo.info(n)["architecture"]["kind"] != "backbone"]
@@ -79,7 +79,7 @@ def test_published_weights_download_verify_and_cache(lab_zoo, monkeypatch):
     assert "lab_res2" in zoo.published()
     loaded = zoo.load("lab_res2")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
-    cached = cache.cache_dir("zoo") / "lab_res2.weights.h5"
+    cached = files.cache_dir("zoo") / "lab_res2.weights.h5"
     assert cached.is_file()
     # No network: the verified cache is used.
     monkeypatch.delenv("RESLSTM_ZOO_URL")
@@ -95,13 +95,13 @@ def test_tampered_download_is_refused_and_nothing_kept(lab_zoo):
     remote.write_bytes(bytes(data))
     with pytest.raises(zoo.WeightsUnavailableError, match="sha256 mismatch"):
         zoo.load("lab_res2")
-    assert list(cache.cache_dir("zoo").iterdir()) == []
+    assert list(files.cache_dir("zoo").iterdir()) == []
 
 
 def test_tampered_cache_is_refused_and_refetched(lab_zoo, monkeypatch):
     model, x, remote = lab_zoo
     zoo.load("lab_res2")
-    cached = cache.cache_dir("zoo") / "lab_res2.weights.h5"
+    cached = files.cache_dir("zoo") / "lab_res2.weights.h5"
     cached.write_bytes(b"tampered")
     monkeypatch.delenv("RESLSTM_ZOO_URL")
     with pytest.raises(zoo.WeightsUnavailableError, match="not cached"):
@@ -116,7 +116,7 @@ def test_publish_records_sha256_and_metrics(lab_zoo, tmp_path):
     _, _, remote = lab_zoo
     manifest = json.loads((tmp_path / "lab" / "manifest.json").read_text())
     weights = manifest["entries"]["lab_res2"]["weights"]
-    assert weights["sha256"] == cache.sha256_of(remote)
+    assert weights["sha256"] == files.sha256_of(remote)
     assert manifest["entries"]["lab_res2"]["metrics"][0]["command"] == "pytest"
 
 

@@ -37,7 +37,7 @@ import warnings
 
 import numpy as np
 
-from reslstm_tf.cache import ChecksumError, atomic_write, cache_dir, sha256_of, verify_sha256
+from reslstm_tf.files import ChecksumError, atomic_write, cache_dir, sha256_of, verify_sha256
 
 CKPT_ENV = "RESLSTM_I3D_CKPT"
 CKPT_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
@@ -373,7 +373,7 @@ def kinetics400_weights_path(cache=None):
     against the sidecar.
 
     Args:
-        cache: optional folder; default `reslstm_tf.cache.cache_dir("weights")`.
+        cache: optional folder; default `reslstm_tf.files.cache_dir("weights")`.
 
     Returns:
         A `pathlib.Path` of `i3d_kinetics400_rgb.weights.h5`.

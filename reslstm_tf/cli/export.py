@@ -30,7 +30,7 @@ def export(
 ):
     """Exports a zoo entry or `.keras` model; returns the export directory."""
     from reslstm_tf import zoo
-    from reslstm_tf.export import export_saved_model
+    from reslstm_tf.export.saved_model import export_saved_model
     from reslstm_tf.models import load_model
 
     if str(model_name_or_path).endswith(".keras"):
@@ -43,7 +43,7 @@ def export(
     top_k = min(top_k, len(class_names))  # The default 5 on a 2-class model means all.
     backbone, spec = None, {}
     if video_signature:
-        from reslstm_tf.backbones.features import feature_model
+        from reslstm_tf.backbones.extractor import feature_model
 
         entry = getattr(model, "zoo_entry", None) or {}
         spec = entry.get("features", {}).get("rgb", {})

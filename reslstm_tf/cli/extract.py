@@ -2,7 +2,7 @@
 
 Each video is split into ``--segments`` segments (eval-mode sampling: centred, deterministic),
 decoded and centre-cropped to the backbone's frame size, run through the 3D CNN, and the
-(K_v, d_f) features are written to a resumable TFRecord cache (`reslstm_tf.data.features`).
+(K_v, d_f) features are written to a resumable TFRecord cache (`reslstm_tf.data.feature_cache`).
 
 Bad videos never stop the run: a missing, empty, truncated-to-nothing or non-video file, a
 file without a video stream, or one declaring frames larger than `MAX_FRAME_PIXELS` is
@@ -21,7 +21,7 @@ the reliability tests kill it at (``RESLSTM_FAULT=<point>[:N]``, `reslstm_tf.fau
 
 * ``extract_decoded``: a batch of videos is decoded, its features are not yet written;
 * ``shard_record_written``: a record is in the temporary shard file, which is not yet
-  complete nor renamed (`reslstm_tf.data.features`);
+  complete nor renamed (`reslstm_tf.data.feature_cache`);
 * ``shard_finalised``: the shard is renamed into place, the index does not list it yet;
 * ``index_updated``: the index lists the shard;
 * ``extract_finished``: every shard is written, ``failures.json`` and the report are not.
@@ -38,10 +38,9 @@ import cv2
 import numpy as np
 from absl import app, flags
 
-from reslstm_tf.cache import atomic_write
 from reslstm_tf.data import datasets
 from reslstm_tf.data import video as video_lib
-from reslstm_tf.data.features import (
+from reslstm_tf.data.feature_cache import (
     FeatureCacheError,
     FeatureCacheWriteError,
     FeatureCacheWriter,
@@ -50,6 +49,7 @@ from reslstm_tf.data.features import (
 from reslstm_tf.data.pipeline import load_clip
 from reslstm_tf.data.video import VideoReadError
 from reslstm_tf.faults import fault_point
+from reslstm_tf.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -406,7 +406,7 @@ def main(argv):
         check_writable(FLAGS.out_dir)  # before building the backbone or decoding anything
     except FeatureCacheWriteError as error:
         return _error(error)
-    from reslstm_tf.backbones.features import SegmentFeatureExtractor
+    from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
 
     extractor = SegmentFeatureExtractor(
         backbone=FLAGS.backbone,

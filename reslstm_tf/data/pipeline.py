@@ -3,7 +3,7 @@
 ``load_clip`` is the numpy function for one video (probe, sample segments, sparse decode,
 resize/crop, scale to [-1, 1], optional optical flow); ``video_dataset`` runs it in parallel
 inside ``tf.data`` (``tf.numpy_function``, ``num_parallel_calls=AUTOTUNE``, prefetch).
-``feature_dataset`` reads a `reslstm_tf.data.features` TFRecord cache and yields the LSTM
+``feature_dataset`` reads a `reslstm_tf.data.feature_cache` TFRecord cache and yields the LSTM
 input: the K_v segment features mapped onto T steps by ``sigma`` (see
 `reslstm_tf.data.sampling.step_segment_map`).
 """
@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from reslstm_tf.data import features as features_lib
+from reslstm_tf.data import feature_cache as features_lib
 from reslstm_tf.data import flow as flow_lib
 from reslstm_tf.data import sampling, video
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from reslstm_tf.backbones import convert, i3d
-from reslstm_tf.cache import ChecksumError, sha256_of
+from reslstm_tf.files import ChecksumError, sha256_of
 
 
 class _Shell:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from reslstm_tf.backbones import features as features_lib
-from reslstm_tf.backbones.features import SegmentFeatureExtractor, segment_indices
+from reslstm_tf.backbones import extractor as features_lib
+from reslstm_tf.backbones.extractor import SegmentFeatureExtractor, segment_indices
 
 
 @pytest.fixture(scope="module")

@@ -134,9 +134,9 @@ def test_main_maps_flags(dataset, tmp_path, monkeypatch, capsys):
         made.update(kwargs)
         return MeanExtractor()
 
-    fake = types.ModuleType("reslstm_tf.backbones.features")
+    fake = types.ModuleType("reslstm_tf.backbones.extractor")
     fake.SegmentFeatureExtractor = factory
-    monkeypatch.setitem(sys.modules, "reslstm_tf.backbones.features", fake)
+    monkeypatch.setitem(sys.modules, "reslstm_tf.backbones.extractor", fake)
     extract_cli.define_flags()
     flags = extract_cli.FLAGS
     try:

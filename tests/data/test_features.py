@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reslstm_tf.data import features
-from reslstm_tf.data.features import FeatureCacheError, FeatureCacheWriter
+from reslstm_tf.data import feature_cache as features
+from reslstm_tf.data.feature_cache import FeatureCacheError, FeatureCacheWriter
 
 
 def fake_video(i, k=4, d=6):

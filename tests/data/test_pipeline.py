@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from reslstm_tf.data import pipeline, sampling, video
-from reslstm_tf.data.features import FeatureCacheWriter
+from reslstm_tf.data.feature_cache import FeatureCacheWriter
 
 
 def write_clip(path, count, level0, size=(40, 30)):

@@ -23,14 +23,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reslstm_tf import cache as cache_lib
+from reslstm_tf import files as cache_lib
 from reslstm_tf import train as train_lib
 from reslstm_tf import zoo
 from reslstm_tf.backbones import convert
 from reslstm_tf.cli import extract as extract_cli
 from reslstm_tf.data import datasets, features, video
 from reslstm_tf.data.datasets import SplitFileError
-from reslstm_tf.data.features import FeatureCacheError
+from reslstm_tf.data.feature_cache import FeatureCacheError
 from reslstm_tf.data.pipeline import load_clip
 from reslstm_tf.data.video import VideoReadError
 from tests.reliability import corpus

@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from reslstm_tf.data import features
+from reslstm_tf.data import feature_cache as features
 from tests.reliability.test_extract_faults import check_cache, extract_command, read_shard
 
 FLAGS = ["--dataset=folder", "--segments=2", "--segment_len=2", "--batch_size=1"]

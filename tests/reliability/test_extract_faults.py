@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reslstm_tf.data import features
+from reslstm_tf.data import feature_cache as features
 
 pytestmark = pytest.mark.slow
 

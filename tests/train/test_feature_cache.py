@@ -1,11 +1,11 @@
-"""Training and evaluation read the feature cache written by `reslstm_tf.data.features`."""
+"""Training and evaluation read the feature cache written by `reslstm_tf.data.feature_cache`."""
 
 import numpy as np
 import pytest
 
 from reslstm_tf import evaluate as evaluate_lib
 from reslstm_tf import train as train_lib
-from reslstm_tf.data.features import FeatureCacheWriter
+from reslstm_tf.data.feature_cache import FeatureCacheWriter
 from tests.train.helpers import DIM, NUM_CLASSES, STEPS, separable_features
 
 CLASSES = ["a", "b", "c", "d"]

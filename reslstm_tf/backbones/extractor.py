@@ -184,7 +184,7 @@ class SegmentFeatureExtractor:
         self.segment_len = segment_len
         _check_choice("precision", precision, PRECISIONS)
         self.precision = precision
-        from reslstm_tf.models import dtype_policy
+        from reslstm_tf.precision import dtype_policy
 
         with dtype_policy(precision):
             self.model = feature_model(backbone, modality, weights, c3d_layer)

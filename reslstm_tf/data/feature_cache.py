@@ -56,8 +56,8 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from reslstm_tf.cache import atomic_write
 from reslstm_tf.faults import fault_point
+from reslstm_tf.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
