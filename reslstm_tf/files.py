@@ -44,12 +44,38 @@ def verify_sha256(path, expected):
     return actual
 
 
-@contextlib.contextmanager
-def atomic_write(path, mode="wb"):
-    """Yields a temporary file that replaces `path` only if the block succeeds."""
-    path = pathlib.Path(path)
+def _umask():
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode(path):
+    """The mode for a file written to `path`: the existing file's, else 0666 less the umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _temporary_sibling(path):
+    """Creates an empty temporary file beside `path` with the mode `path` should have."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp creates 0600 files; the replaced file keeps its mode, a new one gets the umask's.
+    os.fchmod(fd, file_mode(path))
+    return fd, tmp_name
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Yields a temporary file that replaces `path` only if the block succeeds.
+
+    The result has the replaced file's permission bits, or those the umask gives a new file.
+    """
+    path = pathlib.Path(path)
+    fd, tmp_name = _temporary_sibling(path)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -63,9 +89,12 @@ def atomic_write(path, mode="wb"):
 
 
 def atomic_path(path):
-    """Returns a temporary sibling path for writers that need a file name (e.g. h5py)."""
+    """Returns a temporary sibling path for writers that need a file name (e.g. h5py).
+
+    The file is created with the mode `path` should keep (see `atomic_write`); writers that
+    delete and recreate it (h5py does not) get the umask's.
+    """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = _temporary_sibling(path)
     os.close(fd)
     return pathlib.Path(tmp_name)

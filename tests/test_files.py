@@ -1,0 +1,73 @@
+"""Local file helpers: atomic writes keep the modes users expect; sha256 checks refuse tampering."""
+
+import os
+import stat
+
+import pytest
+
+from reslstm_tf.files import ChecksumError, atomic_path, atomic_write, sha256_of, verify_sha256
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_new_file_gets_the_umask_mode(tmp_path, umask_022):
+    target = tmp_path / "index.json"
+    with atomic_write(target, "w") as handle:
+        handle.write("{}")
+    assert _mode(target) == 0o644
+    assert target.read_text() == "{}"
+
+
+def test_replaced_file_keeps_its_mode(tmp_path, umask_022):
+    target = tmp_path / "manifest.json"
+    target.write_text("old")
+    os.chmod(target, 0o640)
+    with atomic_write(target, "w") as handle:
+        handle.write("new")
+    assert _mode(target) == 0o640 and target.read_text() == "new"
+
+
+def test_other_umask_is_honoured(tmp_path):
+    previous = os.umask(0o077)
+    try:
+        with atomic_write(tmp_path / "private.bin") as handle:
+            handle.write(b"x")
+    finally:
+        os.umask(previous)
+    assert _mode(tmp_path / "private.bin") == 0o600
+
+
+def test_failed_block_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "history.json"
+    target.write_text("kept")
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as handle:
+        handle.write("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
+
+
+def test_atomic_path_has_the_target_mode(tmp_path, umask_022):
+    target = tmp_path / "final.weights.h5"
+    assert _mode(atomic_path(target)) == 0o644
+
+
+def test_sha256_matches_hashlib_reference_and_refuses_a_change(tmp_path):
+    import hashlib
+
+    path = tmp_path / "w.h5"
+    path.write_bytes(b"weights" * 1000)
+    expected = hashlib.sha256(b"weights" * 1000).hexdigest()
+    assert sha256_of(path) == expected
+    path.write_bytes(b"tampered")
+    with pytest.raises(ChecksumError, match="w.h5"):
+        verify_sha256(path, expected)
