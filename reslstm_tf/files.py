@@ -98,3 +98,47 @@ def atomic_path(path):
     fd, tmp_name = _temporary_sibling(path)
     os.close(fd)
     return pathlib.Path(tmp_name)
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the folder's lock."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what="folder", wait=False, lock_name=".lock"):
+    """Holds an exclusive lock on `folder` for the block, so two writers never share it.
+
+    The lock is an advisory `flock` on `folder/.lock`: the operating system drops it when the
+    holder exits or is killed, so a crashed job never leaves a stale lock behind. The file
+    records the holder's pid and command line, for the error message.
+
+    Args:
+        folder: the folder to lock (created if missing).
+        what: how the error names the folder, e.g. "feature cache" or "model_dir".
+        wait: block until the lock is free instead of refusing.
+        lock_name: the lock file's name inside `folder`.
+
+    Raises:
+        FolderBusyError: `wait` is False and another process holds the lock.
+    """
+    import fcntl
+    import sys
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / lock_name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            raise FolderBusyError(
+                f"{what} {str(folder)!r} is in use by {holder}; wait for it to finish, "
+                "or use another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]})\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)

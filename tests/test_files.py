@@ -71,3 +71,57 @@ def test_sha256_matches_hashlib_reference_and_refuses_a_change(tmp_path):
     path.write_bytes(b"tampered")
     with pytest.raises(ChecksumError, match="w.h5"):
         verify_sha256(path, expected)
+
+
+def _hold_lock_script(folder, ready, seconds):
+    return (
+        "import pathlib, time\n"
+        "from reslstm_tf.files import folder_lock\n"
+        f"with folder_lock({str(folder)!r}, 'feature cache'):\n"
+        f"    pathlib.Path({str(ready)!r}).write_text('held')\n"
+        f"    time.sleep({seconds})\n"
+    )
+
+
+def _start_holder(tmp_path, seconds):
+    import subprocess
+    import sys
+    import time
+
+    folder, ready = tmp_path / "cache", tmp_path / "ready"
+    holder = subprocess.Popen([sys.executable, "-c", _hold_lock_script(folder, ready, seconds)])
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert holder.poll() is None and time.monotonic() < deadline, "the holder did not start"
+        time.sleep(0.05)
+    return holder, folder
+
+
+def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path):
+    from reslstm_tf.files import FolderBusyError, folder_lock
+
+    holder, folder = _start_holder(tmp_path, seconds=30)
+    try:
+        with pytest.raises(FolderBusyError, match=rf"feature cache '{folder}' is in use by pid"):
+            with folder_lock(folder, "feature cache"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    # The killed holder's lock died with it: no stale lock.
+    with folder_lock(folder, "feature cache"):
+        pass
+
+
+def test_waiting_writer_gets_the_lock_when_the_holder_ends(tmp_path):
+    import time
+
+    from reslstm_tf.files import folder_lock
+
+    holder, folder = _start_holder(tmp_path, seconds=1)
+    start = time.monotonic()
+    with folder_lock(folder, "model_dir", wait=True):
+        waited = time.monotonic() - start
+    # The holder keeps the lock for 1 s after it said so.
+    assert waited > 0.8, f"the lock was granted after {waited:.2f} s, while the holder held it"
+    holder.wait()
