@@ -1,0 +1,277 @@
+"""End-to-end video classifiers: a 3D CNN on every segment, then the Res-LSTM head, as one model.
+
+The paper's model is E (a 3D CNN) applied to each of the T segments of a video, a_i = E(S_i),
+and L stacked LSTM layers with identity shortcuts over the a_i. With cached features the CNN
+is frozen by construction; this module builds the whole thing as one Keras model, so the
+CNN can be fine-tuned with the head through the same trainer and strategies:
+
+- `SegmentEncoder` applies a backbone to (B, T, L, S, S, C) clips as one (B*T, ...) batch and
+  returns (B, T, d_f) features; with `recompute=True` its activations are recomputed in the
+  backward pass (`tf.recompute_grad`), trading compute for memory.
+- `freeze_below(backbone, endpoint)` keeps every layer before an I3D endpoint (e.g.
+  "Mixed_4f") fixed; `freeze_batchnorm` keeps BatchNorm statistics and offsets fixed, as small
+  per-replica batches would make them noisy.
+- `build_video_classifier` (one stream) and `build_two_stream_video_classifier` (RGB and flow
+  clips, fused as in `models.build_two_stream`) put the pieces together.
+
+It sits above `models` (the heads) and `backbones` and imports nothing higher.
+"""
+
+import keras
+from keras import ops
+
+from reslstm_tf.backbones.extractor import CHANNELS, feature_model
+from reslstm_tf.backbones.i3d import VALID_ENDPOINTS
+from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.models import build_single_stream, build_two_stream
+
+
+@keras.saving.register_keras_serializable(package="reslstm_tf")
+class SegmentEncoder(keras.layers.Layer):
+    """Applies a backbone to every segment: (B, T, L, S, S, C) clips to (B, T, d_f) features.
+
+    Args:
+        backbone: a `keras.Model` mapping (n, L, S, S, C) segments to (n, d_f) features.
+        recompute: recompute the backbone's activations in the backward pass instead of
+            keeping them (less memory, about one more forward pass of compute).
+        **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
+    """
+
+    def __init__(self, backbone, recompute=False, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.recompute = bool(recompute)
+
+    def _encode(self, segments, training):
+        return self.backbone(segments, training=training)
+
+    def call(self, clips, training=None):
+        shape = ops.shape(clips)
+        segments = ops.reshape(clips, (-1, *clips.shape[2:]))
+        if self.recompute and training:
+            import tensorflow as tf
+
+            features = tf.recompute_grad(lambda x: self._encode(x, training))(segments)
+        else:
+            features = self._encode(segments, training)
+        return ops.reshape(features, (shape[0], shape[1], features.shape[-1]))
+
+    def compute_output_shape(self, input_shape):
+        features = self.backbone.compute_output_shape((None, *input_shape[2:]))
+        return (input_shape[0], input_shape[1], features[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            recompute=self.recompute,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def _endpoint_of(layer_name):
+    """The I3D endpoint a layer belongs to (its name's first dotted part), or None."""
+    scope = layer_name.split(".")[0]
+    return scope if scope in VALID_ENDPOINTS else None
+
+
+def freeze_below(backbone, endpoint):
+    """Freezes every I3D layer that comes before `endpoint`; later layers stay trainable.
+
+    Args:
+        backbone: an I3D model (layer names follow `reslstm_tf.backbones.i3d`).
+        endpoint: the first trainable endpoint, one of `VALID_ENDPOINTS`, e.g. "Mixed_4f";
+            None leaves everything trainable.
+
+    Returns:
+        The names of the layers frozen.
+    """
+    if endpoint is None:
+        return []
+    check_choice("trainable_from", endpoint, VALID_ENDPOINTS)
+    first = VALID_ENDPOINTS.index(endpoint)
+    frozen = []
+    for layer in backbone.layers:
+        scope = _endpoint_of(layer.name)
+        if scope is not None and VALID_ENDPOINTS.index(scope) < first:
+            layer.trainable = False
+            frozen.append(layer.name)
+    return frozen
+
+
+def freeze_batchnorm(model):
+    """Keeps every BatchNormalization layer's statistics and offset fixed; returns their count.
+
+    A frozen Keras 3 BatchNormalization layer also normalises with its moving statistics in
+    training, so small per-replica batches do not disturb the Kinetics statistics.
+    """
+    count = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            count += 1
+    return count
+
+
+def _all_layers(model):
+    """Every layer of a model, nested models included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def _encoder(backbone, modality, weights, trainable_from, batchnorm_frozen, recompute, name):
+    """A `SegmentEncoder` over a fresh backbone, frozen as asked."""
+    model = feature_model(backbone, modality, weights)
+    if backbone == "i3d":
+        freeze_below(model, trainable_from)
+    if batchnorm_frozen:
+        freeze_batchnorm(model)
+    return SegmentEncoder(model, recompute=recompute, name=name)
+
+
+def _clips_input(name, num_segments, segment_len, frame_size, modality):
+    return keras.Input(
+        shape=(num_segments, segment_len, frame_size, frame_size, CHANNELS[modality]),
+        name=name,
+    )
+
+
+def build_video_classifier(
+    num_classes,
+    backbone="i3d",
+    modality="rgb",
+    preset="res3",
+    num_segments=16,
+    segment_len=16,
+    frame_size=224,
+    backbone_weights="kinetics400",
+    trainable_from="Mixed_4f",
+    frozen_batchnorm=True,
+    recompute=False,
+    name=None,
+    **overrides,
+):
+    """Builds backbone + Res-LSTM head: clips (B, T, L, S, S, C) in [-1, 1] to logits (B, C).
+
+    Args:
+        num_classes: int, the number of action classes C.
+        backbone: "i3d" or "c3d".
+        modality: "rgb" (3 channels) or "flow" (2 channels).
+        preset: the head's architecture preset ("res2".."res4", "lstm2".."lstm4").
+        num_segments: T, segments per video (the head's time steps).
+        segment_len: L, frames per segment.
+        frame_size: S, the square frame size.
+        backbone_weights: "kinetics400", None or a weights path (see `feature_model`).
+        trainable_from: the first I3D endpoint that is fine-tuned ("Mixed_4f" by default;
+            None fine-tunes all of it). Ignored for C3D.
+        frozen_batchnorm: keep BatchNorm statistics fixed (recommended for small batches).
+        recompute: recompute backbone activations in the backward pass to save memory.
+        name: the model's name.
+        **overrides: head overrides (`units`, `num_layers`, `residual`, `dropout`).
+
+    Returns:
+        A functional `keras.Model` with input "clips" and float32 logits; its layers
+        "segment_encoder" (holding the backbone) and "head" (a `build_single_stream` model).
+
+    Example:
+
+    >>> model = build_video_classifier(51, num_segments=8, segment_len=16, frame_size=112)
+    """
+    check_positive_int("num_segments", num_segments)
+    check_positive_int("segment_len", segment_len)
+    check_positive_int("frame_size", frame_size)
+    check_choice("modality", modality, tuple(CHANNELS))
+    clips = _clips_input("clips", num_segments, segment_len, frame_size, modality)
+    encoder = _encoder(
+        backbone,
+        modality,
+        backbone_weights,
+        trainable_from,
+        frozen_batchnorm,
+        recompute,
+        "segment_encoder",
+    )
+    features = encoder(clips)
+    head = build_single_stream(
+        num_classes,
+        preset,
+        feature_dim=features.shape[-1],
+        masking=False,
+        name="head",
+        num_steps=num_segments,
+        **overrides,
+    )
+    return keras.Model(clips, head(features), name=name or f"{backbone}_{modality}_{preset}")
+
+
+def build_two_stream_video_classifier(
+    num_classes,
+    backbone="i3d",
+    preset="res3",
+    fusion="product",
+    level="late",
+    num_segments=16,
+    segment_len=16,
+    frame_size=224,
+    rgb_weights="kinetics400",
+    flow_weights="kinetics400",
+    trainable_from="Mixed_4f",
+    frozen_batchnorm=True,
+    recompute=False,
+    name=None,
+    **overrides,
+):
+    """Builds two backbones (RGB and flow clips) and a two-stream Res-LSTM head, as one model.
+
+    Args:
+        num_classes: int, the number of action classes C.
+        backbone: "i3d" or "c3d", used for both streams.
+        preset: the head's architecture preset.
+        fusion: "sum", "product", "weighted" or "concat" (see `models.build_two_stream`).
+        level: "mid" (fuse features) or "late" (fuse class scores).
+        num_segments, segment_len, frame_size: T, L and S of both streams' clips.
+        rgb_weights, flow_weights: each backbone's weights (a fine-tuned flow I3D's path
+            for the flow stream, or "kinetics400" for the cross-modality initialisation).
+        trainable_from, frozen_batchnorm, recompute: as in `build_video_classifier`.
+        name: the model's name.
+        **overrides: head overrides.
+
+    Returns:
+        A functional `keras.Model` with inputs {"rgb": (B, T, L, S, S, 3), "flow": (B, T, L,
+        S, S, 2)} and float32 logits.
+    """
+    inputs, features = {}, {}
+    for modality, weights in (("rgb", rgb_weights), ("flow", flow_weights)):
+        inputs[modality] = _clips_input(modality, num_segments, segment_len, frame_size, modality)
+        encoder = _encoder(
+            backbone,
+            modality,
+            weights,
+            trainable_from,
+            frozen_batchnorm,
+            recompute,
+            f"{modality}_encoder",
+        )
+        features[modality] = encoder(inputs[modality])
+    head = build_two_stream(
+        num_classes,
+        preset,
+        fusion=fusion,
+        level=level,
+        rgb_dim=features["rgb"].shape[-1],
+        flow_dim=features["flow"].shape[-1],
+        masking=False,
+        name="head",
+        num_steps=num_segments,
+        **overrides,
+    )
+    logits = head({"rgb": features["rgb"], "flow": features["flow"]})
+    return keras.Model(inputs, logits, name=name or f"{backbone}_two_stream_{level}_{fusion}")
