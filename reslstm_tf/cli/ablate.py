@@ -5,7 +5,7 @@ Usage:
         --flow_features_dir=cache/skateboard_i3d_flow --out_dir=runs/skateboard_ablation
 
 Writes runs.csv (one row per run), results.json, results.md and PNG plots into --out_dir;
-see `reslstm_tf.ablation` for the protocol.
+see `reslstm_tf.experiments` for the protocol.
 """
 
 import shlex
@@ -13,54 +13,91 @@ import sys
 
 from absl import app, flags
 
+from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.experiments.config import AblationConfig, AblationError, TrainConfig
+
 FLAGS = flags.FLAGS
+NAME = "reslstm-ablate"
 
 
 def define_flags():
     """Defines the tool's absl flags (at run time, so importing this module defines none)."""
-    if "flow_features_dir" in FLAGS:
-        return
-    from reslstm_tf.ablation import AblationConfig, TrainConfig
-
     defaults, train = AblationConfig(), TrainConfig()
-    flags.DEFINE_string("features_dir", None, "RGB feature cache (from reslstm-extract).")
-    flags.DEFINE_string(
-        "flow_features_dir", None, "Optical-flow feature cache; needed by --experiments=fusion."
+    define_once(
+        flags.DEFINE_string, "features_dir", None, "RGB feature cache (from reslstm-extract)."
     )
-    flags.DEFINE_string("out_dir", None, "Output folder: runs.csv, results.json/.md, *.png.")
-    flags.DEFINE_list(
+    define_once(
+        flags.DEFINE_string,
+        "flow_features_dir",
+        None,
+        "Optical-flow feature cache; needed by --experiments=fusion.",
+    )
+    define_once(
+        flags.DEFINE_string, "out_dir", None, "Output folder: runs.csv, results.json/.md, *.png."
+    )
+    define_once(
+        flags.DEFINE_list,
         "experiments",
         ["baselines", "depth", "hidden", "steps", "fusion"],
         "Any of baselines, depth, hidden, steps, fusion (fusion is skipped with a note "
         "when no --flow_features_dir is given and the default list is used).",
     )
-    flags.DEFINE_integer("seeds", defaults.seeds, "Seeds of the cross-validated experiments.")
-    flags.DEFINE_integer("folds", defaults.folds, "Folds of the stratified cross-validation.")
-    flags.DEFINE_enum(
+    define_once(
+        flags.DEFINE_integer, "seeds", defaults.seeds, "Seeds of the cross-validated experiments."
+    )
+    define_once(
+        flags.DEFINE_integer, "folds", defaults.folds, "Folds of the stratified cross-validation."
+    )
+    define_once(
+        flags.DEFINE_enum,
         "sweep_protocol",
         defaults.sweep_protocol,
         ["holdout", "cv"],
         "Protocol of the hidden/steps/fusion sweeps: a fixed stratified hold-out or the CV.",
     )
-    flags.DEFINE_integer("sweep_seeds", defaults.sweep_seeds, "Seeds of the sweeps.")
-    flags.DEFINE_float(
-        "holdout_fraction", defaults.holdout_fraction, "Share of each class held out."
+    define_once(flags.DEFINE_integer, "sweep_seeds", defaults.sweep_seeds, "Seeds of the sweeps.")
+    define_once(
+        flags.DEFINE_float,
+        "holdout_fraction",
+        defaults.holdout_fraction,
+        "Share of each class held out.",
     )
-    flags.DEFINE_integer("split_seed", defaults.split_seed, "Seed of the folds / hold-out.")
-    flags.DEFINE_list("hidden", [str(h) for h in defaults.hidden], "Hidden sizes of the sweep.")
-    flags.DEFINE_list("depths", [str(d) for d in defaults.depths], "Depths L (2-4 in the paper).")
-    flags.DEFINE_list("steps", [str(t) for t in defaults.steps], "LSTM steps T of the sweep.")
-    flags.DEFINE_integer("base_hidden", defaults.base_hidden, "Hidden size outside the sweep.")
-    flags.DEFINE_integer("base_depth", defaults.base_depth, "Depth of the T and fusion sweeps.")
-    flags.DEFINE_integer("base_steps", defaults.base_steps, "T outside the T sweep.")
-    flags.DEFINE_enum(
-        "fusion_arch", defaults.fusion_arch, ["res", "lstm"], "Head of the fusion experiment."
+    define_once(
+        flags.DEFINE_integer, "split_seed", defaults.split_seed, "Seed of the folds / hold-out."
     )
-    flags.DEFINE_integer("epochs", train.epochs, "Training epochs (fixed, no early stopping).")
-    flags.DEFINE_integer("batch_size", train.batch_size, "Mini-batch size.")
-    flags.DEFINE_float("learning_rate", train.learning_rate, "Adam learning rate.")
-    flags.DEFINE_float("dropout", train.dropout, "Dropout before the classifier.")
-    flags.DEFINE_bool("progress", True, "Show a progress bar with ETA.")
+    define_once(
+        flags.DEFINE_list, "hidden", [str(h) for h in defaults.hidden], "Hidden sizes of the sweep."
+    )
+    define_once(
+        flags.DEFINE_list,
+        "depths",
+        [str(d) for d in defaults.depths],
+        "Depths L (2-4 in the paper).",
+    )
+    define_once(
+        flags.DEFINE_list, "steps", [str(t) for t in defaults.steps], "LSTM steps T of the sweep."
+    )
+    define_once(
+        flags.DEFINE_integer, "base_hidden", defaults.base_hidden, "Hidden size outside the sweep."
+    )
+    define_once(
+        flags.DEFINE_integer, "base_depth", defaults.base_depth, "Depth of the T and fusion sweeps."
+    )
+    define_once(flags.DEFINE_integer, "base_steps", defaults.base_steps, "T outside the T sweep.")
+    define_once(
+        flags.DEFINE_enum,
+        "fusion_arch",
+        defaults.fusion_arch,
+        ["res", "lstm"],
+        "Head of the fusion experiment.",
+    )
+    define_once(
+        flags.DEFINE_integer, "epochs", train.epochs, "Training epochs (fixed, no early stopping)."
+    )
+    define_once(flags.DEFINE_integer, "batch_size", train.batch_size, "Mini-batch size.")
+    define_once(flags.DEFINE_float, "learning_rate", train.learning_rate, "Adam learning rate.")
+    define_once(flags.DEFINE_float, "dropout", train.dropout, "Dropout before the classifier.")
+    define_once(flags.DEFINE_bool, "progress", True, "Show a progress bar with ETA.")
 
 
 def _ints(name, values):
@@ -74,8 +111,6 @@ def _ints(name, values):
 
 def config_from_flags():
     """Returns the `AblationConfig` the flags describe."""
-    from reslstm_tf.ablation import AblationConfig, TrainConfig
-
     experiments = tuple(e.strip() for e in FLAGS.experiments if e.strip())
     if (
         "fusion" in experiments
@@ -109,26 +144,22 @@ def config_from_flags():
 
 
 def main(argv):
+    """Maps the flags onto `reslstm_tf.experiments.run_ablation` and prints the best head."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     missing = [f for f in ("features_dir", "out_dir") if not getattr(FLAGS, f)]
     if missing:
-        raise app.UsageError(f"reslstm-ablate needs --{', --'.join(missing)}")
-    from reslstm_tf.ablation import AblationError, run_ablation
+        raise app.UsageError(f"{NAME} needs --{', --'.join(missing)}")
+    from reslstm_tf.experiments.ablation import run_ablation
 
-    command = "reslstm-ablate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    try:
-        config = config_from_flags()
-        results = run_ablation(
-            FLAGS.features_dir,
-            FLAGS.out_dir,
-            config,
-            flow_features_dir=FLAGS.flow_features_dir,
-            progress=FLAGS.progress,
-            command=command,
-        )
-    except AblationError as error:
-        raise app.UsageError(str(error)) from None
+    results = run_ablation(
+        FLAGS.features_dir,
+        FLAGS.out_dir,
+        config_from_flags(),
+        flow_features_dir=FLAGS.flow_features_dir,
+        progress=FLAGS.progress,
+        command=f"{NAME} " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
     best = results["best"]
     print(f"{results['timings']['runs']} runs in {results['timings']['total_s'] / 60:.1f} min")
     if best:
@@ -141,8 +172,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    define_flags()
-    app.run(main)
+    run_tool(NAME, main, define_flags, doc=__doc__, user_errors=(AblationError,))
 
 
 if __name__ == "__main__":

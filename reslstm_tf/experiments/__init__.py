@@ -1,0 +1,94 @@
+"""Ablations of the Res-LSTM head on cached segment features: baselines, depth, width, T, fusion.
+
+The protocol of Lakhal et al. (2018, sections 4.2-4.4), run on a small feature cache on a CPU:
+
+* **Validation inside the data.** Every accuracy is measured on clips held out from the
+  cached set, never on the training clips: stratified k-fold cross-validation (`"cv"`,
+  mean and std over folds x seeds) or one fixed stratified hold-out split (`"holdout"`,
+  mean and std over seeds) for the expensive sweeps. Splits use a fixed split seed, so
+  every architecture sees exactly the same folds; the training seed only changes the
+  initialisation and dropout.
+* **Fixed training budget.** Adam, a fixed number of epochs, no early stopping (nothing
+  ever looks at the validation clips before the final evaluation).
+* **Baselines** on the same features: mean-pooled features + multinomial logistic
+  regression (`LogisticRegression`, numpy), plain stacked LSTMs and Res-LSTMs of depth 2-4.
+* **Sweeps**: hidden size H per depth (LSTM vs Res-LSTM), number of LSTM steps T (step t
+  reads segment `step_segment_map(T, K)[t]`), and two-stream fusions (sum, product,
+  weighted at mid and late level) beside RGB-only and flow-only.
+
+Modules, in import order (each imports only from those above it):
+
+* `config`: `AblationError`, `TrainConfig`, `AblationConfig`, `RunSpec`, `plan_runs`.
+  The settings and the plan sit apart from the runner (not in `ablation` as the package
+  layout first suggested) because `splits`, `baselines` and `report` need them too and
+  `ablation` imports those three: one shared bottom module keeps the imports acyclic.
+* `features`: the cached feature set as numpy arrays (`load_feature_set`, `select_steps`).
+* `splits`: `stratified_folds`, `stratified_holdout`, `splits_for`.
+* `baselines`: `LogisticRegression` on mean-pooled features.
+* `report`: `summarise`, `select_best`, `results_markdown`, `plot_results`,
+  `report_from_csv`.
+* `ablation`: the runner, `train_and_evaluate`, `run_ablation`, `train_final`.
+* `publish`: `cast_weights`, `publish_head` (the selected head into the zoo).
+
+Example:
+    ```python
+    from reslstm_tf.experiments import AblationConfig, run_ablation
+
+    config = AblationConfig(experiments=("baselines", "depth"), seeds=1)
+    results = run_ablation("cache/skateboard_i3d_rgb", "runs/ablation", config)
+    results["best"]  # the selected recurrent RGB head
+    ```
+"""
+
+from reslstm_tf.experiments.ablation import run_ablation, train_and_evaluate, train_final
+from reslstm_tf.experiments.baselines import LogisticRegression
+from reslstm_tf.experiments.config import (
+    EXPERIMENTS,
+    FUSIONS,
+    PROTOCOLS,
+    RNN_ARCHS,
+    AblationConfig,
+    AblationError,
+    RunSpec,
+    TrainConfig,
+    plan_runs,
+)
+from reslstm_tf.experiments.features import FeatureSet, load_feature_set, select_steps
+from reslstm_tf.experiments.publish import cast_weights, publish_head
+from reslstm_tf.experiments.report import (
+    plot_results,
+    report_from_csv,
+    results_markdown,
+    select_best,
+    summarise,
+)
+from reslstm_tf.experiments.splits import splits_for, stratified_folds, stratified_holdout
+
+__all__ = [
+    "EXPERIMENTS",
+    "FUSIONS",
+    "PROTOCOLS",
+    "RNN_ARCHS",
+    "AblationConfig",
+    "AblationError",
+    "FeatureSet",
+    "LogisticRegression",
+    "RunSpec",
+    "TrainConfig",
+    "cast_weights",
+    "load_feature_set",
+    "plan_runs",
+    "plot_results",
+    "publish_head",
+    "report_from_csv",
+    "results_markdown",
+    "run_ablation",
+    "select_best",
+    "select_steps",
+    "splits_for",
+    "stratified_folds",
+    "stratified_holdout",
+    "summarise",
+    "train_and_evaluate",
+    "train_final",
+]

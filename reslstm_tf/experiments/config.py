@@ -1,0 +1,224 @@
+"""What an ablation runs: its settings, the runs they plan, and the error it raises."""
+
+import dataclasses
+
+from reslstm_tf.checks import check_choice, check_positive_int
+
+EXPERIMENTS = ("baselines", "depth", "hidden", "steps", "fusion")
+PROTOCOLS = ("cv", "holdout")
+FUSIONS = (("sum", "mid"), ("product", "mid"), ("weighted", "mid"))
+FUSIONS += (("sum", "late"), ("product", "late"), ("weighted", "late"))
+RNN_ARCHS = ("lstm", "res")
+
+
+class AblationError(ValueError):
+    """An ablation was asked for with missing inputs or invalid settings."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One training run: a model config on one split with one seed.
+
+    `arch` is "logreg", "lstm" or "res"; `modality` "rgb", "flow" or "two_stream" (then
+    `fusion` and `level` name the fusion).
+    """
+
+    arch: str
+    depth: int
+    hidden: int
+    steps: int
+    modality: str
+    fusion: str
+    level: str
+    protocol: str
+    seed: int
+    fold: int
+
+    @property
+    def config(self):
+        """The run's config key without the seed and fold (what results are grouped by)."""
+        return (
+            self.arch,
+            self.depth,
+            self.hidden,
+            self.steps,
+            self.modality,
+            self.fusion,
+            self.level,
+            self.protocol,
+        )
+
+    def cost(self, feature_dim=1024):
+        """Relative training cost, proportional to the LSTM multiply-adds."""
+        if self.arch == "logreg":
+            return 0.01
+        streams = 2 if self.level == "late" else 1
+        width = self.hidden * (feature_dim + self.hidden) + (self.depth - 1) * 2 * self.hidden**2
+        return streams * self.steps * width / (16 * 256 * 1280) + 0.3
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Training hyper-parameters shared by every recurrent run.
+
+    Attributes:
+        epochs: fixed number of epochs (no early stopping).
+        batch_size: mini-batch size.
+        learning_rate: Adam learning rate.
+        dropout: dropout before the classifier.
+    """
+
+    epochs: int = 15
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    dropout: float = 0.5
+
+    def validate(self):
+        """Raises AblationError naming the bad setting and what is allowed."""
+        for name in ("epochs", "batch_size"):
+            check_positive_int(name, getattr(self, name), error=AblationError)
+        if not self.learning_rate > 0:
+            raise AblationError(f"learning_rate must be > 0. Received: {self.learning_rate!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise AblationError(f"dropout must be in [0, 1). Received: {self.dropout!r}")
+
+
+@dataclasses.dataclass
+class AblationConfig:
+    """What to run (see `reslstm-ablate --help` for the meaning of each field)."""
+
+    experiments: tuple = EXPERIMENTS
+    seeds: int = 3
+    folds: int = 5
+    sweep_protocol: str = "holdout"
+    sweep_seeds: int = 1
+    holdout_fraction: float = 0.2
+    split_seed: int = 0
+    hidden: tuple = (256, 512, 1024)  # 2048: ~30 min more on 2 CPU cores (docs)
+    depths: tuple = (2, 3, 4)
+    steps: tuple = (5, 15, 25, 35)
+    base_hidden: int = 256
+    base_depth: int = 3
+    base_steps: int = 16
+    fusion_arch: str = "res"
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def validate(self, has_flow):
+        """Raises AblationError naming the bad setting and what is allowed."""
+        self._validate_experiments(has_flow)
+        check_choice("sweep_protocol", self.sweep_protocol, PROTOCOLS, error=AblationError)
+        check_choice("fusion_arch", self.fusion_arch, RNN_ARCHS, error=AblationError)
+        for name in ("seeds", "sweep_seeds", "base_hidden", "base_depth", "base_steps"):
+            check_positive_int(name, getattr(self, name), error=AblationError)
+        self.train.validate()
+        for name in ("hidden", "depths", "steps"):
+            values = getattr(self, name)
+            if not values:
+                raise AblationError(f"{name} must list at least one positive integer")
+            for value in values:
+                check_positive_int(name, value, error=AblationError)
+
+    def _validate_experiments(self, has_flow):
+        unknown = [e for e in self.experiments if e not in EXPERIMENTS]
+        if unknown or not self.experiments:
+            raise AblationError(
+                f"experiments must be a non-empty subset of {', '.join(EXPERIMENTS)}. "
+                f"Received: {', '.join(self.experiments) or '(none)'}"
+            )
+        if "fusion" in self.experiments and not has_flow:
+            raise AblationError(
+                "the fusion experiment needs flow features: pass --flow_features_dir (a cache "
+                "from reslstm-extract --modality=flow) or drop 'fusion' from --experiments"
+            )
+
+    def protocol_of(self, experiment):
+        """Returns the protocol an experiment is measured with ("cv" or `sweep_protocol`)."""
+        return "cv" if experiment in ("baselines", "depth") else self.sweep_protocol
+
+
+# ------------------------------------------------------------------------- planning
+
+
+def _specs(
+    config, arch, depth, hidden, steps, protocol, seeds, modality="rgb", fusion="", level=""
+):
+    """Returns the runs of one model config: every seed, and every fold under "cv"."""
+    folds = config.folds if protocol == "cv" else 1
+    return [
+        RunSpec(arch, depth, hidden, steps, modality, fusion, level, protocol, seed, fold)
+        for seed in range(seeds)
+        for fold in range(folds)
+    ]
+
+
+def _plan_depth(config):
+    base = dict(hidden=config.base_hidden, steps=config.base_steps)
+    return [
+        spec
+        for arch in RNN_ARCHS
+        for depth in config.depths
+        for spec in _specs(config, arch, depth, protocol="cv", seeds=config.seeds, **base)
+    ]
+
+
+def _plan_baselines(config):
+    logreg = _specs(config, "logreg", 0, 0, config.base_steps, "cv", config.seeds)
+    return logreg + _plan_depth(config)
+
+
+def _plan_hidden(config):
+    sweep = dict(protocol=config.sweep_protocol, seeds=config.sweep_seeds)
+    return [
+        spec
+        for hidden in config.hidden
+        for depth in config.depths
+        for arch in RNN_ARCHS
+        for spec in _specs(config, arch, depth, hidden, config.base_steps, **sweep)
+    ]
+
+
+def _plan_steps(config):
+    sweep = dict(protocol=config.sweep_protocol, seeds=config.sweep_seeds)
+    return [
+        spec
+        for steps in config.steps
+        for arch in RNN_ARCHS
+        for spec in _specs(config, arch, config.base_depth, config.base_hidden, steps, **sweep)
+    ]
+
+
+def _plan_fusion(config):
+    arch, depth = config.fusion_arch, config.base_depth
+    head = dict(hidden=config.base_hidden, steps=config.base_steps)
+    head.update(protocol=config.sweep_protocol, seeds=config.sweep_seeds)
+    runs = []
+    for modality in ("rgb", "flow"):
+        runs += _specs(config, arch, depth, modality=modality, **head)
+    for fusion, level in FUSIONS:
+        runs += _specs(
+            config, arch, depth, modality="two_stream", fusion=fusion, level=level, **head
+        )
+    return runs
+
+
+_PLANNERS = {
+    "baselines": _plan_baselines,
+    "depth": _plan_depth,
+    "hidden": _plan_hidden,
+    "steps": _plan_steps,
+    "fusion": _plan_fusion,
+}
+
+
+def plan_runs(config, has_flow):
+    """Returns {experiment: [RunSpec, ...]} for the requested experiments.
+
+    Args:
+        config: an `AblationConfig` (validated here).
+        has_flow: whether flow features are available (the fusion experiment needs them).
+
+    Returns:
+        A dict in `EXPERIMENTS` order; a run shared by experiments appears in each.
+    """
+    config.validate(has_flow)
+    return {e: _PLANNERS[e](config) for e in EXPERIMENTS if e in config.experiments}

@@ -1,0 +1,1 @@
+"""Tests of the ablation harness: splits, baselines, runner, report and publishing."""
