@@ -33,6 +33,7 @@ import pathlib
 import re
 
 from reslstm_tf.assets import asset_path
+from reslstm_tf.checks import check_choice
 
 SUBSETS = ("train", "test", "all")
 SPLITS = (1, 2, 3)
@@ -108,19 +109,9 @@ def load_class_names(name):
     Returns:
         The class names, index = label.
     """
-    if name not in ("ucf101", "hmdb51"):
-        raise ValueError(f"name must be one of 'ucf101', 'hmdb51'. Received: name={name!r}")
+    check_choice("name", name, ("ucf101", "hmdb51"))
     text = asset_path("data", f"{name}_classes.txt").read_text(encoding="utf-8")
     return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _check_choice(name, value, allowed):
-    """Raises ValueError unless `value` is one of `allowed`."""
-    if value not in allowed:
-        raise ValueError(
-            f"{name} must be one of {', '.join(repr(a) for a in allowed)}. "
-            f"Received: {name}={value!r}"
-        )
 
 
 def _check_dir(path, what):
@@ -183,7 +174,7 @@ class _Collector:
     """Raises or records split-file problems according to `on_error`."""
 
     def __init__(self, on_error):
-        _check_choice("on_error", on_error, ON_ERROR)
+        check_choice("on_error", on_error, ON_ERROR)
         self.on_error = on_error
         self.problems = []
 
@@ -242,8 +233,8 @@ def ucf101(
     Returns:
         A `VideoList` with 101 classes.
     """
-    _check_choice("split", split, SPLITS)
-    _check_choice("subset", subset, SUBSETS)
+    check_choice("split", split, SPLITS)
+    check_choice("subset", subset, SUBSETS)
     split_dir = _check_dir(split_dir, "split_dir")
     data_dir = _check_dir(data_dir, "data_dir") if (data_dir is not None or check_files) else None
     collector = _Collector(on_error)
@@ -318,8 +309,8 @@ def hmdb51(
     Returns:
         A `VideoList` with 51 classes.
     """
-    _check_choice("split", split, SPLITS)
-    _check_choice("subset", subset, SUBSETS)
+    check_choice("split", split, SPLITS)
+    check_choice("subset", subset, SUBSETS)
     split_dir = _check_dir(split_dir, "split_dir")
     data_dir = _check_dir(data_dir, "data_dir") if (data_dir is not None or check_files) else None
     collector = _Collector(on_error)
@@ -474,7 +465,7 @@ def load_dataset(
     Returns:
         A `VideoList`.
     """
-    _check_choice("name", name, ("ucf101", "hmdb51", "folder"))
+    check_choice("name", name, ("ucf101", "hmdb51", "folder"))
     if name == "folder":
         return folder(data_dir, split_file, check_files=check_files, on_error=on_error)
     loader = ucf101 if name == "ucf101" else hmdb51

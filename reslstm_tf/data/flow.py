@@ -16,6 +16,8 @@ Cost on a 2-core CPU: TV-L1 about 0.8 s per 224x224 pair, Farneback about 10 ms.
 import cv2
 import numpy as np
 
+from reslstm_tf.checks import check_choice
+
 METHODS = ("tvl1", "farneback")
 DEFAULT_BOUND = 20.0
 
@@ -45,11 +47,6 @@ def to_gray(frames):
     return gray.reshape(frames.shape[:-1])
 
 
-def _check_method(method):
-    if method not in METHODS:
-        raise ValueError(f"method must be one of 'tvl1', 'farneback'. Received: method={method!r}")
-
-
 def make_tvl1(**params):
     """Returns a ``cv2.optflow.DualTVL1OpticalFlow`` (default parameters unless given)."""
     if not hasattr(cv2, "optflow"):
@@ -73,7 +70,7 @@ def compute_flow(prev, nxt, method="tvl1", *, tvl1=None, farneback_params=None):
     Returns:
         float32 (H, W, 2): (u, v) displacement in pixels.
     """
-    _check_method(method)
+    check_choice("method", method, METHODS)
     prev, nxt = np.asarray(prev), np.asarray(nxt)
     if prev.ndim == 3:
         prev = to_gray(prev)
@@ -114,7 +111,7 @@ def flow_stack(frames, method="tvl1", *, bound=DEFAULT_BOUND, pad_last=False, tv
     Returns:
         float32 (N - 1, H, W, 2), or (N, H, W, 2) with `pad_last`, in [-1, 1].
     """
-    _check_method(method)
+    check_choice("method", method, METHODS)
     frames = np.asarray(frames)
     if frames.ndim == 4:
         frames = to_gray(frames)

@@ -1,11 +1,9 @@
-"""tf.data input pipelines: clips decoded from videos, and cached segment features.
+"""tf.data input pipelines: clips decoded from videos.
 
 ``load_clip`` is the numpy function for one video (probe, sample segments, sparse decode,
 resize/crop, scale to [-1, 1], optional optical flow); ``video_dataset`` runs it in parallel
 inside ``tf.data`` (``tf.numpy_function``, ``num_parallel_calls=AUTOTUNE``, prefetch).
-``feature_dataset`` reads a `reslstm_tf.data.feature_cache` TFRecord cache and yields the LSTM
-input: the K_v segment features mapped onto T steps by ``sigma`` (see
-`reslstm_tf.data.sampling.step_segment_map`).
+Cached segment features are read by `reslstm_tf.data.feature_sets`.
 """
 
 import logging
@@ -14,17 +12,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from reslstm_tf.data import feature_cache as features_lib
+from reslstm_tf.checks import check_choice
 from reslstm_tf.data import flow as flow_lib
 from reslstm_tf.data import sampling, video
+from reslstm_tf.data.video import default_short_side
 
 MODALITIES = ("rgb", "flow")
 logger = logging.getLogger(__name__)
-
-
-def default_short_side(frame_size):
-    """Returns the resize target for a crop: 256 for 224 (the usual 8:7 ratio)."""
-    return int(round(frame_size * 256 / 224))
 
 
 def load_clip(
@@ -68,8 +62,7 @@ def load_clip(
         (whose ``num_frames`` is the real count if the container over-announced it);
         (clip, sample, info) with `return_info`.
     """
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of 'rgb', 'flow'. Received: modality={modality!r}")
+    check_choice("modality", modality, MODALITIES)
     rng = np.random.default_rng(seed)
     frames_per_segment = segment_len + 1 if modality == "flow" else segment_len
     # The header's frame count, without decoding: read_frames decodes what is needed.
@@ -166,12 +159,8 @@ def video_dataset(
     Returns:
         A `tf.data.Dataset` of (float32 (K_v, L, S, S, C), int32 label), prefetched.
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(
-            f"on_error must be one of 'raise', 'skip'. Received: on_error={on_error!r}"
-        )
-    if mode not in sampling.MODES:
-        raise ValueError(f"mode must be one of 'train', 'eval'. Received: mode={mode!r}")
+    check_choice("on_error", on_error, ("raise", "skip"))
+    check_choice("mode", mode, sampling.MODES)
     paths, labels = _as_items(items)
     paths = [os.path.join(os.fspath(data_dir), p) for p in paths]
     channels = 2 if modality == "flow" else 3
@@ -227,47 +216,3 @@ def video_dataset(
     if batch_size:
         ds = ds.batch(batch_size)
     return ds.prefetch(autotune)
-
-
-def feature_dataset(
-    cache_dir,
-    *,
-    num_steps=None,
-    batch_size=32,
-    shuffle=True,
-    seed=None,
-    drop_remainder=False,
-    repeat=False,
-):
-    """Builds a tf.data pipeline of (features (T, d_f), label) from a feature cache.
-
-    Args:
-        cache_dir: a folder written by `features.FeatureCacheWriter`.
-        num_steps: T; each step t reads segment sigma(t) (default T = K_v).
-        batch_size: batch size (None: unbatched).
-        shuffle: shuffle the videos each epoch (buffer = the whole cache).
-        seed: seed of the shuffle.
-        drop_remainder: drop the last partial batch.
-        repeat: repeat forever.
-
-    Returns:
-        A `tf.data.Dataset` of (float32 (batch, T, d_f), int32 (batch,)).
-    """
-    index = features_lib.read_index(cache_dir)
-    num_segments, feature_dim = index["feature_shape"]
-    steps = num_segments if num_steps is None else num_steps
-    step_map = tf.constant(sampling.step_segment_map(steps, num_segments), tf.int32)
-    ds = features_lib.tfrecord_dataset(cache_dir, index=index)
-
-    def _to_input(example):
-        feats = tf.reshape(example["features"], (num_segments, feature_dim))
-        return tf.gather(feats, step_map), tf.cast(example["label"], tf.int32)
-
-    if shuffle:
-        ds = ds.shuffle(max(len(index["ids"]), 1), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(_to_input, num_parallel_calls=tf.data.AUTOTUNE)
-    if repeat:
-        ds = ds.repeat()
-    if batch_size:
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE)

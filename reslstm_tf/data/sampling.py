@@ -27,6 +27,8 @@ import dataclasses
 
 import numpy as np
 
+from reslstm_tf.checks import check_choice, check_positive_int
+
 MODES = ("train", "eval")
 SHORT_POLICIES = ("loop", "pad", "overlap")
 
@@ -52,13 +54,6 @@ class SegmentSample:
     looped: bool
 
 
-def _check_positive(name, value):
-    """Returns `value` as an int, raising ValueError unless it is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
-    return int(value)
-
-
 def step_segment_map(num_steps, num_segments):
     """Returns sigma: the segment index (0-based) read at each of `num_steps` LSTM steps.
 
@@ -69,8 +64,8 @@ def step_segment_map(num_steps, num_segments):
     Returns:
         int64 array (T,), ``floor((t + 0.5) * K_v / T)``; identity when T == K_v.
     """
-    num_steps = _check_positive("num_steps", num_steps)
-    num_segments = _check_positive("num_segments", num_segments)
+    num_steps = check_positive_int("num_steps", num_steps)
+    num_segments = check_positive_int("num_segments", num_segments)
     steps = np.arange(num_steps, dtype=np.int64)
     return ((2 * steps + 1) * num_segments) // (2 * num_steps)
 
@@ -113,16 +108,12 @@ def sample_segments(
     Returns:
         A `SegmentSample`.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of 'train', 'eval'. Received: mode={mode!r}")
-    if short not in SHORT_POLICIES:
-        raise ValueError(
-            f"short must be one of 'loop', 'pad', 'overlap'. Received: short={short!r}"
-        )
-    n = _check_positive("num_frames", num_frames)
-    k = _check_positive("num_segments", num_segments)
-    length = _check_positive("segment_len", segment_len)
-    stride = _check_positive("stride", stride)
+    check_choice("mode", mode, MODES)
+    check_choice("short", short, SHORT_POLICIES)
+    n = check_positive_int("num_frames", num_frames)
+    k = check_positive_int("num_segments", num_segments)
+    length = check_positive_int("segment_len", segment_len)
+    stride = check_positive_int("stride", stride)
     steps = k if num_steps is None else num_steps
     rng = np.random.default_rng(seed) if mode == "train" else None
     span = (length - 1) * stride + 1
@@ -156,3 +147,42 @@ def sample_segments(
         short=short,
         looped=bool(looped),
     )
+
+
+def eval_indices_tf(num_frames, num_segments, segment_len, *, stride=1, short="loop"):
+    """Returns `sample_segments(..., mode='eval').indices` computed with TensorFlow ops.
+
+    The same rules as the numpy sampler, for graphs that learn the frame count only at run
+    time (a SavedModel's ``serve_video``): the exported graph holds these integer ops, so it
+    samples exactly the frames extraction samples, with no Python in the loop.
+
+    Args:
+        num_frames: an int or a scalar integer tensor, n >= 1.
+        num_segments: K_v, a Python int.
+        segment_len: L, a Python int.
+        stride: temporal stride between the frames of a window.
+        short: 'loop', 'pad' or 'overlap' (module doc).
+
+    Returns:
+        int64 tensor (K_v, segment_len) of frame indices in [0, n).
+    """
+    import tensorflow as tf
+
+    check_choice("short", short, SHORT_POLICIES)
+    k = check_positive_int("num_segments", num_segments)
+    length = check_positive_int("segment_len", segment_len)
+    stride = check_positive_int("stride", stride)
+    span = (length - 1) * stride + 1
+    n = tf.cast(num_frames, tf.int64)
+    within = tf.range(length, dtype=tf.int64) * stride
+    parts = tf.range(k, dtype=tf.int64)
+    bounds = tf.range(k + 1, dtype=tf.int64) * n // k
+    long_starts = bounds[:-1] + (bounds[1:] - bounds[:-1] - span) // 2
+    centres = (2 * parts + 1) * n // (2 * k)
+    overlap_starts = tf.minimum(tf.maximum(centres - span // 2, 0), n - span)
+    looped = n < k * span
+    windows = tf.where(looped, overlap_starts, long_starts)[:, None] + within[None, :]
+    virtual = parts[:, None] * span + within[None, :]
+    fallback = tf.minimum(virtual, n - 1) if short == "pad" else virtual % n
+    use_windows = tf.logical_or(~looped, n >= span) if short == "overlap" else ~looped
+    return tf.where(use_windows, windows, fallback)

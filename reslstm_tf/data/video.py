@@ -26,6 +26,8 @@ import pathlib
 import cv2
 import numpy as np
 
+from reslstm_tf.checks import check_choice
+
 ON_MISSING = ("error", "last", "loop")
 CROP_MODES = ("center", "random")
 
@@ -239,11 +241,7 @@ def read_frames(path, indices, *, on_missing="error", seek_threshold=300):
         VideoTooShortError: with ``on_missing='error'`` when an index is out of range.
         ValueError: bad arguments.
     """
-    if on_missing not in ON_MISSING:
-        raise ValueError(
-            f"on_missing must be one of {', '.join(repr(m) for m in ON_MISSING)}. "
-            f"Received: on_missing={on_missing!r}"
-        )
+    check_choice("on_missing", on_missing, ON_MISSING)
     flat = np.asarray(indices).reshape(-1)
     if flat.size and not np.issubdtype(flat.dtype, np.integer):
         raise ValueError(f"indices must be integers. Received dtype {flat.dtype}")
@@ -318,6 +316,11 @@ def _read_wrapped(path, missing, decoded, have):
     return {i: got[t] for i, t in targets.items()}
 
 
+def default_short_side(frame_size):
+    """Returns the resize target for a crop: 256 for 224 (the usual 8:7 ratio)."""
+    return int(round(frame_size * 256 / 224))
+
+
 def resize_short_side(frames, size, interpolation=None):
     """Resizes frames so that their shorter side is `size`, keeping the aspect ratio.
 
@@ -362,8 +365,7 @@ def crop_offsets(height, width, size, mode="center", rng=None):
     Returns:
         (top, left) ints.
     """
-    if mode not in CROP_MODES:
-        raise ValueError(f"mode must be one of 'center', 'random'. Received: mode={mode!r}")
+    check_choice("mode", mode, CROP_MODES)
     if size > height or size > width:
         raise ValueError(
             f"crop size {size} does not fit in frames of {height}x{width} (height x width); "
@@ -425,3 +427,108 @@ def transform_frames(
     if crop_size is not None:
         frames = crop(frames, crop_size, crop_mode, rng)
     return to_float(np.ascontiguousarray(frames)) if as_float else np.ascontiguousarray(frames)
+
+
+def transform_frames_tf(frames, *, short_side, crop_size):
+    """The eval transform of `transform_frames` in TensorFlow ops, for exported graphs.
+
+    Resizes the shorter side to `short_side` as `resize_short_side` does (OpenCV's
+    INTER_AREA when shrinking, INTER_LINEAR when enlarging), centre-crops `crop_size` and
+    scales to [-1, 1]. The uint8 frames it crops are bit-identical to OpenCV's when nothing
+    is resized, when shrinking by exactly 2 and when enlarging (OpenCV's 11-bit fixed-point
+    bilinear is reproduced); when shrinking by another ratio about 0.1% of the values differ
+    by one grey level (OpenCV and TensorFlow sum the area weights in a different order).
+
+    Args:
+        frames: uint8 tensor (N, H, W, C).
+        short_side: int, the shorter side after resizing (>= `crop_size`).
+        crop_size: int, the side of the centred square crop.
+
+    Returns:
+        float32 tensor (N, crop_size, crop_size, C) in [-1, 1].
+    """
+    import tensorflow as tf
+
+    resized = _resize_short_side_tf(tf.convert_to_tensor(frames), int(short_side))
+    shape = tf.shape(resized)
+    top = (shape[1] - crop_size) // 2
+    left = (shape[2] - crop_size) // 2
+    cropped = resized[:, top : top + crop_size, left : left + crop_size, :]
+    return tf.cast(cropped, tf.float32) / 127.5 - 1.0
+
+
+def _resize_short_side_tf(frames, size):
+    """`resize_short_side` on a uint8 tensor (N, H, W, C), with the same output size."""
+    import tensorflow as tf
+
+    shape = tf.shape(frames)
+    height, width = shape[1], shape[2]
+    short = tf.minimum(height, width)
+    scale = tf.cast(size, tf.float64) / tf.cast(short, tf.float64)
+
+    def target(side):  # Python's round() is half-to-even, like tf.round
+        scaled = tf.cast(tf.round(tf.cast(side, tf.float64) * scale), tf.int32)
+        return tf.where(side == short, size, scaled)
+
+    new_h, new_w = target(height), target(width)
+    unchanged = tf.logical_and(tf.equal(new_h, height), tf.equal(new_w, width))
+    return tf.cond(
+        unchanged,
+        lambda: frames,
+        lambda: tf.cond(
+            scale < 1,
+            lambda: _area_resize_tf(frames, new_h, new_w),
+            lambda: _linear_resize_tf(frames, new_h, new_w),
+        ),
+    )
+
+
+def _area_resize_tf(frames, new_h, new_w):
+    """OpenCV's INTER_AREA shrink of uint8 frames (exact for a ratio of 2)."""
+    import tensorflow as tf
+
+    shape = tf.shape(frames)
+    mean = tf.image.resize(tf.cast(frames, tf.float32), tf.stack([new_h, new_w]), method="area")
+    # OpenCV's 2x2 fast path rounds halves up ((sum + 2) >> 2); elsewhere half to even.
+    halves = tf.logical_and(tf.equal(shape[1], 2 * new_h), tf.equal(shape[2], 2 * new_w))
+    rounded = tf.where(halves, tf.floor(mean + 0.5), tf.round(mean))
+    return tf.cast(tf.clip_by_value(rounded, 0.0, 255.0), tf.uint8)
+
+
+def _linear_taps_tf(size, new_size, clamp):
+    """OpenCV's bilinear source taps and 11-bit weights along one axis (int32 tensors)."""
+    import tensorflow as tf
+
+    scale = 1.0 / (tf.cast(new_size, tf.float64) / tf.cast(size, tf.float64))
+    position = (tf.cast(tf.range(new_size), tf.float64) + 0.5) * scale - 0.5
+    position = tf.cast(position, tf.float32)
+    floor = tf.floor(position)
+    fraction, first = position - floor, tf.cast(floor, tf.int32)
+    if clamp:  # OpenCV clamps the horizontal taps at both borders (weights 1, 0)
+        low, high = first < 0, first >= size - 1
+        fraction = tf.where(tf.logical_or(low, high), 0.0, fraction)
+        first = tf.where(low, 0, tf.where(high, size - 1, first))
+    weight0 = tf.cast(tf.math.rint((1.0 - fraction) * 2048.0), tf.int32)
+    weight1 = tf.cast(tf.math.rint(fraction * 2048.0), tf.int32)
+    last = size - 1
+    return tf.clip_by_value(first, 0, last), tf.clip_by_value(first + 1, 0, last), weight0, weight1
+
+
+def _linear_resize_tf(frames, new_h, new_w):
+    """OpenCV's INTER_LINEAR enlargement of uint8 frames, in its fixed-point arithmetic."""
+    import tensorflow as tf
+
+    shift = tf.bitwise.right_shift
+    shape = tf.shape(frames)
+    pixels = tf.cast(frames, tf.int32)
+    left, right, a0, a1 = _linear_taps_tf(shape[2], new_w, clamp=True)
+    rows = (
+        tf.gather(pixels, left, axis=2) * a0[:, None]
+        + tf.gather(pixels, right, axis=2) * (a1[:, None])
+    )
+    top, bottom, b0, b1 = _linear_taps_tf(shape[1], new_h, clamp=False)
+    upper = shift(tf.gather(rows, top, axis=1), 4)
+    lower = shift(tf.gather(rows, bottom, axis=1), 4)
+    b0, b1 = b0[:, None, None], b1[:, None, None]
+    value = shift(shift(b0 * upper, 16) + shift(b1 * lower, 16) + 2, 2)
+    return tf.cast(tf.clip_by_value(value, 0, 255), tf.uint8)
