@@ -1,5 +1,7 @@
-"""The feature-extraction tool with an injected fake backbone (no real weights needed)."""
+"""The extraction library (`reslstm_tf.extract`) with an injected fake backbone, and its CLI."""
 
+import dataclasses
+import io
 import json
 import sys
 import types
@@ -8,8 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
+from reslstm_tf import extract as extract_lib
 from reslstm_tf.cli import extract as extract_cli
-from reslstm_tf.data import datasets, features, sampling
+from reslstm_tf.data import datasets, sampling
+from reslstm_tf.data import feature_cache as features
+from reslstm_tf.extract import ExtractConfig, ExtractError, ExtractInputError, extract
 
 
 class MeanExtractor:
@@ -52,9 +57,8 @@ def test_extract_writes_features_and_reports_failures(dataset, tmp_path):
     root, videos = dataset
     out = tmp_path / "cache"
     extractor = MeanExtractor()
-    summary = extract_cli.extract(
-        videos, root, out, extractor, num_segments=3, batch_size=2, progress=False
-    )
+    config = ExtractConfig(data_dir=root, out_dir=out, num_segments=3, batch_size=2)
+    summary = extract(config, videos=videos, extractor=extractor, progress=False)
     assert (summary["done"], summary["skipped"], summary["failed"]) == (3, 0, 1)
     failures = json.loads((out / "failures.json").read_text())["failures"]
     assert [f["id"] for f in failures] == ["B/broken.avi"]
@@ -74,28 +78,22 @@ def test_extract_writes_features_and_reports_failures(dataset, tmp_path):
 def test_extract_resumes_and_shards(dataset, tmp_path):
     root, videos = dataset
     out = tmp_path / "cache"
-    first = extract_cli.extract(
-        videos, root, out, MeanExtractor(), num_segments=2, limit=2, progress=False
-    )
+    config = ExtractConfig(data_dir=root, out_dir=out, num_segments=2)
+
+    def run(config, **changes):
+        changed = dataclasses.replace(config, **changes)
+        return extract(changed, videos=videos, extractor=MeanExtractor(), progress=False)
+
+    first = run(config, limit=2)
     assert first["done"] == 2
-    extractor = MeanExtractor()
-    second = extract_cli.extract(videos, root, out, extractor, num_segments=2, progress=False)
+    second = run(config)
     assert (second["skipped"], second["done"], second["failed"]) == (2, 1, 1)
     assert len(features.read_index(out)["ids"]) == 3
     with pytest.raises(features.FeatureCacheError, match="differs"):
-        extract_cli.extract(videos, root, out, MeanExtractor(), num_segments=5, progress=False)
+        run(config, num_segments=5)
     sharded = tmp_path / "sharded"
     for index in range(2):
-        extract_cli.extract(
-            videos,
-            root,
-            sharded,
-            MeanExtractor(),
-            num_segments=2,
-            num_shards=2,
-            shard_index=index,
-            progress=False,
-        )
+        run(config, out_dir=sharded, num_shards=2, shard_index=index)
     assert sorted(features.read_index(sharded)["ids"]) == ["A/a1.avi", "A/a2.avi", "B/b1.avi"]
 
 
@@ -109,18 +107,16 @@ def test_extractor_failure_is_isolated(dataset, tmp_path):
                 raise RuntimeError("backbone exploded")
             return out
 
-    summary = extract_cli.extract(
-        videos, root, tmp_path / "c", Flaky(), num_segments=2, batch_size=4, progress=False
-    )
+    config = ExtractConfig(data_dir=root, out_dir=tmp_path / "c", num_segments=2)
+    summary = extract(config, videos=videos, extractor=Flaky(), progress=False)
     assert summary["done"] == 2 and summary["failed"] == 2
 
 
 def test_extract_real_clips(shared_data, tmp_path):
     root = shared_data / "skateboard"
     videos = datasets.folder(root, root / "trainlist.txt")
-    summary = extract_cli.extract(
-        videos, root, tmp_path, MeanExtractor(), num_segments=4, limit=4, progress=False
-    )
+    config = ExtractConfig(data_dir=root, out_dir=tmp_path, num_segments=4, limit=4)
+    summary = extract(config, videos=videos, extractor=MeanExtractor(), progress=False)
     assert summary["done"] == 4 and summary["failed"] == 0
     records = features.read_features(tmp_path)
     assert all(np.all(np.abs(r["features"]) <= 1) for r in records)
@@ -164,3 +160,72 @@ def test_main_maps_flags(dataset, tmp_path, monkeypatch, capsys):
     assert "done 3, skipped 0" in capsys.readouterr().out
     metadata = features.read_index(tmp_path / "o")["metadata"]
     assert metadata["backbone"] == "c3d" and metadata["precision"] == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"short": "wrap"},
+            "short must be one of 'loop', 'pad', 'overlap'. Received: short='wrap'",
+        ),
+        ({"num_segments": 0}, "num_segments must be a positive integer"),
+        ({"shard_index": 2, "num_shards": 2}, r"shard_index must be in \[0, num_shards\)"),
+        ({"data_dir": ""}, "data_dir and out_dir are required"),
+        ({"split": 4}, "Received: split=4"),
+        ({"limit": 0}, "Received: limit=0"),
+    ],
+)
+def test_config_refuses_bad_settings(tmp_path, changes, message):
+    settings = {"data_dir": tmp_path, "out_dir": tmp_path / "o", **changes}
+    with pytest.raises(ExtractInputError, match=message):
+        ExtractConfig(**settings)
+
+
+def test_bad_split_file_and_empty_list(dataset, tmp_path):
+    root, _ = dataset
+    config = ExtractConfig(data_dir=root, out_dir=tmp_path / "o", split_file=tmp_path / "no.txt")
+    with pytest.raises(ExtractInputError, match="no.txt"):
+        extract(config, extractor=MeanExtractor(), progress=False)
+    (tmp_path / "bad.txt").write_text("missing.avi\n")  # not <Class>/<video>
+    config = dataclasses.replace(config, split_file=tmp_path / "bad.txt")
+    with pytest.raises(ExtractError, match=r"the video list is empty \(1 split-file lines"):
+        extract(config, extractor=MeanExtractor(), progress=False)
+    assert not (tmp_path / "o").exists()  # nothing was written
+
+
+def test_report_names_failures_and_skipped_lines():
+    summary = {
+        "done": 2,
+        "skipped": 1,
+        "failed": 3,
+        "failures": [{"id": f"v{i}.avi", "error": "VideoReadError: empty"} for i in range(3)],
+        "problems": ["trainlist.txt:4: A/gone.avi does not exist"],
+        "seconds": 1.25,
+        "failures_file": "cache/failures.json",
+    }
+    out = io.StringIO()
+    extract_lib.report(summary, limit=2, file=out)
+    assert out.getvalue().splitlines() == [
+        "failed: v0.avi: VideoReadError: empty",
+        "failed: v1.avi: VideoReadError: empty",
+        "... and 1 more failures",
+        "skipped split line: trainlist.txt:4: A/gone.avi does not exist",
+        "done 2, skipped 1 (already cached), failed 3 (see cache/failures.json), 1.2 s",
+    ]
+
+
+def test_segment_features_cuts_the_segments_extraction_cuts():
+    # 10 frames whose pixels all hold the frame index; K=3 windows of 4 > 10 frames, so
+    # 'overlap' centres them on the parts' centres 10 // 6, 30 // 6, 50 // 6 = 1, 5, 8,
+    # clipped into the video: starts 0, 3, 6. A segment's mean is its middle index.
+    frames = np.broadcast_to(
+        np.arange(10, dtype="float32")[:, None, None, None] / 10, (10, 16, 16, 3)
+    )
+    feats = extract_lib.segment_features(MeanExtractor(), frames, 3)
+    np.testing.assert_allclose(feats[:, 0], [0.15, 0.45, 0.75], atol=1e-5)
+    looped = extract_lib.segment_features(MeanExtractor(), frames, 3, short="loop")
+    # loop: windows 0-3, 4-7, 8-11 -> 8, 9, 0, 1
+    np.testing.assert_allclose(looped[:, 0], [0.15, 0.55, 0.45], atol=1e-5)
+    with pytest.raises(ValueError, match="rank 4"):
+        extract_lib.segment_features(MeanExtractor(), frames[0], 3)

@@ -1,0 +1,481 @@
+"""Feature extraction: videos -> per-segment backbone features in a resumable cache.
+
+Each video is split into K_v segments (eval-mode sampling of `reslstm_tf.data.sampling`:
+centred, deterministic), decoded and centre-cropped to the backbone's frame size
+(`reslstm_tf.data.pipeline.load_clip`), run through the 3D CNN, and the (K_v, d_f) features
+are written to a TFRecord cache (`reslstm_tf.data.feature_cache`). `extract` is the one
+entry point; ``reslstm-extract`` (`reslstm_tf.cli.extract`) maps its flags onto an
+`ExtractConfig` and calls it.
+
+Bad videos never stop the run: a missing, empty, truncated-to-nothing or non-video file, a
+file without a video stream, or one declaring frames larger than `MAX_FRAME_PIXELS` is
+reported by name with its reason (in the summary and in ``failures.json``) and skipped;
+every other video is extracted. A rerun skips the videos already cached and retries the
+failed ones. A container is recognised by its content, not its extension.
+
+Crash safety: the run can be killed at any point (preemption, OOM killer) and resumed by
+running it again with the same settings; every video then ends up in the cache exactly
+once. The points the reliability tests kill it at (``RESLSTM_FAULT=<point>[:N]``,
+`reslstm_tf.faults`) are:
+
+* ``extract_decoded``: a batch of videos is decoded, its features are not yet written;
+* ``shard_record_written``: a record is in the temporary shard file, which is not yet
+  complete nor renamed (`reslstm_tf.data.feature_cache`);
+* ``shard_finalised``: the shard is renamed into place, the index does not list it yet;
+* ``index_updated``: the index lists the shard;
+* ``extract_finished``: every shard is written, ``failures.json`` and the report are not.
+
+Example:
+
+    from reslstm_tf.extract import ExtractConfig, extract, report
+
+    summary = extract(ExtractConfig(data_dir="clips", out_dir="cache", num_segments=16))
+    report(summary)
+"""
+
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.data import datasets
+from reslstm_tf.data import video as video_lib
+from reslstm_tf.data.feature_cache import FeatureCacheWriteError, FeatureCacheWriter, check_writable
+from reslstm_tf.data.pipeline import load_clip
+from reslstm_tf.data.sampling import SHORT_POLICIES, sample_segments
+from reslstm_tf.data.video import VideoReadError
+from reslstm_tf.faults import fault_point
+from reslstm_tf.files import atomic_write
+
+logger = logging.getLogger(__name__)
+
+# Frames larger than 8K DCI (8192x4320) are refused before decoding: a corrupt or hostile
+# header can declare e.g. 16000x16000, which FFmpeg decodes into gigabytes per frame.
+MAX_FRAME_PIXELS = 8192 * 4320
+
+# How many failures `report` prints by name (all of them are in failures.json).
+REPORT_FAILURES = 50
+
+DATASETS = ("ucf101", "hmdb51", "folder")
+SUBSETS = ("train", "test", "all")
+BACKBONES = ("i3d", "c3d")
+PRECISIONS = ("float32", "mixed_bfloat16")
+MODALITIES = ("rgb", "flow")
+FLOW_METHODS = ("tvl1", "farneback")
+
+
+class ExtractError(Exception):
+    """The run cannot start: there is nothing to extract."""
+
+
+class ExtractInputError(ValueError):
+    """The settings or the split files are wrong: the user's mistake, nothing was decoded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """What to extract, how, and where to.
+
+    Attributes:
+        data_dir: folder of the videos (the paths in the lists are relative to it).
+        out_dir: folder of the feature cache.
+        dataset: 'folder' (a folder per class), 'ucf101' or 'hmdb51'.
+        split_dir: ucf101/hmdb51: folder of the split files (default `data_dir`).
+        split: ucf101/hmdb51: official split 1, 2 or 3.
+        split_file: folder: optional list of ``<Class>/<video>`` lines.
+        subset: ucf101/hmdb51: 'train', 'test' or 'all' videos.
+        backbone: 'i3d' or 'c3d'.
+        weights: the backbone's weights ('kinetics400', None or a file).
+        precision: 'float32' or 'mixed_bfloat16' backbone arithmetic.
+        modality: 'rgb' or 'flow'.
+        flow_method: 'tvl1' or 'farneback', for 'flow'.
+        num_segments: K_v, segments per video.
+        segment_len: frames per segment (default: the extractor's).
+        frame_size: crop side (default: the extractor's).
+        short: 'loop', 'pad' or 'overlap', for videos shorter than K_v windows.
+        batch_size: videos per backbone call.
+        shard_size: videos per TFRecord shard (a crash redoes at most one shard).
+        num_shards: parallel workers; this one takes every `num_shards`-th video.
+        shard_index: this worker's index in [0, num_shards).
+        limit: at most this many videos of this worker's share (None: all).
+        decode_workers: decoding threads (OpenCV releases the GIL).
+        metadata: extra JSON-serialisable settings stored in the cache index.
+    """
+
+    data_dir: str
+    out_dir: str
+    dataset: str = "folder"
+    split_dir: str = None
+    split: int = 1
+    split_file: str = None
+    subset: str = "all"
+    backbone: str = "i3d"
+    weights: str = "kinetics400"
+    precision: str = "float32"
+    modality: str = "rgb"
+    flow_method: str = "tvl1"
+    num_segments: int = 8
+    segment_len: int = None
+    frame_size: int = None
+    short: str = "loop"
+    batch_size: int = 4
+    shard_size: int = 256
+    num_shards: int = 1
+    shard_index: int = 0
+    limit: int = None
+    decode_workers: int = 2
+    metadata: dict = None
+
+    def __post_init__(self):
+        """Checks every setting; raises `ExtractInputError` naming the bad one."""
+        if not self.data_dir or not self.out_dir:
+            raise ExtractInputError("data_dir and out_dir are required")
+        for name, allowed in (
+            ("dataset", DATASETS),
+            ("subset", SUBSETS),
+            ("backbone", BACKBONES),
+            ("precision", PRECISIONS),
+            ("modality", MODALITIES),
+            ("flow_method", FLOW_METHODS),
+            ("short", SHORT_POLICIES),
+        ):
+            check_choice(name, getattr(self, name), allowed, error=ExtractInputError)
+        check_choice("split", self.split, (1, 2, 3), error=ExtractInputError)
+        for name in ("num_segments", "batch_size", "shard_size", "num_shards", "decode_workers"):
+            check_positive_int(name, getattr(self, name), error=ExtractInputError)
+        for name in ("segment_len", "frame_size", "limit"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name), error=ExtractInputError)
+        check_positive_int(
+            "shard_index", self.shard_index, allow_zero=True, error=ExtractInputError
+        )
+        if self.shard_index >= self.num_shards:
+            raise ExtractInputError(
+                f"shard_index must be in [0, num_shards). Received: shard_index="
+                f"{self.shard_index}, num_shards={self.num_shards}"
+            )
+
+
+def check_frame_size(path, max_pixels=MAX_FRAME_PIXELS):
+    """Raises `VideoReadError` if the video's header declares frames over `max_pixels`."""
+    info = video_lib.probe(path, decode_first=False)
+    if info.width * info.height > max_pixels:
+        raise VideoReadError(
+            path,
+            f"its header declares {info.width}x{info.height} frames "
+            f"({info.width * info.height / 1e6:.0f} Mpixel), over the limit of "
+            f"{max_pixels / 1e6:.1f} Mpixel (8192x4320); refusing to decode it",
+        )
+    return info
+
+
+def load_videos(config):
+    """Returns the `datasets.VideoList` the config names (bad split lines are skipped).
+
+    Raises:
+        ExtractInputError: a split file is missing or malformed, or the folder is unreadable.
+    """
+    try:
+        if config.dataset == "folder":
+            return datasets.folder(config.data_dir, config.split_file, on_error="skip")
+        return datasets.load_dataset(
+            config.dataset,
+            data_dir=config.data_dir,
+            split_dir=config.split_dir or config.data_dir,
+            split=config.split,
+            subset=config.subset,
+            on_error="skip",
+        )
+    except (datasets.SplitFileError, OSError, ValueError) as error:
+        raise ExtractInputError(str(error)) from None
+
+
+def build_extractor(config):
+    """Returns the `SegmentFeatureExtractor` of the config's backbone, modality and weights."""
+    from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
+
+    return SegmentFeatureExtractor(
+        backbone=config.backbone,
+        modality=config.modality,
+        weights=config.weights,
+        precision=config.precision,
+    )
+
+
+def _backbone_metadata(config, extractor, videos):
+    """The backbone settings recorded in the index of a cache whose extractor we built."""
+    metadata = {
+        "backbone": config.backbone,
+        "weights": config.weights,
+        # recorded only when not the default, so older caches still resume
+        **({"precision": config.precision} if config.precision != "float32" else {}),
+        "feature_dim": int(extractor.feature_dim),
+    }
+    if getattr(videos, "classes", None) is not None:
+        metadata["classes"] = videos.classes
+    return metadata
+
+
+def extract(config, *, videos=None, extractor=None, progress=True):
+    """Extracts and caches the segment features of the config's videos; returns a summary.
+
+    Args:
+        config: an `ExtractConfig`.
+        videos: the videos to extract, a `datasets.VideoList` or `datasets.VideoItem`s
+            (default: `load_videos(config)`).
+        extractor: callable float32 (N, L, H, W, C) in [-1, 1] -> (N, d_f) with attributes
+            `segment_len` and `frame_size` (default: `build_extractor(config)`, whose
+            settings are then recorded in the cache index).
+        progress: show a tqdm progress bar (videos/s, ETA).
+
+    Returns:
+        dict: done, skipped (already cached), failed, failures (list of {'id', 'error'}),
+        problems (skipped split-file lines), seconds, out_dir, failures_file.
+
+    Raises:
+        ExtractInputError: a bad split file (nothing was decoded).
+        ExtractError: the video list is empty.
+        FeatureCacheWriteError: the output folder cannot be written (checked before any
+            decoding) or the disk filled up; the shards written before stay readable.
+        FeatureCacheError: `out_dir` holds a cache made with other settings.
+    """
+    if videos is None:
+        videos = load_videos(config)
+    problems = [str(problem) for problem in getattr(videos, "problems", [])]
+    for problem in problems:
+        logger.warning("split list: %s", problem)
+    if not len(videos):
+        skipped = f" ({len(problems)} split-file lines skipped)" if problems else ""
+        raise ExtractError(f"no videos to extract: the video list is empty{skipped}")
+    check_writable(config.out_dir)  # before building the backbone or decoding anything
+    metadata = dict(config.metadata or {})
+    if extractor is None:
+        extractor = build_extractor(config)
+        metadata.update(_backbone_metadata(config, extractor, videos))
+    config = dataclasses.replace(
+        config,
+        segment_len=config.segment_len or extractor.segment_len,
+        frame_size=config.frame_size or extractor.frame_size,
+        metadata=metadata,
+    )
+    summary = _extract_share(config, list(videos), extractor, progress)
+    summary["problems"] = problems
+    return summary
+
+
+def _cache_settings(config):
+    """The settings stored in (and checked against) the cache index."""
+    return {
+        "num_segments": config.num_segments,
+        "segment_len": config.segment_len,
+        "frame_size": config.frame_size,
+        "modality": config.modality,
+        "flow_method": config.flow_method if config.modality == "flow" else None,
+        "sampling": "eval",
+        "short": config.short,
+        **(config.metadata or {}),
+    }
+
+
+def _extract_share(config, videos, extractor, progress):
+    """Extracts this worker's share of `videos`; writes failures.json; returns the summary."""
+    items = videos[config.shard_index :: config.num_shards]
+    if config.limit is not None:
+        items = items[: config.limit]
+    start = time.monotonic()
+    failures = []
+    suffix = (
+        "" if config.num_shards == 1 else f"-{config.shard_index:05d}-of-{config.num_shards:05d}"
+    )
+    failures_file = os.path.join(os.fspath(config.out_dir), f"failures{suffix}.json")
+    writer = FeatureCacheWriter(
+        config.out_dir,
+        shard_size=config.shard_size,
+        metadata=_cache_settings(config),
+        num_shards=config.num_shards,
+        shard_index=config.shard_index,
+    )
+    try:
+        done, skipped = _extract_into(writer, items, extractor, failures, config, progress)
+    except FeatureCacheWriteError:
+        try:  # best effort: the disk may be full
+            _write_failures(failures_file, failures)
+        except OSError:
+            pass
+        raise
+    fault_point("extract_finished")
+    try:
+        _write_failures(failures_file, failures)
+    except OSError as error:
+        raise FeatureCacheWriteError(
+            config.out_dir, error, "writing failures.json", done + skipped
+        ) from None
+    summary = {
+        "done": done,
+        "skipped": skipped,
+        "failed": len(failures),
+        "failures": failures,
+        "seconds": round(time.monotonic() - start, 2),
+        "out_dir": os.fspath(config.out_dir),
+        "failures_file": failures_file,
+    }
+    logger.info("extract summary: %s", {k: v for k, v in summary.items() if k != "failures"})
+    return summary
+
+
+def _write_failures(path, failures):
+    """Writes the failures list atomically as JSON."""
+    with atomic_write(path, "w") as handle:
+        json.dump({"failures": failures}, handle, indent=1)
+
+
+def _decode(item, config):
+    """Returns (item, clip, sample, info, error) for one video; never raises on bad input."""
+    path = os.path.join(os.fspath(config.data_dir), item.path)
+    try:
+        check_frame_size(path)
+        clip, sample, info = load_clip(
+            path,
+            config.num_segments,
+            config.segment_len,
+            mode="eval",
+            frame_size=config.frame_size,
+            modality=config.modality,
+            flow_method=config.flow_method,
+            short=config.short,
+            return_info=True,
+        )
+        return item, clip, sample, info, None
+    except (VideoReadError, ValueError, OSError, cv2.error, MemoryError) as err:
+        return item, None, None, None, f"{type(err).__name__}: {err}"
+
+
+def _run_extractor(extractor, clips):
+    """Runs the extractor on the concatenated segments of several videos; splits the result."""
+    sizes = [len(c) for c in clips]
+    feats = np.asarray(extractor(np.concatenate(clips, axis=0)), np.float32)
+    if feats.shape[0] != sum(sizes) or feats.ndim != 2:
+        raise ValueError(
+            f"the extractor returned shape {feats.shape} for {sum(sizes)} segments; expected "
+            f"({sum(sizes)}, feature_dim)"
+        )
+    return np.split(feats, np.cumsum(sizes)[:-1])
+
+
+def _embed_batch(extractor, good, failures):
+    """Features of the decoded videos `good`; a failing batch is retried video by video.
+
+    Removes from `good` (and records in `failures`) the videos the extractor fails on.
+    """
+    try:
+        return _run_extractor(extractor, [entry[1] for entry in good]) if good else []
+    except Exception as err:  # noqa: BLE001 - isolate the failing video
+        logger.warning("batch failed (%s); retrying video by video", err)
+    outputs = []
+    for entry in list(good):
+        try:
+            outputs.append(_run_extractor(extractor, [entry[1]])[0])
+        except Exception as single:  # noqa: BLE001
+            failures.append({"id": entry[0].path, "error": f"{type(single).__name__}: {single}"})
+            good.remove(entry)
+    return outputs
+
+
+def _write_batch(writer, good, outputs, failures):
+    """Adds the finite features of a batch to the cache; returns how many were new."""
+    done = 0
+    for (item, _, sample, info, _), feats in zip(good, outputs):
+        if not np.all(np.isfinite(feats)):
+            error = "ValueError: the backbone returned NaN or infinite features"
+            failures.append({"id": item.path, "error": error})
+            continue
+        added = writer.add(
+            item.path,
+            item.label,
+            feats,
+            frame_indices=sample.indices,
+            num_frames=sample.num_frames,
+            fps=info.fps,
+            meta={"class_name": item.class_name},
+        )
+        done += int(added)  # False for a video listed twice
+    return done
+
+
+def _extract_into(writer, items, extractor, failures, config, progress):
+    """The decode -> backbone -> cache loop; returns (done, skipped), appends to failures."""
+    from tqdm.auto import tqdm
+
+    done, size = 0, config.batch_size
+    with writer:
+        todo = [item for item in items if not writer.is_done(item.path)]
+        skipped = len(items) - len(todo)
+        bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extract")
+        with bar, concurrent.futures.ThreadPoolExecutor(config.decode_workers) as pool:
+            pending = [pool.submit(_decode, item, config) for item in todo[:size]]
+            position = len(pending)
+            while pending:
+                batch = [future.result() for future in pending]
+                fault_point("extract_decoded")
+                next_items = todo[position : position + size]
+                pending = [pool.submit(_decode, item, config) for item in next_items]
+                position += len(pending)
+                good = [entry for entry in batch if entry[4] is None]
+                failures.extend({"id": e[0].path, "error": e[4]} for e in batch if e[4])
+                outputs = _embed_batch(extractor, good, failures)
+                done += _write_batch(writer, good, outputs, failures)
+                bar.update(len(batch))
+                bar.set_postfix(failed=len(failures))
+    return done, skipped
+
+
+def report(summary, limit=REPORT_FAILURES, file=None):
+    """Prints the failed videos and skipped split lines by name with their reason, and totals."""
+    file = file or sys.stdout
+    failures = summary.get("failures", [])
+    problems = list(summary.get("problems", []))
+    for failure in failures[:limit]:
+        print(f"failed: {failure['id']}: {failure['error']}", file=file)
+    if len(failures) > limit:
+        print(f"... and {len(failures) - limit} more failures", file=file)
+    for problem in problems[:limit]:
+        print(f"skipped split line: {problem}", file=file)
+    if len(problems) > limit:
+        print(f"... and {len(problems) - limit} more split-file problems", file=file)
+    print(
+        f"done {summary['done']}, skipped {summary['skipped']} (already cached), "
+        f"failed {summary['failed']} (see {summary['failures_file']}), "
+        f"{summary['seconds']:.1f} s",
+        file=file,
+    )
+
+
+def segment_features(extractor, frames, num_segments, *, short="overlap"):
+    """Features of the segments extraction would cut from already decoded, scaled frames.
+
+    Args:
+        extractor: a `SegmentFeatureExtractor` (its `segment_len` frames per segment).
+        frames: float32 array (N, H, W, C) in [-1, 1], N >= 1.
+        num_segments: K_v.
+        short: the short-video policy of the sampler. Defaults to 'overlap'.
+
+    Returns:
+        float32 numpy array (K_v, feature_dim).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise ValueError(
+            "frames must be a non-empty clip of rank 4 (frames, height, width, channels). "
+            f"Received: frames with shape {frames.shape}"
+        )
+    sample = sample_segments(
+        len(frames), num_segments, extractor.segment_len, mode="eval", short=short
+    )
+    return extractor(frames[sample.indices])
