@@ -137,3 +137,32 @@ def test_bad_arguments(kwargs, message):
         sample_segments(10, 2, 3, **kwargs)
     with pytest.raises(ValueError, match="num_frames"):
         sample_segments(0, 2, 3)
+
+
+@pytest.mark.parametrize("short", ["loop", "pad", "overlap"])
+@pytest.mark.parametrize("num_segments, segment_len, stride", [(1, 1, 1), (3, 4, 1), (4, 3, 2)])
+def test_tf_twin_equals_the_numpy_sampler(short, num_segments, segment_len, stride):
+    # Every frame count from a single frame to well past K_v windows: each branch (long
+    # video, overlapping windows, loop or pad fallback) is crossed.
+    import tensorflow as tf
+
+    from reslstm_tf.data.sampling import eval_indices_tf
+
+    twin = tf.function(
+        lambda n: eval_indices_tf(n, num_segments, segment_len, stride=stride, short=short)
+    )
+    for n in range(1, 40):
+        expected = sample_segments(
+            n, num_segments, segment_len, mode="eval", stride=stride, short=short
+        ).indices
+        got = twin(tf.constant(n)).numpy()
+        np.testing.assert_array_equal(got, expected, err_msg=f"n={n}")
+
+
+def test_tf_twin_refuses_bad_arguments():
+    from reslstm_tf.data.sampling import eval_indices_tf
+
+    with pytest.raises(ValueError, match="Received: short='wrap'"):
+        eval_indices_tf(10, 2, 3, short="wrap")
+    with pytest.raises(ValueError, match="segment_len"):
+        eval_indices_tf(10, 2, 0)

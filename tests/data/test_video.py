@@ -221,3 +221,50 @@ def test_real_portrait_clip(shared_data):
     np.testing.assert_array_equal(frames, reference[[0, -1]])
     out = video.transform_frames(frames, short_side=224, crop_size=224)
     assert out.shape == (2, 224, 224, 3) and out.dtype == np.float32
+
+
+def _textured(count, height, width, seed=0):
+    """Smooth gradients plus noise: every resize rounds somewhere."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = (x * 255 // max(width - 1, 1) + y * 128 // max(height - 1, 1)) % 256
+    noise = rng.integers(-20, 21, size=(count, height, width, 3))
+    return np.clip(base[None, ..., None] + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "height, width, short_side, crop_size, exact",
+    [
+        (64, 96, 64, 56, True),  # no resize, centre crop
+        (128, 230, 64, 56, True),  # area shrink by exactly 2
+        (48, 72, 64, 56, True),  # bilinear enlargement (OpenCV fixed point)
+        (117, 203, 160, 150, True),  # enlargement, odd sizes
+        (96, 70, 128, 112, True),  # portrait enlargement
+        (180, 320, 100, 90, False),  # area shrink by 1.8
+    ],
+)
+def test_tf_transform_equals_opencv_transform(height, width, short_side, crop_size, exact):
+    import tensorflow as tf
+
+    frames = _textured(3, height, width)
+    expected = video.transform_frames(frames, short_side=short_side, crop_size=crop_size)
+    twin = tf.function(
+        lambda f: video.transform_frames_tf(f, short_side=short_side, crop_size=crop_size)
+    )
+    got = twin(tf.constant(frames)).numpy()
+    assert got.shape == expected.shape
+    levels = np.abs(got - expected) * 127.5  # grey levels
+    if exact:
+        assert levels.max() < 1e-3, levels.max()
+    else:  # documented: one grey level on a small fraction of the values
+        assert levels.max() < 1 + 1e-3 and np.mean(levels > 0.5) < 0.01
+
+
+def test_tf_transform_on_real_frames(shared_data):
+
+    clips = shared_data / "skateboard"
+    frames = video.read_frames(clips / "Ollie" / "Ollie23.mp4", [0, 7, 15])  # portrait 256x456
+    for short_side, crop_size in ((256, 224), (128, 112), (300, 256)):
+        expected = video.transform_frames(frames, short_side=short_side, crop_size=crop_size)
+        got = video.transform_frames_tf(frames, short_side=short_side, crop_size=crop_size)
+        assert np.abs(got.numpy() - expected).max() * 127.5 < 1e-3, (short_side, crop_size)
