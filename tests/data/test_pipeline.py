@@ -1,4 +1,4 @@
-"""tf.data pipelines from synthetic videos and from a feature cache."""
+"""tf.data pipelines from synthetic videos."""
 
 import cv2
 import numpy as np
@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from reslstm_tf.data import pipeline, sampling, video
-from reslstm_tf.data.feature_cache import FeatureCacheWriter
 
 
 def write_clip(path, count, level0, size=(40, 30)):
@@ -45,6 +44,37 @@ def test_load_clip_flow(videos):
     )
     assert clip.shape == (2, 3, 16, 16, 2) and sample.indices.shape == (2, 4)
     assert np.abs(clip).max() <= 1
+    # Flat frames have no texture to follow: whatever their brightness, the flow is zero.
+    assert np.abs(clip).max() < 1e-3
+
+
+def write_moving_texture(path, count, dx, dy, size=(80, 64)):
+    """MJPG clip of a smooth random texture moving by (dx, dy) whole pixels per frame."""
+    width, height = size
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(
+        (rng.random((height, 2 * width)) * 255).astype(np.uint8), (0, 0), 1.5
+    )
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for i in range(count):
+        frame = np.roll(np.roll(texture, dx * i, axis=1), dy * i, axis=0)[:, :width]
+        writer.write(np.repeat(frame[..., None], 3, axis=-1))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("method", ["farneback", "tvl1"])
+def test_load_clip_flow_measures_a_known_motion(tmp_path, method):
+    # Content moving 2 px right and 1 px up per frame: u = +2, v = -1 pixels, scaled by the
+    # 20-pixel bound to 0.1 and -0.05. The 64-pixel short side is the resize target of a
+    # 56 crop, so no resize changes the motion.
+    path = write_moving_texture(tmp_path / "moving.avi", 12, dx=2, dy=-1)
+    clip, _ = pipeline.load_clip(path, 2, 3, frame_size=56, modality="flow", flow_method=method)
+    assert clip.shape == (2, 3, 56, 56, 2)
+    interior = clip[:, :, 10:-10, 10:-10].reshape(-1, 2) * 20  # back to pixels
+    np.testing.assert_allclose(np.median(interior, axis=0), [2.0, -1.0], atol=0.05)
+    assert np.mean(np.linalg.norm(interior - [2.0, -1.0], axis=1) < 0.5) > 0.95
 
 
 def test_video_dataset(videos):
@@ -73,31 +103,6 @@ def test_video_dataset_train_is_seeded_and_skips_bad(videos):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(tf.errors.OpError, match="bad.avi"):
         list(pipeline.video_dataset(items, videos, 2, 3, frame_size=16))
-
-
-def test_feature_dataset(tmp_path):
-    rng = np.random.default_rng(0)
-    stored = {}
-    with FeatureCacheWriter(tmp_path, shard_size=3) as writer:
-        for i in range(7):
-            feats = rng.standard_normal((4, 5)).astype(np.float32)
-            stored[i] = feats
-            writer.add(f"v{i}", i % 3, feats, meta={"i": i})
-    ds = pipeline.feature_dataset(tmp_path, num_steps=8, batch_size=3, seed=1)
-    batches = list(ds)
-    assert [b[0].shape[0] for b in batches] == [3, 3, 1]
-    x, y = batches[0]
-    assert x.shape == (3, 8, 5) and y.dtype == tf.int32
-    sigma = sampling.step_segment_map(8, 4)
-    seen = 0
-    for xb, yb in batches:
-        for feats, label in zip(xb.numpy(), yb.numpy()):
-            match = [i for i, f in stored.items() if np.array_equal(f[sigma], feats)]
-            assert len(match) == 1 and match[0] % 3 == label
-            seen += 1
-    assert seen == 7
-    order = lambda: [int(v) for _, y in pipeline.feature_dataset(tmp_path, seed=3) for v in y]  # noqa: E731
-    assert order() == order()
 
 
 def test_load_clip_resamples_when_container_over_announces(shared_data):
