@@ -19,7 +19,7 @@ import argparse
 import keras
 import tensorflow as tf
 
-from reslstm_tf import train as train_lib
+from reslstm_tf.data import feature_sets
 from reslstm_tf.models import build_single_stream
 
 
@@ -39,12 +39,12 @@ def fit_example(
     """Fits a single-stream model with `model.fit`; returns `(model, history)`."""
     keras.utils.set_random_seed(seed)
     if features_npz:
-        features, labels, class_names = train_lib.load_npz_features(features_npz)
-        features = train_lib.select_modality(features, "rgb")
+        features, labels, class_names = feature_sets.load_npz_features(features_npz)
+        features = feature_sets.select_modality(features, "rgb")
         num_classes = num_classes or (len(class_names) if class_names else int(labels.max()) + 1)
     else:
         num_classes = num_classes or 5
-        features, labels = train_lib.synthetic_features(
+        features, labels = feature_sets.synthetic_features(
             num_videos=8 * num_classes,
             num_classes=num_classes,
             num_steps=num_steps,

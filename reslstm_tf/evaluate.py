@@ -12,24 +12,21 @@ the usual test-time augmentation. It writes into `out_dir`:
 - `top5_predictions.png`: for chosen videos, frames beside a bar chart of the
   five most probable classes (only when videos are chosen).
 
+The file names are those of `reslstm_tf.runs.EvalDir`.
+
 Mean class accuracy is the mean of the per-class accuracies over the classes that
 have at least one video in the evaluated set.
 """
 
 import csv
-import json
+import dataclasses
 import pathlib
 
 import numpy as np
 
+from reslstm_tf import runs
 from reslstm_tf.files import atomic_write
 from reslstm_tf.plots import pyplot, save_figure
-
-METRICS_FILE = "metrics.json"
-PER_CLASS_FILE = "per_class_accuracy.csv"
-CONFUSION_FILE = "confusion_matrix.png"
-TOP5_FILE = "top5_predictions.png"
-PREDICTIONS_FILE = "predictions.npz"
 
 
 class EvaluationInputError(ValueError):
@@ -353,12 +350,12 @@ def evaluate(
         )
     frames = dict(frames or {})
     chosen = list(top5_videos) if top5_videos is not None else sorted(frames)
-    out_dir = pathlib.Path(out_dir)
+    outputs = runs.EvalDir(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        outputs.create()
     except OSError as error:
         raise EvaluationInputError(
-            f"out_dir {str(out_dir)!r} cannot be created ({error.strerror or error})"
+            f"out_dir {str(outputs.path)!r} cannot be created ({error.strerror or error})"
         ) from error
 
     probs, labels = predict_probabilities(model, dataset, num_clips, batch_size, progress)
@@ -376,20 +373,18 @@ def evaluate(
     metrics["num_clips"] = num_clips
     predictions = np.argmax(probs, axis=1)
 
-    with atomic_write(out_dir / METRICS_FILE, "w") as handle:
-        json.dump(metrics, handle, indent=2)
-    write_per_class_csv(out_dir / PER_CLASS_FILE, labels, predictions, class_names)
+    outputs.write_metrics(metrics)
+    write_per_class_csv(outputs.per_class_file, labels, predictions, class_names)
     plot_confusion_matrix(
-        confusion_matrix(labels, predictions, num_classes), class_names, out_dir / CONFUSION_FILE
+        confusion_matrix(labels, predictions, num_classes), class_names, outputs.confusion_file
     )
-    with atomic_write(out_dir / PREDICTIONS_FILE) as handle:
-        np.savez(handle, probabilities=probs, labels=labels)
+    outputs.write_predictions(probs, labels)
     if chosen:
         index = np.asarray(chosen, dtype="int64")
         plot_top5(
             probs[index],
             class_names,
-            out_dir / TOP5_FILE,
+            outputs.top5_file,
             frames=[frames.get(int(i)) for i in index],
             labels=labels[index],
             titles=[f"video {int(i)}" for i in index],
@@ -411,116 +406,128 @@ def load_trained_model(model_dir, weights=None):
     Returns:
         `(model, config)`: the `keras.Model` and the run's config dict.
     """
-    import tensorflow as tf
+    from reslstm_tf.models import build_model
 
-    from reslstm_tf import train as train_lib
-
-    model_dir = pathlib.Path(model_dir)
-    config_path = model_dir / train_lib.CONFIG_FILE
-    if not config_path.is_file():
+    run = runs.RunDir(model_dir)
+    if not run.config_file.is_file():
         raise EvaluationInputError(
-            f"model_dir {str(model_dir)!r} has no {train_lib.CONFIG_FILE}; pass the folder of "
+            f"model_dir {str(run.path)!r} has no {runs.CONFIG_FILE}; pass the folder of "
             "a reslstm-train run"
         )
-    config = json.loads(config_path.read_text())
-    model = train_lib.build_model(**config["model"])
-    final = pathlib.Path(weights) if weights else model_dir / train_lib.FINAL_WEIGHTS
-    if weights and not final.is_file():
-        raise EvaluationInputError(f"weights file {str(final)!r} does not exist")
-    if final.is_file():
-        model.load_weights(final)
-        return model, config
-    latest = tf.train.latest_checkpoint(str(model_dir / train_lib.CHECKPOINT_SUBDIR))
-    if latest is None:
-        raise EvaluationInputError(
-            f"model_dir {str(model_dir)!r} holds neither {train_lib.FINAL_WEIGHTS} nor a checkpoint"
-        )
-    checkpoint = tf.train.Checkpoint(model_variables=train_lib._variable_dict(model.variables))
-    checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
+    config = run.config()
+    model = build_model(**config["model"])
+    try:
+        run.load_weights(model, weights)
+    except FileNotFoundError as error:
+        raise EvaluationInputError(str(error)) from None
     return model, config
 
 
-def run_evaluation(
-    *,
-    model_dir,
-    features_npz=None,
-    features_dir=None,
-    flow_features_dir=None,
-    split="test",
-    out_dir=None,
-    weights=None,
-    num_clips=1,
-    batch_size=32,
-    class_names_file=None,
-    top5_videos=None,
-    frames_npz=None,
-    progress=True,
-):
-    """Evaluates a `reslstm-train` run on features; the library behind `reslstm-eval`.
+@dataclasses.dataclass
+class EvalConfig:
+    """One `reslstm-eval` run (see `run_evaluation` for each field)."""
 
-    Args:
-        model_dir: the run's folder.
-        features_npz, features_dir, flow_features_dir, split: the evaluation features
-            (see `reslstm_tf.train.load_features`). Without any, the run's own
-            features folder(s) are used, at `split`, which must then be a split
-            folder (`<dir>/<split>[/<modality>]`), never the training cache itself.
-        out_dir: output folder; default `<model_dir>/eval_<split>`.
-        weights: optional `.weights.h5` to evaluate instead of the run's final weights.
-        num_clips: int, clips per video.
-        batch_size: int, videos per forward pass.
-        class_names_file: optional text file, one class name per line.
-        top5_videos: optional video indices for the top-5 figure.
-        frames_npz: optional `.npz` whose arrays, named by video index ("0", "12"),
-            are the frames shown in the top-5 figure.
-        progress: bool, show a progress bar.
+    model_dir: str
+    features_npz: str | None = None
+    features_dir: str | None = None
+    flow_features_dir: str | None = None
+    split: str = "test"
+    out_dir: str | None = None
+    weights: str | None = None
+    num_clips: int = 1
+    batch_size: int = 32
+    class_names_file: str | None = None
+    top5_videos: list | None = None
+    frames_npz: str | None = None
+    progress: bool = True
 
-    Returns:
-        The metrics dict.
-    """
-    from reslstm_tf import train as train_lib
 
-    model, config = load_trained_model(model_dir, weights)
-    modality = config["model"]["modality"]
+def _read_class_names(path):
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise EvaluationInputError(f"class_names_file {str(path)!r} does not exist")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _read_frames(frames_npz):
+    """Returns {video index: frames} of a frames `.npz` (arrays named by video index)."""
+    if not frames_npz:
+        return {}
+    with np.load(frames_npz, allow_pickle=False) as data:
+        bad = [key for key in data.files if not key.isdigit()]
+        if bad:
+            raise EvaluationInputError(
+                f"frames_npz {str(frames_npz)!r} has arrays {bad}; name each array by its "
+                "video index, e.g. '0' or '12'"
+            )
+        return {int(key): data[key] for key in data.files}
+
+
+def _evaluation_features(config, run_config, num_steps):
+    """Returns `(dataset, class names)` of the evaluation: the given features or the run's."""
+    from reslstm_tf.data import feature_sets
+
+    modality = run_config["model"]["modality"]
+    features_dir, flow_dir = config.features_dir, config.flow_features_dir
     allow_single = True
-    if features_npz is None and features_dir is None:
-        features_dir = config.get("features_dir")
-        flow_features_dir = flow_features_dir or config.get("flow_features_dir")
+    if config.features_npz is None and features_dir is None:
+        features_dir = run_config.get("features_dir")
+        flow_dir = flow_dir or run_config.get("flow_features_dir")
         allow_single = False
         if features_dir is None:
             raise EvaluationInputError(
-                f"no evaluation features given and the run in {str(model_dir)!r} was not "
+                f"no evaluation features given and the run in {str(config.model_dir)!r} was not "
                 "trained from a features folder; pass features_npz or features_dir"
             )
-    num_steps = next(iter(train_lib.model_input_shapes(model).values()))[0]
-    dataset, data_names = train_lib.load_features(
-        features_npz, features_dir, split, modality, num_steps, flow_features_dir, allow_single
+    return feature_sets.load_features(
+        config.features_npz, features_dir, config.split, modality, num_steps, flow_dir, allow_single
     )
-    if class_names_file:
-        path = pathlib.Path(class_names_file)
-        if not path.is_file():
-            raise EvaluationInputError(f"class_names_file {str(path)!r} does not exist")
-        class_names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_evaluation(config=None, **kwargs):
+    """Evaluates a `reslstm-train` run on features; the library behind `reslstm-eval`.
+
+    Args:
+        config: an `EvalConfig`, or None and its fields as keyword arguments:
+            model_dir: the run's folder.
+            features_npz, features_dir, flow_features_dir, split: the evaluation features
+                (see `reslstm_tf.data.feature_sets.load_features`). Without any, the
+                run's own features folder(s) are used, at `split`, which must then be a
+                split folder (`<dir>/<split>[/<modality>]`), never the training cache.
+            out_dir: output folder; default `<model_dir>/eval_<split>`.
+            weights: optional `.weights.h5` to evaluate instead of the run's final weights.
+            num_clips: int, clips per video.
+            batch_size: int, videos per forward pass.
+            class_names_file: optional text file, one class name per line.
+            top5_videos: optional video indices for the top-5 figure.
+            frames_npz: optional `.npz` whose arrays, named by video index ("0", "12"),
+                are the frames shown in the top-5 figure.
+            progress: bool, show a progress bar.
+
+    Returns:
+        The metrics dict.
+
+    Raises:
+        EvaluationInputError: a bad run folder, weights, class names or frames.
+        FeatureInputError: features that cannot be read.
+    """
+    config = config if config is not None else EvalConfig(**kwargs)
+    model, run_config = load_trained_model(config.model_dir, config.weights)
+    num_steps = model.inputs[0].shape[1]
+    dataset, data_names = _evaluation_features(config, run_config, num_steps)
+    if config.class_names_file:
+        class_names = _read_class_names(config.class_names_file)
     else:
-        class_names = config.get("class_names") or data_names
-    frames = {}
-    if frames_npz:
-        with np.load(frames_npz, allow_pickle=False) as data:
-            bad = [key for key in data.files if not key.isdigit()]
-            if bad:
-                raise EvaluationInputError(
-                    f"frames_npz {str(frames_npz)!r} has arrays {bad}; name each array by its "
-                    "video index, e.g. '0' or '12'"
-                )
-            frames = {int(key): data[key] for key in data.files}
-    out_dir = out_dir or pathlib.Path(model_dir) / f"eval_{split}"
+        class_names = run_config.get("class_names") or data_names
+    out_dir = config.out_dir or runs.RunDir(config.model_dir).eval_dir(config.split).path
     return evaluate(
         model,
         dataset,
         class_names,
         out_dir,
-        num_clips=num_clips,
-        batch_size=batch_size,
-        top5_videos=top5_videos,
-        frames=frames,
-        progress=progress,
+        num_clips=config.num_clips,
+        batch_size=config.batch_size,
+        top5_videos=config.top5_videos,
+        frames=_read_frames(config.frames_npz),
+        progress=config.progress,
     )

@@ -12,8 +12,8 @@ Example:
 from absl import app, flags, logging
 
 from reslstm_tf import evaluate as evaluate_lib
-from reslstm_tf import train as train_lib
 from reslstm_tf.cli import define_once
+from reslstm_tf.data.feature_sets import FeatureInputError
 
 FLAGS = flags.FLAGS
 
@@ -68,7 +68,7 @@ def define_flags():
 
 
 def main(argv):
-    """Maps the flags onto `reslstm_tf.evaluate.run_evaluation` and prints the metrics."""
+    """Maps the flags onto an `EvalConfig`, runs `reslstm_tf.evaluate.run_evaluation`, prints."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:
@@ -79,27 +79,24 @@ def main(argv):
         raise app.UsageError(
             f"--top5_videos must be comma-separated integers. Received: {FLAGS.top5_videos}"
         ) from error
+    config = evaluate_lib.EvalConfig(
+        model_dir=FLAGS.model_dir,
+        features_npz=FLAGS.features_npz,
+        features_dir=FLAGS.features_dir,
+        flow_features_dir=FLAGS.flow_features_dir,
+        split=FLAGS.split,
+        out_dir=FLAGS.out_dir,
+        weights=FLAGS.weights,
+        num_clips=FLAGS.num_clips,
+        batch_size=FLAGS.batch_size,
+        class_names_file=FLAGS.class_names,
+        top5_videos=videos or None,
+        frames_npz=FLAGS.frames_npz,
+        progress=FLAGS.progress,
+    )
     try:
-        metrics = evaluate_lib.run_evaluation(
-            model_dir=FLAGS.model_dir,
-            features_npz=FLAGS.features_npz,
-            features_dir=FLAGS.features_dir,
-            flow_features_dir=FLAGS.flow_features_dir,
-            split=FLAGS.split,
-            out_dir=FLAGS.out_dir,
-            weights=FLAGS.weights,
-            num_clips=FLAGS.num_clips,
-            batch_size=FLAGS.batch_size,
-            class_names_file=FLAGS.class_names,
-            top5_videos=videos or None,
-            frames_npz=FLAGS.frames_npz,
-            progress=FLAGS.progress,
-        )
-    except (
-        evaluate_lib.EvaluationInputError,
-        train_lib.TrainingInputError,
-        NotImplementedError,
-    ) as error:
+        metrics = evaluate_lib.run_evaluation(config)
+    except (evaluate_lib.EvaluationInputError, FeatureInputError, NotImplementedError) as error:
         raise app.UsageError(str(error)) from error
     print(
         f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "

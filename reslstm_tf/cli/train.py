@@ -12,8 +12,9 @@ Example:
 
 from absl import app, flags, logging
 
-from reslstm_tf import train as train_lib
+from reslstm_tf import training as train_lib
 from reslstm_tf.cli import define_once
+from reslstm_tf.models import MODALITIES
 
 FLAGS = flags.FLAGS
 
@@ -46,9 +47,7 @@ def define_flags():
     )
     # Model.
     define_once(flags.DEFINE_string, "preset", "res3", "Architecture preset (res2-4, lstm2-4).")
-    define_once(
-        flags.DEFINE_enum, "modality", "rgb", list(train_lib.MODALITIES), "Stream(s) to train on."
-    )
+    define_once(flags.DEFINE_enum, "modality", "rgb", list(MODALITIES), "Stream(s) to train on.")
     define_once(
         flags.DEFINE_enum,
         "fusion",
@@ -167,50 +166,16 @@ def define_flags():
 
 
 def main(argv):
-    """Maps the flags onto `reslstm_tf.train.run_training`."""
+    """Maps the flags onto a `RunConfig` and calls `reslstm_tf.training.run_training`."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    values = {
+        name: FLAGS[name].value for name in train_lib.RunConfig.field_names() if name in FLAGS
+    }
     try:
-        result = train_lib.run_training(
-            model_dir=FLAGS.model_dir,
-            features_npz=FLAGS.features_npz,
-            features_dir=FLAGS.features_dir,
-            flow_features_dir=FLAGS.flow_features_dir,
-            split=FLAGS.split,
-            num_classes=FLAGS.num_classes,
-            modality=FLAGS.modality,
-            preset=FLAGS.preset,
-            fusion=FLAGS.fusion,
-            level=FLAGS.level,
-            feature_dim=FLAGS.feature_dim,
-            flow_dim=FLAGS.flow_dim,
-            units=FLAGS.units,
-            num_steps=FLAGS.num_steps,
-            dropout=FLAGS.dropout,
-            masking=FLAGS.masking,
-            strategy=FLAGS.strategy,
-            epochs=FLAGS.epochs,
-            batch_size=FLAGS.batch_size,
-            optimizer=FLAGS.optimizer,
-            learning_rate=FLAGS.learning_rate,
-            schedule=FLAGS.schedule,
-            lr_decay_epochs=FLAGS.lr_decay_epochs,
-            lr_decay_rate=FLAGS.lr_decay_rate,
-            weight_decay=FLAGS.weight_decay,
-            momentum=FLAGS.momentum,
-            seed=FLAGS.seed,
-            mixed_precision=FLAGS.mixed_precision,
-            checkpoint_every_steps=FLAGS.checkpoint_every_steps,
-            max_checkpoints=FLAGS.max_checkpoints,
-            max_steps=FLAGS.max_steps,
-            log_every_steps=FLAGS.log_every_steps,
-            shuffle_buffer=FLAGS.shuffle_buffer,
-            jit_compile=FLAGS.jit_compile,
-            progress=FLAGS.progress,
-            save_worker_weights=FLAGS.save_worker_weights,
-        )
+        result = train_lib.run_training(train_lib.RunConfig.from_kwargs(**values))
     except (train_lib.TrainingInputError, NotImplementedError, ValueError) as error:
         raise app.UsageError(str(error)) from error
     except train_lib.TrainingWriteError as error:

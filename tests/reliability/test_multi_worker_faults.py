@@ -9,13 +9,18 @@ import pytest
 
 from tests.reliability.train_helpers import (
     assert_same_history,
-    free_ports,
     read_history,
     recorded_checkpoint,
     resumed_step,
+)
+from tests.training.helpers import (
+    TINY_FLAGS,
+    cli_env,
+    free_ports,
+    max_weight_diff,
+    train_command,
     write_features,
 )
-from tests.train.helpers import TINY_FLAGS, cli_env, max_weight_diff, train_command
 
 pytestmark = pytest.mark.slow
 

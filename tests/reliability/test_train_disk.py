@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from tests.reliability.train_helpers import recorded_checkpoint, resumed_step, write_features
-from tests.train.helpers import TINY_FLAGS, cli_env, run_cli
+from tests.reliability.train_helpers import recorded_checkpoint, resumed_step
+from tests.training.helpers import TINY_FLAGS, cli_env, run_cli, write_features
 
 pytestmark = pytest.mark.slow
 

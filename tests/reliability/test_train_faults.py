@@ -16,9 +16,8 @@ from tests.reliability.train_helpers import (
     read_history,
     recorded_checkpoint,
     resumed_step,
-    write_features,
 )
-from tests.train.helpers import TINY_FLAGS, max_weight_diff, run_cli
+from tests.training.helpers import TINY_FLAGS, max_weight_diff, run_cli, write_features
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +28,7 @@ EPOCHS = 4
 
 def _flags(features_npz, model_dir):
     # Plain graph mode keeps each process short (XLA compiles for seconds); the XLA
-    # path resumes exactly too (tests/train/test_resume.py).
+    # path resumes exactly too (tests/cli/test_train.py).
     return [
         f"--features_npz={features_npz}",
         f"--model_dir={model_dir}",

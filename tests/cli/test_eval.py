@@ -1,4 +1,4 @@
-"""The `reslstm-train` and `reslstm-eval` command lines: bad flags fail clearly, a run evaluates."""
+"""`reslstm-eval`: evaluates a trained run and prints and writes its metrics."""
 
 import json
 import subprocess
@@ -7,44 +7,27 @@ import sys
 import numpy as np
 import pytest
 
-from reslstm_tf import train as train_lib
-from tests.train.helpers import DIM, STEPS, TINY_FLAGS, cli_env, run_cli
+from reslstm_tf.training import run_training
+from tests.training.helpers import TINY_MODEL, cli_env, write_features
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--optimizer=lamb"], "--optimizer=lamb"),
-        (["--strategy=tpu"], "--strategy=tpu"),
-        (["--features_dir=no/such/features"], "features_dir 'no/such/features'"),
-        (["--feature_dim=1024"], "dimension d_f=16 but the model expects 1024"),
-        (["--preset=res7"], "preset must be one of"),
-    ],
-)
-def test_train_refuses_bad_flags_before_training(tmp_path, features_npz, flags, message):
-    base = [f"--model_dir={tmp_path / 'run'}", *TINY_FLAGS]
-    if not any(f.startswith("--features_dir") for f in flags):
-        base.append(f"--features_npz={features_npz}")
-    result = run_cli(*base, *flags)
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert not (tmp_path / "run" / "checkpoints").exists()
+@pytest.fixture
+def features_npz(tmp_path):
+    """A .npz feature file (48 videos, 4 classes, T=6, d_f=16)."""
+    return write_features(tmp_path / "train_features.npz")
 
 
 def test_eval_cli_writes_the_metrics_of_a_trained_run(tmp_path, features_npz):
     run_dir = tmp_path / "run"
-    trained = train_lib.run_training(
+    trained = run_training(
         model_dir=run_dir,
         features_npz=features_npz,
-        preset="res2",
-        feature_dim=DIM,
-        units=16,
-        num_steps=STEPS,
         epochs=2,
         batch_size=8,
         progress=False,
+        **TINY_MODEL,
     )
     frames = tmp_path / "frames.npz"
     np.savez(frames, **{"3": np.zeros((4, 16, 16, 3), np.uint8)})

@@ -3,9 +3,16 @@
 import importlib.util
 
 import numpy as np
+import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.train.helpers import DIM, NUM_CLASSES, STEPS
+from tests.training.helpers import DIM, NUM_CLASSES, STEPS, write_features
+
+
+@pytest.fixture
+def features_npz(tmp_path):
+    """A .npz feature file (48 videos, 4 classes, T=6, d_f=16)."""
+    return write_features(tmp_path / "train_features.npz")
 
 
 def _load_example():

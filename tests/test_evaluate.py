@@ -10,11 +10,33 @@ import pytest
 import tensorflow as tf
 
 from reslstm_tf import evaluate as evaluate_lib
-from reslstm_tf import train as train_lib
+from reslstm_tf.data.feature_sets import FeatureInputError, numpy_dataset
 from reslstm_tf.models import build_single_stream, build_two_stream
+from reslstm_tf.runs import RunDir
+from reslstm_tf.training import run_training
+from tests.training.helpers import (
+    NUM_CLASSES,
+    TINY_RUN,
+    write_cache,
+    write_cache_root,
+    write_features,
+)
 
 CLASSES = 7
 T, D = 5, 8
+
+
+@pytest.fixture
+def features_npz(tmp_path):
+    """A .npz feature file (48 videos, 4 classes, T=6, d_f=16)."""
+    return write_features(tmp_path / "train_features.npz")
+
+
+@pytest.fixture
+def cache_root(tmp_path):
+    """train/{rgb,flow} and test/rgb feature caches; returns (root, ids, rgb, flow, labels)."""
+    root = tmp_path / "features"
+    return (root, *write_cache_root(root))
 
 
 def _model(seed=0):
@@ -60,7 +82,7 @@ def test_metrics_and_outputs_match_numpy(tmp_path, num_clips):
     }
     metrics = evaluate_lib.evaluate(
         model,
-        train_lib.numpy_dataset(features, labels),
+        numpy_dataset(features, labels),
         names,
         tmp_path,
         num_clips=num_clips,
@@ -131,17 +153,7 @@ def test_two_stream_multi_clip_evaluation(tmp_path):
 
 def test_evaluates_a_trained_run_from_its_model_dir(tmp_path, features_npz):
     run_dir = tmp_path / "run"
-    result = train_lib.run_training(
-        model_dir=run_dir,
-        features_npz=features_npz,
-        preset="res2",
-        feature_dim=16,
-        units=16,
-        num_steps=6,
-        epochs=1,
-        batch_size=8,
-        progress=False,
-    )
+    result = run_training(model_dir=run_dir, features_npz=features_npz, **TINY_RUN)
     metrics = evaluate_lib.run_evaluation(
         model_dir=run_dir, features_npz=features_npz, progress=False
     )
@@ -167,12 +179,70 @@ def test_bad_evaluation_input(tmp_path, kwargs, message):
     labels = kwargs.pop("labels", [0, 1, 2, 3])
     args = {"class_names": None, "num_clips": 3, "progress": False, **kwargs}
     with pytest.raises(evaluate_lib.EvaluationInputError) as info:
-        evaluate_lib.evaluate(
-            _model(), train_lib.numpy_dataset(features, labels), out_dir=tmp_path, **args
-        )
+        evaluate_lib.evaluate(_model(), numpy_dataset(features, labels), out_dir=tmp_path, **args)
     assert message in str(info.value)
 
 
 def test_run_without_weights_or_config_is_refused(tmp_path):
     with pytest.raises(evaluate_lib.EvaluationInputError, match="has no train_config.json"):
         evaluate_lib.load_trained_model(tmp_path)
+
+
+# ------------------------------------------------------------------ runs on feature caches
+
+
+def test_train_and_evaluate_from_the_cache(cache_root, tmp_path):
+    root = cache_root[0]
+    run_dir = tmp_path / "run"
+    result = run_training(
+        model_dir=run_dir, features_dir=root, modality="two_stream", fusion="sum", **TINY_RUN
+    )
+    assert result.global_step == 3
+    metrics = evaluate_lib.run_evaluation(
+        model_dir=run_dir, features_dir=root, split="train", progress=False
+    )
+    assert metrics["num_videos"] == 24 and metrics["num_classes"] == NUM_CLASSES
+    assert RunDir(run_dir).metrics() == {"train": metrics}
+
+
+def test_separate_flow_folder_and_eval_on_the_runs_test_split(cache_root, tmp_path):
+    root, ids, x, flow, y = cache_root
+    # The zoo recipes' layout: one folder per stream, each holding <split>/ caches.
+    write_cache(tmp_path / "flow_only" / "test", ids[:8], flow[:8], y[:8], "flow")
+    write_cache(tmp_path / "flow_only" / "train", ids, flow, y, "flow")
+    run_dir = tmp_path / "run2"
+    run_training(
+        model_dir=run_dir,
+        features_dir=root,
+        flow_features_dir=tmp_path / "flow_only",
+        modality="two_stream",
+        **TINY_RUN,
+    )
+    # No features given: the run's own folders, split "test" (8 videos).
+    with pytest.raises(FeatureInputError, match="no rgb feature cache"):
+        evaluate_lib.run_evaluation(model_dir=run_dir, split="valid", progress=False)
+    metrics = evaluate_lib.run_evaluation(model_dir=run_dir, progress=False)
+    assert metrics["num_videos"] == 8
+
+
+def test_eval_never_defaults_to_a_split_less_training_cache(cache_root, tmp_path):
+    root = cache_root[0]
+    run_dir = tmp_path / "run3"
+    run_training(model_dir=run_dir, features_dir=root / "train" / "rgb", **TINY_RUN)
+    with pytest.raises(FeatureInputError, match="no rgb feature cache for split"):
+        evaluate_lib.run_evaluation(model_dir=run_dir, progress=False)
+
+
+def test_a_run_without_final_weights_is_evaluated_from_its_checkpoint(tmp_path, features_npz):
+    run_dir = tmp_path / "run"
+    partial = run_training(
+        model_dir=run_dir, features_npz=features_npz, **{**TINY_RUN, "epochs": 2}, max_steps=3
+    )
+    assert not RunDir(run_dir).weights_file.exists()
+    model, _ = evaluate_lib.load_trained_model(run_dir)
+    data = np.load(features_npz)
+    np.testing.assert_allclose(
+        model.predict(data["features"][:4], verbose=0),
+        partial.model.predict(data["features"][:4], verbose=0),
+        atol=1e-6,
+    )

@@ -1,16 +1,20 @@
-"""The custom training loop: the updates of model.fit, summaries, schedules, resume, bad input."""
+"""The Trainer: the updates of model.fit, summaries, schedules, resume, strategies, reset."""
 
+import json
 import math
-import pathlib
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from reslstm_tf import train as train_lib
+from reslstm_tf.data.feature_sets import numpy_dataset
 from reslstm_tf.models import build_single_stream
-from tests.train.helpers import DIM, NUM_CLASSES, STEPS, separable_features
+from reslstm_tf.training import Trainer, TrainingInputError, train
+from reslstm_tf.training.inputs import epoch_batches
+from tests.training.helpers import DIM, NUM_CLASSES, STEPS, cli_env, separable_features
 
 
 def _model_fn(dropout=0.0, units=16):
@@ -21,7 +25,7 @@ def _model_fn(dropout=0.0, units=16):
 
 def _dataset(num_videos=48, seed=0):
     x, y = separable_features(num_videos=num_videos, seed=seed)
-    return train_lib.numpy_dataset(x, y), x, y
+    return numpy_dataset(x, y), x, y
 
 
 def _weights(model):
@@ -34,7 +38,7 @@ def _max_diff(a, b):
 
 def test_one_epoch_equals_model_fit_on_the_same_batches(tmp_path):
     dataset, _, _ = _dataset()
-    result = train_lib.train(
+    result = train(
         _model_fn(),
         dataset,
         num_classes=NUM_CLASSES,
@@ -56,7 +60,7 @@ def test_one_epoch_equals_model_fit_on_the_same_batches(tmp_path):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    batches = train_lib.epoch_batches(dataset, 0, 8, seed=5, num_examples=48)
+    batches = epoch_batches(dataset, 0, 8, seed=5, num_examples=48)
     fit = reference.fit(batches, epochs=1, verbose=0, shuffle=False)
     assert _max_diff(_weights(result.model), _weights(reference)) < 1e-5
     assert result.history[0]["loss"] == pytest.approx(fit.history["loss"][0], rel=1e-4)
@@ -73,7 +77,7 @@ def test_one_epoch_equals_model_fit_on_the_same_batches(tmp_path):
 
 def test_training_separates_the_classes(tmp_path):
     dataset, x, y = _dataset()
-    result = train_lib.train(
+    result = train(
         _model_fn(dropout=0.2),
         dataset,
         num_classes=NUM_CLASSES,
@@ -104,7 +108,7 @@ def _scalars(log_dir):
 def test_summaries_record_loss_accuracy_and_the_scheduled_learning_rate(tmp_path, schedule):
     dataset, _, _ = _dataset()
     lr0, epochs, per_epoch = 0.01, 3, 6
-    train_lib.train(
+    train(
         _model_fn(),
         dataset,
         num_classes=NUM_CLASSES,
@@ -143,13 +147,11 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
         checkpoint_every_steps=4,
         progress=False,
     )
-    full = train_lib.train(_model_fn(dropout=0.4), dataset, model_dir=tmp_path / "a", **kwargs)
-    part = train_lib.train(
-        _model_fn(dropout=0.4), dataset, model_dir=tmp_path / "b", max_steps=7, **kwargs
-    )
+    full = train(_model_fn(dropout=0.4), dataset, model_dir=tmp_path / "a", **kwargs)
+    part = train(_model_fn(dropout=0.4), dataset, model_dir=tmp_path / "b", max_steps=7, **kwargs)
     assert part.global_step == 7
     assert not (tmp_path / "b" / "final.weights.h5").exists()
-    rest = train_lib.train(_model_fn(dropout=0.4), dataset, model_dir=tmp_path / "b", **kwargs)
+    rest = train(_model_fn(dropout=0.4), dataset, model_dir=tmp_path / "b", **kwargs)
     assert rest.resumed_from.endswith("ckpt-7")
     assert rest.global_step == 18
     assert _max_diff(_weights(full.model), _weights(rest.model)) <= 1e-6
@@ -160,7 +162,7 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     dataset = tf.data.Dataset.from_tensor_slices((np.zeros((20, 2, 3), "float32"), np.arange(20)))
 
     def order(epoch, seed, skip=0):
-        batches = train_lib.epoch_batches(dataset, epoch, 4, seed, 20, skip_batches=skip)
+        batches = epoch_batches(dataset, epoch, 4, seed, 20, skip_batches=skip)
         return np.concatenate([y.numpy() for _, y in batches])
 
     assert np.array_equal(order(1, 3), order(1, 3))
@@ -172,7 +174,7 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_mixed_precision_trains_with_float32_logits(tmp_path, precision):
     dataset, x, _ = _dataset(num_videos=16)
-    result = train_lib.train(
+    result = train(
         _model_fn(),
         dataset,
         num_classes=NUM_CLASSES,
@@ -187,80 +189,7 @@ def test_mixed_precision_trains_with_float32_logits(tmp_path, precision):
     assert keras.config.dtype_policy().name == "float32"
 
 
-def test_two_stream_training(tmp_path, features_npz):
-    x, y = separable_features(num_videos=16)
-    npz = tmp_path / "two.npz"
-    train_lib.write_npz_features(npz, {"rgb": x, "flow": x[:, ::-1] * 0.5}, y)
-    result = train_lib.run_training(
-        model_dir=tmp_path / "run",
-        features_npz=npz,
-        num_classes=NUM_CLASSES,
-        modality="two_stream",
-        fusion="sum",
-        level="mid",
-        preset="res2",
-        feature_dim=DIM,
-        units=16,
-        num_steps=STEPS,
-        epochs=1,
-        batch_size=8,
-        progress=False,
-    )
-    assert set(result.model.input) == {"rgb", "flow"}
-    assert result.global_step == 2
-
-
 # ------------------------------------------------------------------------------ bad input
-
-
-def _run(tmp_path, npz, **overrides):
-    kwargs = dict(
-        model_dir=tmp_path / "run",
-        features_npz=npz,
-        preset="res2",
-        feature_dim=DIM,
-        units=16,
-        num_steps=STEPS,
-        epochs=1,
-        batch_size=8,
-        progress=False,
-    )
-    kwargs.update(overrides)
-    return train_lib.run_training(**kwargs)
-
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"features_npz": None, "features_dir": "no/such/dir"}, "features_dir 'no/such/dir'"),
-        ({"features_npz": "missing.npz"}, "missing.npz"),
-        ({"feature_dim": 32}, "dimension d_f=16 but the model expects 32"),
-        ({"num_steps": 8}, "6 time steps per video but the model expects num_steps=8"),
-        ({"preset": "res9"}, "preset must be one of 'res2'"),
-        ({"num_classes": 3}, "num_classes=3 but the features record 4 class names"),
-        ({"modality": "two_stream"}, "needs 'rgb' and 'flow' features"),
-        ({"modality": "depth"}, "modality must be one of 'rgb', 'flow', 'two_stream'"),
-        ({"optimizer": "lamb"}, "optimizer must be one of 'adam', 'sgd', 'adamw'"),
-        ({"schedule": "linear"}, "schedule must be one of"),
-        ({"mixed_precision": "fp8"}, "mixed_precision must be one of"),
-        ({"batch_size": 0}, "batch_size must be a positive integer"),
-        ({"batch_size": 100}, "batch_size=100 is larger than the dataset (48 examples)"),
-        ({"learning_rate": -1.0}, "learning_rate must be a positive number"),
-        ({"dropout": 1.5}, "dropout must be in [0, 1)"),
-    ],
-)
-def test_bad_input_is_refused_before_training(tmp_path, features_npz, overrides, message):
-    with pytest.raises(ValueError) as info:
-        _run(tmp_path, features_npz, **overrides)
-    assert message in str(info.value)
-    assert not (tmp_path / "run" / "checkpoints").exists()
-
-
-def test_unwritable_model_dir_is_refused(tmp_path, features_npz):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("")
-    with pytest.raises(train_lib.TrainingInputError, match="model_dir .* is not a writable"):
-        _run(tmp_path, features_npz, model_dir=blocker / "run")
 
 
 @pytest.mark.parametrize("bad_label", [-1, NUM_CLASSES])
@@ -268,10 +197,10 @@ def test_labels_outside_the_class_range_are_refused(tmp_path, bad_label):
     x, y = separable_features(num_videos=8)
     y[3] = bad_label
     match = rf"label {bad_label} outside the class range \[0, {NUM_CLASSES}\)"
-    with pytest.raises(train_lib.TrainingInputError, match=match):
-        train_lib.train(
+    with pytest.raises(TrainingInputError, match=match):
+        train(
             _model_fn(),
-            train_lib.numpy_dataset(x, y),
+            numpy_dataset(x, y),
             num_classes=NUM_CLASSES,
             model_dir=tmp_path,
             batch_size=4,
@@ -282,31 +211,9 @@ def test_labels_outside_the_class_range_are_refused(tmp_path, bad_label):
 def test_resume_with_another_batch_size_is_refused(tmp_path):
     dataset, _, _ = _dataset(num_videos=16)
     common = dict(num_classes=NUM_CLASSES, model_dir=tmp_path, epochs=2, progress=False)
-    train_lib.train(_model_fn(), dataset, batch_size=8, max_steps=1, **common)
-    with pytest.raises(train_lib.TrainingInputError, match="resume with the same data"):
-        train_lib.train(_model_fn(), dataset, batch_size=4, **common)
-
-
-def test_feature_dataset_requires_an_existing_folder(tmp_path):
-    with pytest.raises(train_lib.TrainingInputError, match="is not an existing folder"):
-        train_lib.feature_dataset(tmp_path / "absent", "train")
-
-
-def test_npz_without_labels_is_refused(tmp_path):
-    path = pathlib.Path(tmp_path, "bad.npz")
-    np.savez(path, features=np.zeros((2, 3, 4), "float32"))
-    with pytest.raises(train_lib.TrainingInputError, match="expected 'labels'"):
-        train_lib.load_npz_features(path)
-
-
-def test_mirrored_strategy_gives_the_default_strategy_weights(tmp_path):
-    dataset, _, _ = _dataset(num_videos=16)
-    kwargs = dict(num_classes=NUM_CLASSES, epochs=2, batch_size=8, seed=2, progress=False)
-    default = train_lib.train(_model_fn(), dataset, model_dir=tmp_path / "d", **kwargs)
-    mirrored = train_lib.train(
-        _model_fn(), dataset, model_dir=tmp_path / "m", strategy="mirrored", **kwargs
-    )
-    assert _max_diff(_weights(default.model), _weights(mirrored.model)) < 1e-6
+    train(_model_fn(), dataset, batch_size=8, max_steps=1, **common)
+    with pytest.raises(TrainingInputError, match="resume with the same data"):
+        train(_model_fn(), dataset, batch_size=4, **common)
 
 
 @pytest.mark.slow
@@ -314,8 +221,8 @@ def test_mirrored_strategy_gives_the_default_strategy_weights(tmp_path):
 def test_xla_compiled_steps_match_the_plain_ones(tmp_path, strategy):
     dataset, _, _ = _dataset(num_videos=16)
     kwargs = dict(num_classes=NUM_CLASSES, epochs=2, batch_size=8, seed=4, progress=False)
-    plain = train_lib.train(_model_fn(), dataset, model_dir=tmp_path / "p", **kwargs)
-    jitted = train_lib.train(
+    plain = train(_model_fn(), dataset, model_dir=tmp_path / "p", **kwargs)
+    jitted = train(
         _model_fn(),
         dataset,
         model_dir=tmp_path / "j",
@@ -324,3 +231,122 @@ def test_xla_compiled_steps_match_the_plain_ones(tmp_path, strategy):
         **kwargs,
     )
     assert _max_diff(_weights(plain.model), _weights(jitted.model)) < 1e-5
+
+
+# Two logical CPU devices must be configured before TensorFlow initialises its devices,
+# so the two-replica comparison runs in a fresh interpreter.
+_TWO_REPLICAS = """
+import json
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from reslstm_tf.data.feature_sets import numpy_dataset
+from reslstm_tf.training import train
+from tests.training.test_trainer import _dataset, _model_fn, _max_diff, _weights
+from tests.training.helpers import NUM_CLASSES
+
+dataset, _, _ = _dataset(num_videos=16)
+kwargs = dict(num_classes=NUM_CLASSES, epochs=2, batch_size=8, seed=2, progress=False)
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+one = train(_model_fn(), dataset, model_dir=None, **kwargs)
+two = train(_model_fn(), dataset, model_dir=None, strategy=mirrored, **kwargs)
+print(json.dumps({
+    "replicas": mirrored.num_replicas_in_sync,
+    "diff": _max_diff(_weights(one.model), _weights(two.model)),
+    "moved": _max_diff(_weights(one.model), _weights(_model_fn()())),
+    "loss": [one.history[-1]["loss"], two.history[-1]["loss"]],
+}))
+"""
+
+
+def test_two_replica_mirrored_strategy_gives_the_one_device_weights():
+    from tests.conftest import PROJECT_ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-c", _TWO_REPLICAS],
+        cwd=PROJECT_ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2
+    # Each replica takes half of the global batch; the summed gradients equal one device's.
+    assert out["diff"] < 1e-5
+    assert out["moved"] > 1e-3  # the runs trained: equal weights are not the initial ones
+    assert out["loss"][1] == pytest.approx(out["loss"][0], rel=1e-5)
+
+
+# ------------------------------------------------------------------- in-memory training
+
+
+def test_numpy_input_without_model_dir_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    x, y = separable_features(num_videos=16)
+    trainer = Trainer(
+        _model_fn(), num_classes=NUM_CLASSES, epochs=2, batch_size=8, seed=3, progress=False
+    )
+    result = trainer.fit(x, y)
+    assert result.global_step == 4 and len(result.history) == 2
+    assert list(tmp_path.iterdir()) == []
+    reference = train(
+        _model_fn(),
+        numpy_dataset(x, y),
+        num_classes=NUM_CLASSES,
+        model_dir=tmp_path / "run",
+        epochs=2,
+        batch_size=8,
+        seed=3,
+        progress=False,
+    )
+    assert _max_diff(_weights(result.model), _weights(reference.model)) == 0.0
+    logits = trainer.predict(x[:5])
+    np.testing.assert_allclose(logits, result.model.predict(x[:5], verbose=0), atol=1e-5)
+    expected = float(np.mean(np.argmax(result.model.predict(x, verbose=0), -1) == y))
+    assert trainer.evaluate(x, y, batch_size=6) == expected
+
+
+def test_reset_trains_exactly_like_a_new_trainer():
+    x, y = separable_features(num_videos=24)
+    options = dict(num_classes=NUM_CLASSES, epochs=2, batch_size=8, progress=False)
+    reused = Trainer(_model_fn(dropout=0.3), **options)
+    reused.reset(1)
+    first = _weights(reused.fit(x, y).model)
+    reused.reset(2)
+    reused.fit(x[:16], y[:16])  # another seed and another size in between
+    reused.reset(1)
+    again = reused.fit(x, y)
+    fresh = Trainer(_model_fn(dropout=0.3), seed=1, **options).fit(x, y)
+    assert _max_diff(_weights(again.model), first) == 0.0
+    assert _max_diff(_weights(again.model), _weights(fresh.model)) == 0.0
+    assert again.history == fresh.history and again.global_step == 6
+    assert reused.fit(x, y).global_step == 6  # a finished run is not trained further
+
+
+def test_two_stream_numpy_dict_input():
+    from reslstm_tf.models import build_two_stream
+
+    x, y = separable_features(num_videos=16)
+    trainer = Trainer(
+        lambda: build_two_stream(
+            NUM_CLASSES, "res2", fusion="sum", level="late", rgb_dim=DIM, flow_dim=DIM,
+            units=8, num_steps=STEPS,
+        ),
+        num_classes=NUM_CLASSES,
+        epochs=1,
+        batch_size=8,
+        progress=False,
+    )  # fmt: skip
+    features = {"rgb": x, "flow": x[:, ::-1]}
+    assert trainer.fit(features, y).global_step == 2
+    assert trainer.predict(features).shape == (16, NUM_CLASSES)
+
+
+def test_reset_is_refused_for_a_run_in_a_folder(tmp_path):
+    trainer = Trainer(_model_fn(), num_classes=NUM_CLASSES, model_dir=tmp_path, progress=False)
+    with pytest.raises(TrainingInputError, match="reset"):
+        trainer.reset(0)

@@ -1,0 +1,472 @@
+"""Feature sets: the features training, evaluation and the ablation read, from caches or `.npz`.
+
+The one place that turns stored segment features into model input:
+
+* `find_feature_cache` finds a split's cache (`reslstm-extract` output) under a folder;
+* `cache_dataset` streams one cache folder as `tf.data` (the K_v cached segments read
+  at T steps by `reslstm_tf.data.sampling.step_segment_map`);
+* `load_feature_set` reads an RGB cache, and optionally a flow cache, into numpy,
+  joined by video id (`FeatureSet`); `select_steps` maps its K segments onto T steps;
+* `split_dataset` gives the `(features, label)` dataset of a split and modality
+  (one stream streamed, two streams joined by `load_feature_set`);
+* `write_npz_features` / `load_npz_features` / `load_features`: the `.npz` alternative;
+* `synthetic_features`: a separable smoke-test input, no video needed.
+"""
+
+import dataclasses
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+
+from reslstm_tf.checks import check_choice
+from reslstm_tf.data import feature_cache, sampling
+from reslstm_tf.files import atomic_write
+from reslstm_tf.models import MODALITIES
+
+STREAMS = ("rgb", "flow")
+
+
+class FeatureInputError(ValueError):
+    """Features (folder, cache, `.npz`) that cannot be used; raised before any training."""
+
+
+# ------------------------------------------------------------------------------ caches
+
+
+def _has_cache_index(folder):
+    return folder.is_dir() and any(folder.glob("index*.json"))
+
+
+def find_feature_cache(features_dir, split, modality, allow_single=True):
+    """Returns the cache folder of one split and stream under `features_dir`.
+
+    Looked up, in order: `<dir>/<split>/<modality>`, `<dir>/<modality>/<split>`,
+    `<dir>/<split>`, then (split-less caches) `<dir>/<modality>` and `<dir>` itself;
+    the first that holds a cache index (`index*.json`, written by `reslstm-extract`)
+    wins.
+
+    Args:
+        features_dir: the features folder.
+        split: the split name, e.g. "train".
+        modality: "rgb" or "flow".
+        allow_single: accept a split-less cache (`<dir>/<modality>` or `<dir>`), which
+            is then used whatever `split` is.
+
+    Raises:
+        FeatureInputError: `features_dir` is missing or none of the candidates is a cache.
+    """
+    root = pathlib.Path(features_dir)
+    if not root.is_dir():
+        raise FeatureInputError(
+            f"features_dir {str(root)!r} is not an existing folder; expected the output folder "
+            "of reslstm-extract (a feature cache), or use features_npz"
+        )
+    candidates = [root / split / modality, root / modality / split, root / split]
+    if allow_single:
+        candidates += [root / modality, root]
+    for folder in candidates:
+        if _has_cache_index(folder):
+            return folder
+    tried = ", ".join(repr(str(c)) for c in candidates)
+    raise FeatureInputError(
+        f"no {modality} feature cache for split {split!r} under {str(root)!r}: none of {tried} "
+        "holds a cache index (index*.json) written by reslstm-extract"
+    )
+
+
+def _cache_index(folder, modality=None):
+    """Returns the index of a cache folder after checking it holds `modality` features."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise FeatureInputError(
+            f"{str(folder)!r} is not a folder; give a feature cache written by reslstm-extract "
+            "(a folder with index.json and features-*.tfrecord)"
+        )
+    try:
+        index = feature_cache.read_index(folder)
+    except feature_cache.FeatureCacheError as error:
+        raise FeatureInputError(f"{str(folder)!r}: {error}") from None
+    stored = index["metadata"].get("modality")
+    if modality is not None and stored is not None and stored != modality:
+        raise FeatureInputError(
+            f"the feature cache {str(folder)!r} holds {stored!r} features, not {modality!r}"
+        )
+    return index
+
+
+def _class_names(metadata):
+    names = metadata.get("classes") or metadata.get("class_names")
+    return [str(n) for n in names] if names else []
+
+
+def cache_dataset(
+    cache_dir,
+    *,
+    num_steps=None,
+    batch_size=32,
+    shuffle=True,
+    seed=None,
+    drop_remainder=False,
+    repeat=False,
+):
+    """Streams one feature cache folder as a `tf.data` pipeline of `(features (T, d_f), label)`.
+
+    Args:
+        cache_dir: a folder written by `feature_cache.FeatureCacheWriter`.
+        num_steps: T; each step t reads segment sigma(t) (default T = K_v).
+        batch_size: batch size (None: unbatched).
+        shuffle: shuffle the videos each epoch (buffer = the whole cache).
+        seed: seed of the shuffle.
+        drop_remainder: drop the last partial batch.
+        repeat: repeat forever.
+
+    Returns:
+        A `tf.data.Dataset` of (float32 (batch, T, d_f), int32 (batch,)).
+    """
+    index = feature_cache.read_index(cache_dir)
+    num_segments, feature_dim = index["feature_shape"]
+    steps = num_segments if num_steps is None else num_steps
+    step_map = tf.constant(sampling.step_segment_map(steps, num_segments), tf.int32)
+    ds = feature_cache.tfrecord_dataset(cache_dir, index=index)
+
+    def _to_input(example):
+        feats = tf.reshape(example["features"], (num_segments, feature_dim))
+        return tf.gather(feats, step_map), tf.cast(example["label"], tf.int32)
+
+    if shuffle:
+        ds = ds.shuffle(max(len(index["ids"]), 1), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(_to_input, num_parallel_calls=tf.data.AUTOTUNE)
+    if repeat:
+        ds = ds.repeat()
+    if batch_size:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ------------------------------------------------------------------------- numpy sets
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    """The cached features of one or two streams in memory, aligned by video id.
+
+    Attributes:
+        ids: list of N video ids (sorted).
+        labels: int64 (N,).
+        rgb: float32 (N, K, d_f).
+        flow: float32 (N, K, d_f) or None.
+        class_names: list of class names from the cache metadata (may be empty).
+        metadata: the RGB cache's metadata dict.
+    """
+
+    ids: list
+    labels: np.ndarray
+    rgb: np.ndarray
+    flow: np.ndarray = None
+    class_names: list = dataclasses.field(default_factory=list)
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+
+def _read_records(folder, modality):
+    """Returns ({video id: record}, index) of a whole cache, checked to be one shape."""
+    index = _cache_index(folder, modality)
+    try:
+        records = feature_cache.read_features(folder)
+    except feature_cache.FeatureCacheError as error:
+        raise FeatureInputError(f"{str(folder)!r}: {error}") from None
+    if not records:
+        raise FeatureInputError(f"the feature cache {str(folder)!r} holds no videos")
+    shapes = {r["features"].shape for r in records}
+    if len(shapes) != 1:
+        raise FeatureInputError(
+            f"the feature cache {str(folder)!r} holds videos with different feature shapes "
+            f"{sorted(shapes)}; every video needs K segments of d_f features"
+        )
+    return {r["id"]: r for r in records}, index
+
+
+def _stack(records, ids):
+    return np.stack([records[i]["features"] for i in ids]).astype(np.float32)
+
+
+def load_feature_set(features_dir, flow_features_dir=None):
+    """Reads an RGB feature cache (and optionally a flow cache) into a `FeatureSet`.
+
+    The flow cache must hold the same video ids with the same labels; its videos may
+    be stored in another order.
+
+    Args:
+        features_dir: the RGB feature cache folder (from `reslstm-extract`).
+        flow_features_dir: optional flow feature cache folder.
+
+    Returns:
+        A `FeatureSet`.
+
+    Raises:
+        FeatureInputError: a folder is missing or not a cache, or the caches disagree.
+    """
+    rgb, index = _read_records(features_dir, "rgb")
+    ids = sorted(rgb)
+    labels = np.asarray([rgb[i]["label"] for i in ids], np.int64)
+    flow = None
+    if flow_features_dir:
+        flow_records, _ = _read_records(flow_features_dir, "flow")
+        differ = sorted(set(ids) ^ set(flow_records))
+        if differ:
+            raise FeatureInputError(
+                f"the rgb cache {str(features_dir)!r} and the flow cache "
+                f"{str(flow_features_dir)!r} hold different videos ({len(differ)} in only one, "
+                f"e.g. {differ[:3]}); extract both streams for the same list of videos"
+            )
+        flow_labels = np.asarray([flow_records[i]["label"] for i in ids], np.int64)
+        if not np.array_equal(flow_labels, labels):
+            raise FeatureInputError(
+                f"the rgb cache {str(features_dir)!r} and the flow cache "
+                f"{str(flow_features_dir)!r} give different labels to some videos"
+            )
+        flow = _stack(flow_records, ids)
+    metadata = index["metadata"]
+    return FeatureSet(ids, labels, _stack(rgb, ids), flow, _class_names(metadata), metadata)
+
+
+def select_steps(features, num_steps):
+    """Returns features (N, K, d) read at T steps: step t reads segment sigma(t)."""
+    return features[:, sampling.step_segment_map(num_steps, features.shape[1])]
+
+
+def numpy_dataset(features, labels):
+    """Returns an unbatched `tf.data.Dataset` of `(features, label)` from numpy arrays."""
+    return tf.data.Dataset.from_tensor_slices((features, np.asarray(labels, dtype="int64")))
+
+
+def split_dataset(
+    features_dir, split, modality="rgb", num_steps=None, flow_features_dir=None, allow_single=True
+):
+    """Returns `(dataset, class_names)` of one split of the feature cache, for one modality.
+
+    Single streams stream from the sharded TFRecords (`cache_dataset`); two streams
+    are read into memory and joined by video id (`load_feature_set`). With
+    `num_steps=T`, the K_v cached segments of a video are read at T steps.
+
+    Args:
+        features_dir: the features folder (see `find_feature_cache` for the layout).
+        split: the split name, e.g. "train" or "test".
+        modality: "rgb", "flow" or "two_stream".
+        num_steps: T, or None for the cached K_v.
+        flow_features_dir: two_stream: a separate folder of the flow caches (looked
+            up like `features_dir`, which then holds the rgb ones).
+        allow_single: accept split-less caches (see `find_feature_cache`).
+
+    Returns:
+        An unbatched `tf.data.Dataset` of `(features, label)` and the class names
+        recorded in the cache (or None).
+
+    Raises:
+        FeatureInputError: no cache found, a cache of the wrong stream, or two-stream
+            caches that do not hold the same videos.
+    """
+    check_choice("modality", modality, MODALITIES, FeatureInputError)
+    if modality != "two_stream":
+        folder = find_feature_cache(features_dir, split, modality, allow_single)
+        names = _class_names(_cache_index(folder, modality)["metadata"])
+        dataset = cache_dataset(folder, num_steps=num_steps, batch_size=None, shuffle=False)
+        return dataset, names or None
+    flow_root = flow_features_dir or features_dir
+    rgb_folder = find_feature_cache(features_dir, split, "rgb", allow_single)
+    flow_folder = find_feature_cache(flow_root, split, "flow", allow_single)
+    if rgb_folder == flow_folder:
+        raise FeatureInputError(
+            f"two_stream needs separate rgb and flow caches ({split}/rgb and {split}/flow "
+            f"under {str(features_dir)!r}, or flow_features_dir); found only {str(rgb_folder)!r}"
+        )
+    data = load_feature_set(rgb_folder, flow_folder)
+    names = data.class_names or _class_names(_cache_index(flow_folder)["metadata"])
+    arrays = {"rgb": data.rgb, "flow": data.flow}
+    if num_steps is not None:
+        arrays = {stream: select_steps(values, num_steps) for stream, values in arrays.items()}
+    return numpy_dataset(arrays, data.labels), names or None
+
+
+# -------------------------------------------------------------------------------- .npz
+
+
+def write_npz_features(path, features, labels, class_names=None):
+    """Writes features and labels as the `.npz` file that `--features_npz` reads.
+
+    Args:
+        path: output file (".npz").
+        features: float `(N, T, d_f)` array, or a dict `{"rgb": ..., "flow": ...}`.
+        labels: int `(N,)` array.
+        class_names: optional list of C class names.
+    """
+    arrays = dict(features) if isinstance(features, dict) else {"features": features}
+    arrays["labels"] = np.asarray(labels, dtype="int64")
+    if class_names is not None:
+        arrays["class_names"] = np.asarray(class_names, dtype=str)
+    with atomic_write(path) as handle:
+        np.savez(handle, **arrays)
+
+
+def _npz_arrays(path, data):
+    """Returns `(features, labels, class_names)` as stored in an open `.npz`."""
+    keys = set(data.files)
+    expected = "expected 'labels' and either 'features' or both 'rgb' and 'flow'"
+    if "labels" not in keys:
+        raise FeatureInputError(
+            f"features file {str(path)!r} has arrays {sorted(keys)}; {expected}"
+        )
+    if "features" in keys:
+        features = np.asarray(data["features"], dtype="float32")
+    elif set(STREAMS) <= keys:
+        features = {k: np.asarray(data[k], dtype="float32") for k in STREAMS}
+    else:
+        raise FeatureInputError(
+            f"features file {str(path)!r} has arrays {sorted(keys)}; expected 'features' "
+            "(one stream) or both 'rgb' and 'flow' (two streams)"
+        )
+    names = [str(n) for n in data["class_names"]] if "class_names" in keys else None
+    return features, np.asarray(data["labels"]), names
+
+
+def _check_npz_features(path, array, num_labels):
+    if array.ndim not in (3, 4) or array.shape[0] != num_labels:
+        raise FeatureInputError(
+            f"features in {str(path)!r} must have shape (N, T, d_f), or (N, clips, T, d_f) "
+            f"for multi-clip evaluation, with N = {num_labels} labels. "
+            f"Received shape {array.shape}"
+        )
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = np.argwhere(~finite.reshape(array.shape[0], -1).all(axis=1)).ravel()
+        raise FeatureInputError(
+            f"features in {str(path)!r} hold {int(array.size - finite.sum())} NaN or "
+            f"infinite values, in {bad.size} of {array.shape[0]} videos (first: row "
+            f"{int(bad[0])}); re-extract them or drop those rows"
+        )
+
+
+def load_npz_features(path):
+    """Reads a features `.npz` file: `features` (or `rgb` and `flow`), `labels`, `class_names`.
+
+    Features are `(N, T, d_f)`, or `(N, clips, T, d_f)` for multi-clip evaluation.
+
+    Args:
+        path: the `.npz` file.
+
+    Returns:
+        `(features, labels, class_names)`: an array (or a dict of two), an int64
+        array, and a list of names or None.
+
+    Raises:
+        FeatureInputError: the file is missing, does not hold the expected arrays, or
+            holds NaN or infinite features.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FeatureInputError(f"features file {str(path)!r} does not exist")
+    with np.load(path, allow_pickle=False) as data:
+        features, labels, names = _npz_arrays(path, data)
+    for array in features.values() if isinstance(features, dict) else [features]:
+        _check_npz_features(path, array, labels.shape[0])
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise FeatureInputError(
+            f"labels in {str(path)!r} must be a 1-D integer array. "
+            f"Received shape {labels.shape}, dtype {labels.dtype}"
+        )
+    return features, labels.astype("int64"), names
+
+
+def select_modality(features, modality, source="features"):
+    """Returns the stream(s) a modality trains on: one array for rgb/flow, a dict for two_stream.
+
+    Args:
+        features: an array (single-stream data) or a dict `{"rgb", "flow"}`.
+        modality: "rgb", "flow" or "two_stream".
+        source: name of the input, for error messages.
+
+    Returns:
+        The array or dict of arrays to train on.
+    """
+    check_choice("modality", modality, MODALITIES, FeatureInputError)
+    if isinstance(features, dict):
+        return dict(features) if modality == "two_stream" else features[modality]
+    if modality == "two_stream":
+        raise FeatureInputError(
+            f"modality='two_stream' needs 'rgb' and 'flow' features, but {source} holds a "
+            "single stream ('features'); use modality 'rgb' or 'flow'"
+        )
+    return features
+
+
+def load_features(
+    features_npz=None,
+    features_dir=None,
+    split="train",
+    modality="rgb",
+    num_steps=None,
+    flow_features_dir=None,
+    allow_single=True,
+):
+    """Returns `(dataset, class_names)` from a features `.npz` file or a feature-cache folder.
+
+    Exactly one of `features_npz` and `features_dir` must be given. `class_names` is
+    None when the input does not record them. `num_steps` (T) resamples the cached
+    segments of `features_dir`; `.npz` features are used as they are.
+    """
+    if (features_npz is None) == (features_dir is None):
+        raise FeatureInputError(
+            "give exactly one feature input: features_npz (a .npz file) or features_dir "
+            f"(the feature cache). Received: features_npz={features_npz!r}, "
+            f"features_dir={features_dir!r}"
+        )
+    if features_npz is not None:
+        features, labels, names = load_npz_features(features_npz)
+        features = select_modality(features, modality, source=str(features_npz))
+        return numpy_dataset(features, labels), names
+    return split_dataset(features_dir, split, modality, num_steps, flow_features_dir, allow_single)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def synthetic_features(
+    num_videos=64,
+    num_classes=5,
+    num_steps=16,
+    feature_dim=1024,
+    seed=0,
+    noise=1.0,
+    two_stream=False,
+):
+    """Returns deterministic synthetic features: a per-class direction buried in noise.
+
+    A smoke-test input (no video, no extractor) whose classes are separable, like
+    real I3D features. Non-negative, so no time step is masked as padding.
+
+    Args:
+        num_videos: int, number of videos N.
+        num_classes: int, number of classes C.
+        num_steps: int, segments per video T.
+        feature_dim: int, d_f.
+        seed: int, the numpy seed.
+        noise: float, standard deviation of the noise.
+        two_stream: bool, return `{"rgb", "flow"}` features (the flow stream is a
+            second, independent direction per class).
+
+    Returns:
+        `(features, labels)`: float32 `(N, T, d_f)` (or a dict of two) and int64 `(N,)`.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.arange(num_videos) % num_classes
+    rng.shuffle(labels)
+
+    def stream():
+        centers = rng.normal(size=(num_classes, feature_dim))
+        values = centers[labels][:, None, :] + rng.normal(
+            scale=noise, size=(num_videos, num_steps, feature_dim)
+        )
+        return (np.abs(values) + 1e-3).astype("float32")
+
+    features = {"rgb": stream(), "flow": stream()} if two_stream else stream()
+    return features, labels.astype("int64")

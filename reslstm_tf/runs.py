@@ -1,0 +1,245 @@
+"""The layout of a run folder: one place names every file training and evaluation write.
+
+A run folder (`reslstm-train --model_dir`) holds:
+
+* ``train_config.json``: the model config, class names, inputs and hyper-parameters;
+* ``checkpoints/``: `tf.train.CheckpointManager` checkpoints (``ckpt-<step>``);
+* ``train/``: TensorBoard summaries;
+* ``history.json``: one dict per finished epoch;
+* ``final.weights.h5`` and ``model.keras``: the trained model, written at the end;
+* ``workers/<task>_<id>/final.weights.h5``: non-chief weights (multi-worker, on request);
+* ``eval_<split>/``: evaluation outputs (`EvalDir`): ``metrics.json``,
+  ``per_class_accuracy.csv``, ``confusion_matrix.png``, ``predictions.npz`` and
+  ``top5_predictions.png``;
+* ``.lock``: reserved for a lock against two trainings in one folder.
+
+Importing this module does not import TensorFlow; the checkpoint helpers do, when called.
+
+Example:
+
+    run = RunDir("runs/res3")
+    model = keras.saving.load_model(run.model_file)
+    for split, metrics in run.metrics().items():
+        print(split, metrics["top1"])
+"""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from reslstm_tf.files import atomic_write
+
+CONFIG_FILE = "train_config.json"
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_NAME = "ckpt"
+SUMMARY_DIR = "train"
+HISTORY_FILE = "history.json"
+FINAL_WEIGHTS = "final.weights.h5"
+FINAL_MODEL = "model.keras"
+LOCK_FILE = ".lock"
+WORKERS_DIR = "workers"
+WORKER_SCRATCH_DIR = ".worker_tmp"
+EVAL_PREFIX = "eval_"
+
+METRICS_FILE = "metrics.json"
+PER_CLASS_FILE = "per_class_accuracy.csv"
+CONFUSION_FILE = "confusion_matrix.png"
+TOP5_FILE = "top5_predictions.png"
+PREDICTIONS_FILE = "predictions.npz"
+
+
+def checkpoint_slots(variables):
+    """Returns the `{name: variable}` map a checkpoint stores a list of variables under.
+
+    Training saves the model's and the optimizer's variables this way, and evaluation
+    restores the model's from it; the names are part of the checkpoint format.
+    """
+    return {f"v{i:05d}": v for i, v in enumerate(variables)}
+
+
+def _temporary_sibling(path):
+    """Returns `.tmp-<pid>-<name>` beside `path`, after removing those of killed runs."""
+    for stale in path.parent.glob(f".tmp-*-{path.name}"):
+        stale.unlink(missing_ok=True)
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
+def save_weights(model, path):
+    """Saves a model's weights to `path` atomically (a temporary .weights.h5, then a rename)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def save_model(model, path):
+    """Saves a whole model (for `keras.saving.load_model`) to `path` atomically."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path, value, **kwargs):
+    with atomic_write(path, "w") as handle:
+        json.dump(value, handle, indent=2, **kwargs)
+
+
+class EvalDir:
+    """The outputs of one evaluation (`reslstm_tf.evaluate.evaluate`) in one folder."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        self.metrics_file = self.path / METRICS_FILE
+        self.per_class_file = self.path / PER_CLASS_FILE
+        self.confusion_file = self.path / CONFUSION_FILE
+        self.top5_file = self.path / TOP5_FILE
+        self.predictions_file = self.path / PREDICTIONS_FILE
+
+    def create(self):
+        """Creates the folder (and its parents); raises OSError if it cannot."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def metrics(self):
+        """Returns the parsed `metrics.json`."""
+        return json.loads(self.metrics_file.read_text())
+
+    def write_metrics(self, metrics):
+        """Writes `metrics.json` atomically."""
+        _write_json(self.metrics_file, metrics)
+
+    def predictions(self):
+        """Returns `(probabilities (N, C), labels (N,))` from `predictions.npz`."""
+        with np.load(self.predictions_file, allow_pickle=False) as data:
+            return data["probabilities"], data["labels"]
+
+    def write_predictions(self, probabilities, labels):
+        """Writes the probabilities and labels to `predictions.npz` atomically."""
+        with atomic_write(self.predictions_file) as handle:
+            np.savez(handle, probabilities=probabilities, labels=labels)
+
+
+class RunDir:
+    """The folder of one training run: the path of each file, and reading/writing them.
+
+    Args:
+        path: the run folder (`--model_dir`); nothing is created until asked.
+    """
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        self.config_file = self.path / CONFIG_FILE
+        self.checkpoint_dir = self.path / CHECKPOINT_DIR
+        self.summary_dir = self.path / SUMMARY_DIR
+        self.history_file = self.path / HISTORY_FILE
+        self.weights_file = self.path / FINAL_WEIGHTS
+        self.model_file = self.path / FINAL_MODEL
+        self.lock_file = self.path / LOCK_FILE
+
+    def __fspath__(self):
+        return os.fspath(self.path)
+
+    def __repr__(self):
+        return f"RunDir({str(self.path)!r})"
+
+    def create(self):
+        """Creates the folder and checks it is writable; raises OSError if not."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        probe = self.path / f".write_probe_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return self
+
+    # ------------------------------------------------------------------ config and history
+
+    def config(self):
+        """Returns the parsed `train_config.json`."""
+        return json.loads(self.config_file.read_text())
+
+    def write_config(self, config):
+        """Writes `train_config.json` atomically (keys sorted)."""
+        _write_json(self.config_file, config, sort_keys=True)
+
+    def history(self):
+        """Returns the per-epoch history (`history.json`), or [] before the first epoch."""
+        if not self.history_file.is_file():
+            return []
+        return json.loads(self.history_file.read_text())
+
+    def write_history(self, history):
+        """Writes `history.json` atomically."""
+        _write_json(self.history_file, history)
+
+    # --------------------------------------------------------------------------- workers
+
+    def worker_weights_file(self, task_type, task_id):
+        """Returns where a non-chief worker saves its final weights."""
+        return self.path / WORKERS_DIR / f"{task_type}_{task_id}" / FINAL_WEIGHTS
+
+    def worker_checkpoint_dir(self, task_type, task_id):
+        """Returns the scratch folder a non-chief worker writes (and deletes) checkpoints in."""
+        return self.path / WORKER_SCRATCH_DIR / f"{task_type}_{task_id}"
+
+    # ------------------------------------------------------------------------ checkpoints
+
+    def latest_checkpoint(self):
+        """Returns the path prefix of the newest checkpoint, or None."""
+        import tensorflow as tf
+
+        return tf.train.latest_checkpoint(str(self.checkpoint_dir))
+
+    def load_weights(self, model, weights=None):
+        """Loads the run's trained weights into `model` (built from `config()["model"]`).
+
+        Args:
+            model: the rebuilt `keras.Model`.
+            weights: optional `.weights.h5` file; default `final.weights.h5`, else the
+                model variables of the latest checkpoint.
+
+        Returns:
+            The file or checkpoint loaded.
+
+        Raises:
+            FileNotFoundError: `weights` is missing, or the run has neither final
+                weights nor a checkpoint.
+        """
+        final = pathlib.Path(weights) if weights else self.weights_file
+        if weights and not final.is_file():
+            raise FileNotFoundError(f"weights file {str(final)!r} does not exist")
+        if final.is_file():
+            model.load_weights(final)
+            return final
+        latest = self.latest_checkpoint()
+        if latest is None:
+            raise FileNotFoundError(
+                f"model_dir {str(self.path)!r} holds neither {FINAL_WEIGHTS} nor a checkpoint"
+            )
+        import tensorflow as tf
+
+        checkpoint = tf.train.Checkpoint(model_variables=checkpoint_slots(model.variables))
+        checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
+        return latest
+
+    # ------------------------------------------------------------------------- evaluation
+
+    def eval_dir(self, split):
+        """Returns the `EvalDir` of an evaluation on `split` (`eval_<split>/`)."""
+        return EvalDir(self.path / f"{EVAL_PREFIX}{split}")
+
+    def eval_dirs(self):
+        """Returns {split: EvalDir} of every evaluation that wrote its metrics, by split."""
+        found = {}
+        for folder in sorted(self.path.glob(f"{EVAL_PREFIX}*")):
+            evaluation = EvalDir(folder)
+            if evaluation.metrics_file.is_file():
+                found[folder.name[len(EVAL_PREFIX) :]] = evaluation
+        return found
+
+    def metrics(self):
+        """Returns {split: metrics dict} of every `eval_<split>/metrics.json`, by split."""
+        return {split: evaluation.metrics() for split, evaluation in self.eval_dirs().items()}

@@ -1,0 +1,31 @@
+"""Training: the `Trainer` (set-up, step, epoch, checkpoints, resume) and the runs built on it.
+
+* `trainer.py`: `Trainer` and `train()` (a Trainer in one call);
+* `options.py`: `TrainOptions` (the loop's hyper-parameters) and `TrainResult`;
+* `run.py`: `RunConfig` and `run_training()`, the library behind `reslstm-train`;
+* `setup.py`: strategy, dtype policy, learning-rate schedule and optimizer;
+* `inputs.py`: checks of a dataset against the model, and each epoch's batches;
+* `errors.py`: `TrainingInputError`, `TrainingWriteError`;
+* `demo.py`: the `reslstm-demo` smoke test.
+"""
+
+from reslstm_tf.training.errors import TrainingInputError, TrainingWriteError
+from reslstm_tf.training.options import TrainOptions, TrainResult
+from reslstm_tf.training.run import RunConfig, run_training
+from reslstm_tf.training.setup import MIXED_PRECISION, OPTIMIZERS, SCHEDULES, STRATEGIES
+from reslstm_tf.training.trainer import Trainer, train
+
+__all__ = [
+    "MIXED_PRECISION",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "STRATEGIES",
+    "RunConfig",
+    "TrainOptions",
+    "TrainResult",
+    "Trainer",
+    "TrainingInputError",
+    "TrainingWriteError",
+    "run_training",
+    "train",
+]

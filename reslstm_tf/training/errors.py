@@ -1,0 +1,53 @@
+"""The errors training raises, and the translation of full-disk failures into one of them."""
+
+import contextlib
+import os
+
+import tensorflow as tf
+
+
+class TrainingInputError(ValueError):
+    """Training input (data, flags, output folder) that cannot be used; raised before training."""
+
+
+class TrainingWriteError(OSError):
+    """The model_dir cannot be written mid-run (disk full, read-only, no permission).
+
+    The checkpoints written before stay readable; the message names the folder, the
+    cause and the last intact checkpoint, and the same command resumes once fixed.
+    """
+
+
+_DISK_PROBLEMS = (
+    ("No space left", "the disk is full (no space left on device)"),
+    ("Disk quota", "the disk quota is exceeded"),
+    ("Read-only file system", "the file system is read-only"),
+    ("Permission denied", "permission denied"),
+)
+
+
+@contextlib.contextmanager
+def disk_errors(model_dir, checkpoint_dir=None):
+    """Turns write failures (OSError, TensorFlow I/O errors) into a `TrainingWriteError`.
+
+    Args:
+        model_dir: the run folder, named in the message.
+        checkpoint_dir: the folder whose latest checkpoint the message names, if any.
+    """
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as error:
+        text = str(error)
+        problem = next((p for needle, p in _DISK_PROBLEMS if needle in text), None)
+        if problem is None:
+            raise
+        latest = tf.train.latest_checkpoint(str(checkpoint_dir)) if checkpoint_dir else None
+        kept = (
+            f"the last checkpoint, {os.path.basename(latest)}, is intact"
+            if latest
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingWriteError(
+            f"cannot write to model_dir {os.fspath(model_dir)}: {problem}. Training stopped; "
+            f"{kept}. Free space (or fix the folder) and run the same command to resume."
+        ) from None

@@ -1,0 +1,100 @@
+"""What a training run is given and gives back: `TrainOptions` and `TrainResult`."""
+
+import dataclasses
+
+import keras
+
+from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.training import setup
+from reslstm_tf.training.errors import TrainingInputError
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """How a model is trained: the loop's hyper-parameters (see `Trainer`).
+
+    Attributes:
+        epochs: passes over the data.
+        batch_size: global batch size (over all replicas); the last partial batch of
+            each epoch is dropped.
+        optimizer: "adam", "sgd" or "adamw", or a `keras.optimizers.Optimizer`
+            (created in the strategy scope by the caller).
+        learning_rate: initial learning rate.
+        schedule: "constant", "cosine" or "step".
+        weight_decay: decoupled weight decay.
+        momentum: SGD momentum.
+        lr_decay_epochs: period of the "step" schedule.
+        lr_decay_rate: factor of the "step" schedule.
+        seed: seeds weights, dropout and the per-epoch shuffles.
+        mixed_precision: "none", "float16" or "bfloat16".
+        checkpoint_every_steps: checkpoint every N steps (0: only at epoch ends).
+        max_checkpoints: checkpoints to keep.
+        max_steps: stop (with a checkpoint) once the global step reaches it; a later
+            run with the same `model_dir` continues.
+        log_every_steps: write step summaries every N steps.
+        shuffle_buffer: shuffle buffer size; default the dataset size (a full shuffle).
+        deterministic: run with `tf.config.experimental.enable_op_determinism()`
+            (restored afterwards), so runs and resumed runs are reproducible.
+        jit_compile: compile the forward and backward pass with XLA; the gradient
+            all-reduce and the update stay outside.
+        progress: show a tqdm progress bar (chief only).
+        save_worker_weights: non-chief workers also write their final weights to
+            `model_dir/workers/<task_type>_<id>/final.weights.h5`.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: object = "adam"
+    learning_rate: float = 1e-3
+    schedule: str = "constant"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    lr_decay_epochs: int | None = None
+    lr_decay_rate: float = 0.1
+    seed: int = 0
+    mixed_precision: str = "none"
+    checkpoint_every_steps: int = 0
+    max_checkpoints: int = 3
+    max_steps: int | None = None
+    log_every_steps: int = 10
+    shuffle_buffer: int | None = None
+    deterministic: bool = True
+    jit_compile: bool = False
+    progress: bool = True
+    save_worker_weights: bool = False
+
+    def validate(self):
+        """Raises `TrainingInputError` naming the first bad option and what is allowed."""
+        for name in ("epochs", "batch_size", "log_every_steps", "max_checkpoints"):
+            check_positive_int(name, getattr(self, name), error=TrainingInputError)
+        check_positive_int(
+            "checkpoint_every_steps", self.checkpoint_every_steps, True, TrainingInputError
+        )
+        for name in ("max_steps", "shuffle_buffer"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name), error=TrainingInputError)
+        setup.mixed_precision_policy(self.mixed_precision)
+        if isinstance(self.optimizer, str):
+            check_choice("optimizer", self.optimizer, setup.OPTIMIZERS, TrainingInputError)
+        check_choice("schedule", self.schedule, setup.SCHEDULES, TrainingInputError)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `Trainer.fit` returns.
+
+    Attributes:
+        model: the trained `keras.Model`.
+        history: per-epoch dicts (epoch, loss, accuracy, learning_rate, steps).
+        global_step: int, optimizer steps taken in total (across restarts).
+        steps_per_second: float, training speed of this process (after the first step).
+        resumed_from: the checkpoint the run resumed from, or None.
+        is_chief: bool, this process writes summaries and the final weights.
+    """
+
+    model: keras.Model
+    history: list
+    global_step: int
+    steps_per_second: float
+    resumed_from: str | None
+    is_chief: bool

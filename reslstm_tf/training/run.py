@@ -1,0 +1,198 @@
+"""A training run from features on disk: the config `reslstm-train` fills, and `run_training`."""
+
+import dataclasses
+import os
+
+from reslstm_tf import models
+from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.data import feature_sets
+from reslstm_tf.training import setup
+from reslstm_tf.training.errors import TrainingInputError
+from reslstm_tf.training.inputs import check_shapes
+from reslstm_tf.training.options import TrainOptions
+from reslstm_tf.training.trainer import Trainer, check_model_dir
+
+_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(TrainOptions))
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """One `reslstm-train` run: where the features are, the model, and how to train it.
+
+    Attributes:
+        model_dir: output folder (see `reslstm_tf.runs.RunDir`).
+        features_npz: a `.npz` with `features` (or `rgb` and `flow`), `labels` and
+            optionally `class_names`.
+        features_dir: the feature cache folder (alternative to `features_npz`).
+        flow_features_dir: two_stream: a separate folder of the flow caches.
+        split: split of the feature cache to train on.
+        num_classes: C; default the number of class names the input records.
+        modality, preset, fusion, level, feature_dim, flow_dim, masking: see
+            `reslstm_tf.models.build_model`.
+        units, num_steps, dropout: architecture overrides (None: the preset's).
+        strategy: "default", "mirrored" or "multi_worker".
+        options: the loop's `TrainOptions` (epochs, batch_size, optimizer, ...).
+    """
+
+    model_dir: str
+    features_npz: str | None = None
+    features_dir: str | None = None
+    flow_features_dir: str | None = None
+    split: str = "train"
+    num_classes: int | None = None
+    modality: str = "rgb"
+    preset: str = "res3"
+    fusion: str = "product"
+    level: str = "late"
+    feature_dim: int = 1024
+    flow_dim: int | None = None
+    units: int | None = None
+    num_steps: int | None = None
+    dropout: float | None = None
+    masking: bool = True
+    strategy: str = "default"
+    options: TrainOptions = dataclasses.field(default_factory=TrainOptions)
+
+    @classmethod
+    def field_names(cls):
+        """Returns the names `from_kwargs` takes: the run's fields and `TrainOptions`'."""
+        own = tuple(f.name for f in dataclasses.fields(cls) if f.name != "options")
+        return own + _OPTION_NAMES
+
+    @classmethod
+    def from_kwargs(cls, **kwargs):
+        """Returns the config of flat keyword arguments (run fields and option fields mixed)."""
+        options = {k: kwargs.pop(k) for k in _OPTION_NAMES if k in kwargs}
+        return cls(**kwargs, options=TrainOptions(**options))
+
+    def architecture(self):
+        """Returns the architecture overrides given (units, num_steps, dropout)."""
+        arch = {"units": self.units, "num_steps": self.num_steps, "dropout": self.dropout}
+        return {k: v for k, v in arch.items() if v is not None}
+
+
+def _check_paths(config):
+    check_model_dir(config.model_dir)
+    npz, features_dir, flow_dir = config.features_npz, config.features_dir, config.flow_features_dir
+    if npz is None and features_dir is not None and not os.path.isdir(features_dir):
+        raise TrainingInputError(
+            f"features_dir {str(features_dir)!r} is not an existing folder; expected the "
+            "feature cache written by the extractor"
+        )
+    if flow_dir is not None and not os.path.isdir(flow_dir):
+        raise TrainingInputError(
+            f"flow_features_dir {str(flow_dir)!r} is not an existing folder; expected "
+            "the flow feature cache written by reslstm-extract"
+        )
+    if npz is not None and not os.path.isfile(npz):
+        raise TrainingInputError(f"features_npz {str(npz)!r} does not exist")
+
+
+def _check_config(config):
+    """Checks everything that needs no data; returns the model's T."""
+    check_choice("modality", config.modality, models.MODALITIES, TrainingInputError)
+    check_choice("strategy", config.strategy, setup.STRATEGIES, TrainingInputError)
+    steps = models.resolve_architecture(config.preset, **config.architecture())["num_steps"]
+    if config.dropout is not None and not 0 <= config.dropout < 1:
+        raise TrainingInputError(f"dropout must be in [0, 1). Received: dropout={config.dropout!r}")
+    check_positive_int("feature_dim", config.feature_dim, error=TrainingInputError)
+    _check_paths(config)
+    return steps
+
+
+def _num_classes(config, class_names):
+    num_classes = config.num_classes
+    if num_classes is None:
+        if not class_names:
+            raise TrainingInputError(
+                "num_classes is not set and the features record no class names; pass num_classes"
+            )
+        num_classes = len(class_names)
+    elif class_names and len(class_names) != num_classes:
+        raise TrainingInputError(
+            f"num_classes={num_classes} but the features record {len(class_names)} class names"
+        )
+    return check_positive_int("num_classes", num_classes, error=TrainingInputError)
+
+
+def _model_config(config, num_classes):
+    return dict(
+        num_classes=num_classes,
+        modality=config.modality,
+        preset=config.preset,
+        fusion=config.fusion,
+        level=config.level,
+        feature_dim=config.feature_dim,
+        flow_dim=config.flow_dim,
+        masking=config.masking,
+        units=config.units,
+        num_steps=config.num_steps,
+        dropout=config.dropout,
+    )
+
+
+def _expected_shapes(config, steps):
+    if config.modality == "two_stream":
+        flow_dim = config.flow_dim or config.feature_dim
+        return {"rgb": (steps, config.feature_dim), "flow": (steps, flow_dim)}
+    return {"features": (steps, config.feature_dim)}
+
+
+def _record(config, model_config, class_names):
+    """Returns what `train_config.json` records of the run."""
+    options = dataclasses.asdict(config.options)
+    paths = ("features_npz", "features_dir", "flow_features_dir")
+    return {
+        "model": model_config,
+        "class_names": class_names,
+        "strategy": config.strategy,
+        **{k: None if getattr(config, k) is None else str(getattr(config, k)) for k in paths},
+        "split": config.split,
+        **{k: v for k, v in options.items() if isinstance(v, (int, float, str, bool))},
+    }
+
+
+def run_training(config=None, **kwargs):
+    """Trains a model from features end to end: checks inputs, builds the model, trains it.
+
+    The strategy is created first (MultiWorkerMirroredStrategy must precede other
+    TensorFlow ops). Everything is checked before the first training step.
+
+    Args:
+        config: a `RunConfig`; or None and its fields (and `TrainOptions`' fields) as
+            keyword arguments, e.g. `run_training(model_dir="runs/a", features_npz=...,
+            epochs=3)`.
+
+    Returns:
+        The `TrainResult`.
+
+    Raises:
+        TrainingInputError: bad flags, features or model_dir, before training.
+    """
+    config = config if config is not None else RunConfig.from_kwargs(**kwargs)
+    steps = _check_config(config)
+    strategy = setup.make_strategy(config.strategy)
+    try:
+        dataset, class_names = feature_sets.load_features(
+            config.features_npz,
+            config.features_dir,
+            config.split,
+            config.modality,
+            steps,
+            config.flow_features_dir,
+        )
+    except feature_sets.FeatureInputError as error:
+        raise TrainingInputError(str(error)) from None
+    num_classes = _num_classes(config, class_names)
+    model_config = _model_config(config, num_classes)
+    source = str(config.features_npz or config.features_dir)
+    check_shapes(dataset, _expected_shapes(config, steps), source=source)
+    trainer = Trainer(
+        lambda: models.build_model(**model_config),
+        num_classes=num_classes,
+        model_dir=config.model_dir,
+        strategy=strategy,
+        config=_record(config, model_config, class_names),
+        options=config.options,
+    )
+    return trainer.fit(dataset)

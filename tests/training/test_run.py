@@ -1,0 +1,91 @@
+"""`run_training`: a run from features on disk, its recorded config, bad input refused early."""
+
+import json
+
+import pytest
+
+from reslstm_tf.data.feature_sets import write_npz_features
+from reslstm_tf.runs import RunDir
+from reslstm_tf.training import RunConfig, TrainingInputError, TrainOptions, run_training
+from tests.training.helpers import NUM_CLASSES, TINY_RUN, separable_features
+
+
+def test_two_stream_training(tmp_path):
+    x, y = separable_features(num_videos=16)
+    npz = tmp_path / "two.npz"
+    write_npz_features(npz, {"rgb": x, "flow": x[:, ::-1] * 0.5}, y)
+    result = run_training(
+        model_dir=tmp_path / "run",
+        features_npz=npz,
+        num_classes=NUM_CLASSES,
+        modality="two_stream",
+        fusion="sum",
+        level="mid",
+        **TINY_RUN,
+    )
+    assert set(result.model.input) == {"rgb", "flow"}
+    assert result.global_step == 2
+
+
+def test_a_config_object_and_keyword_arguments_make_the_same_run(tmp_path, features_npz):
+    config = RunConfig(
+        model_dir=str(tmp_path / "a"),
+        features_npz=str(features_npz),
+        preset="res2",
+        feature_dim=16,
+        units=16,
+        num_steps=6,
+        options=TrainOptions(epochs=1, batch_size=8, seed=4, progress=False),
+    )
+    by_config = run_training(config)
+    by_kwargs = run_training(
+        model_dir=tmp_path / "b", features_npz=features_npz, seed=4, **TINY_RUN
+    )
+    assert by_config.history == by_kwargs.history
+    record = RunDir(tmp_path / "a").config()
+    assert record == json.loads((tmp_path / "b" / "train_config.json").read_text()) | {
+        "features_npz": str(features_npz)
+    }
+    assert record["model"]["units"] == 16 and record["class_names"] == ["a", "b", "c", "d"]
+    assert record["num_examples"] == 48 and record["steps_per_epoch"] == 6
+    assert record["epochs"] == 1 and record["seed"] == 4
+
+
+def _run(tmp_path, npz, **overrides):
+    kwargs = dict(TINY_RUN, model_dir=tmp_path / "run", features_npz=npz)
+    kwargs.update(overrides)
+    return run_training(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"features_npz": None, "features_dir": "no/such/dir"}, "features_dir 'no/such/dir'"),
+        ({"features_npz": "missing.npz"}, "missing.npz"),
+        ({"feature_dim": 32}, "dimension d_f=16 but the model expects 32"),
+        ({"num_steps": 8}, "6 time steps per video but the model expects num_steps=8"),
+        ({"preset": "res9"}, "preset must be one of 'res2'"),
+        ({"num_classes": 3}, "num_classes=3 but the features record 4 class names"),
+        ({"modality": "two_stream"}, "needs 'rgb' and 'flow' features"),
+        ({"modality": "depth"}, "modality must be one of 'rgb', 'flow', 'two_stream'"),
+        ({"optimizer": "lamb"}, "optimizer must be one of 'adam', 'sgd', 'adamw'"),
+        ({"schedule": "linear"}, "schedule must be one of"),
+        ({"mixed_precision": "fp8"}, "mixed_precision must be one of"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"batch_size": 100}, "batch_size=100 is larger than the dataset (48 examples)"),
+        ({"learning_rate": -1.0}, "learning_rate must be a positive number"),
+        ({"dropout": 1.5}, "dropout must be in [0, 1)"),
+    ],
+)
+def test_bad_input_is_refused_before_training(tmp_path, features_npz, overrides, message):
+    with pytest.raises(ValueError) as info:
+        _run(tmp_path, features_npz, **overrides)
+    assert message in str(info.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unwritable_model_dir_is_refused(tmp_path, features_npz):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(TrainingInputError, match="model_dir .* is not a writable"):
+        _run(tmp_path, features_npz, model_dir=blocker / "run")
