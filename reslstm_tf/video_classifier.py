@@ -11,8 +11,8 @@ CNN can be fine-tuned with the head through the same trainer and strategies:
 - `freeze_below(backbone, endpoint)` keeps every layer before an I3D endpoint (e.g.
   "Mixed_4f") fixed; `freeze_batchnorm` keeps BatchNorm statistics and offsets fixed, as small
   per-replica batches would make them noisy.
-- `build_video_classifier` (one stream) and `build_two_stream_video_classifier` (RGB and flow
-  clips, fused as in `models.build_two_stream`) put the pieces together.
+- `build_video_classifier` puts the pieces together for one stream, or for two (RGB and flow
+  clips, fused as in `models.build_two_stream`).
 
 It sits above `models` (the heads) and `backbones` and imports nothing higher.
 """
@@ -23,7 +23,7 @@ from keras import ops
 from reslstm_tf.backbones.extractor import CHANNELS, feature_model
 from reslstm_tf.backbones.i3d import VALID_ENDPOINTS
 from reslstm_tf.checks import check_choice, check_positive_int
-from reslstm_tf.models import build_single_stream, build_two_stream
+from reslstm_tf.models import MODALITIES, build_model
 
 
 @keras.saving.register_keras_serializable(package="reslstm_tf")
@@ -144,10 +144,17 @@ def _clips_input(name, num_segments, segment_len, frame_size, modality):
     )
 
 
+def _stream_weights(backbone_weights, modality):
+    """The weights of one stream's backbone: a dict gives each stream its own."""
+    if isinstance(backbone_weights, dict):
+        return backbone_weights.get(modality, "kinetics400")
+    return backbone_weights
+
+
 def build_video_classifier(
     num_classes,
-    backbone="i3d",
     modality="rgb",
+    backbone="i3d",
     preset="res3",
     num_segments=16,
     segment_len=16,
@@ -156,30 +163,37 @@ def build_video_classifier(
     trainable_from="Mixed_4f",
     frozen_batchnorm=True,
     recompute=False,
+    fusion="product",
+    level="late",
     name=None,
     **overrides,
 ):
-    """Builds backbone + Res-LSTM head: clips (B, T, L, S, S, C) in [-1, 1] to logits (B, C).
+    """Builds backbone(s) + Res-LSTM head: clips (B, T, L, S, S, C) in [-1, 1] to logits (B, C).
 
     Args:
         num_classes: int, the number of action classes C.
+        modality: "rgb" (3-channel clips), "flow" (2-channel clips) or "two_stream" (both,
+            each through its own backbone, fused by the head as in `models.build_two_stream`).
         backbone: "i3d" or "c3d".
-        modality: "rgb" (3 channels) or "flow" (2 channels).
         preset: the head's architecture preset ("res2".."res4", "lstm2".."lstm4").
         num_segments: T, segments per video (the head's time steps).
         segment_len: L, frames per segment.
         frame_size: S, the square frame size.
-        backbone_weights: "kinetics400", None or a weights path (see `feature_model`).
+        backbone_weights: "kinetics400", None or a weights path (see `feature_model`); for
+            two streams also a dict {"rgb": ..., "flow": ...} (e.g. a fine-tuned flow I3D).
         trainable_from: the first I3D endpoint that is fine-tuned ("Mixed_4f" by default;
             None fine-tunes all of it). Ignored for C3D.
         frozen_batchnorm: keep BatchNorm statistics fixed (recommended for small batches).
         recompute: recompute backbone activations in the backward pass to save memory.
+        fusion: two streams: "sum", "product", "weighted" or "concat".
+        level: two streams: "mid" (fuse features) or "late" (fuse class scores).
         name: the model's name.
         **overrides: head overrides (`units`, `num_layers`, `residual`, `dropout`).
 
     Returns:
-        A functional `keras.Model` with input "clips" and float32 logits; its layers
-        "segment_encoder" (holding the backbone) and "head" (a `build_single_stream` model).
+        A functional `keras.Model` with float32 logits and input "clips" (one stream) or
+        inputs {"rgb", "flow"} (two streams). Its layers "segment_encoder" (or
+        "rgb_encoder" and "flow_encoder") hold the backbones, and "head" the Res-LSTM model.
 
     Example:
 
@@ -188,90 +202,34 @@ def build_video_classifier(
     check_positive_int("num_segments", num_segments)
     check_positive_int("segment_len", segment_len)
     check_positive_int("frame_size", frame_size)
-    check_choice("modality", modality, tuple(CHANNELS))
-    clips = _clips_input("clips", num_segments, segment_len, frame_size, modality)
-    encoder = _encoder(
-        backbone,
-        modality,
-        backbone_weights,
-        trainable_from,
-        frozen_batchnorm,
-        recompute,
-        "segment_encoder",
-    )
-    features = encoder(clips)
-    head = build_single_stream(
-        num_classes,
-        preset,
-        feature_dim=features.shape[-1],
-        masking=False,
-        name="head",
-        num_steps=num_segments,
-        **overrides,
-    )
-    return keras.Model(clips, head(features), name=name or f"{backbone}_{modality}_{preset}")
-
-
-def build_two_stream_video_classifier(
-    num_classes,
-    backbone="i3d",
-    preset="res3",
-    fusion="product",
-    level="late",
-    num_segments=16,
-    segment_len=16,
-    frame_size=224,
-    rgb_weights="kinetics400",
-    flow_weights="kinetics400",
-    trainable_from="Mixed_4f",
-    frozen_batchnorm=True,
-    recompute=False,
-    name=None,
-    **overrides,
-):
-    """Builds two backbones (RGB and flow clips) and a two-stream Res-LSTM head, as one model.
-
-    Args:
-        num_classes: int, the number of action classes C.
-        backbone: "i3d" or "c3d", used for both streams.
-        preset: the head's architecture preset.
-        fusion: "sum", "product", "weighted" or "concat" (see `models.build_two_stream`).
-        level: "mid" (fuse features) or "late" (fuse class scores).
-        num_segments, segment_len, frame_size: T, L and S of both streams' clips.
-        rgb_weights, flow_weights: each backbone's weights (a fine-tuned flow I3D's path
-            for the flow stream, or "kinetics400" for the cross-modality initialisation).
-        trainable_from, frozen_batchnorm, recompute: as in `build_video_classifier`.
-        name: the model's name.
-        **overrides: head overrides.
-
-    Returns:
-        A functional `keras.Model` with inputs {"rgb": (B, T, L, S, S, 3), "flow": (B, T, L,
-        S, S, 2)} and float32 logits.
-    """
+    check_choice("modality", modality, MODALITIES)
+    streams = ("rgb", "flow") if modality == "two_stream" else (modality,)
     inputs, features = {}, {}
-    for modality, weights in (("rgb", rgb_weights), ("flow", flow_weights)):
-        inputs[modality] = _clips_input(modality, num_segments, segment_len, frame_size, modality)
+    for stream in streams:
+        input_name = stream if modality == "two_stream" else "clips"
+        encoder_name = f"{stream}_encoder" if modality == "two_stream" else "segment_encoder"
+        inputs[stream] = _clips_input(input_name, num_segments, segment_len, frame_size, stream)
+        weights = _stream_weights(backbone_weights, stream)
         encoder = _encoder(
-            backbone,
-            modality,
-            weights,
-            trainable_from,
-            frozen_batchnorm,
-            recompute,
-            f"{modality}_encoder",
+            backbone, stream, weights, trainable_from, frozen_batchnorm, recompute, encoder_name
         )
-        features[modality] = encoder(inputs[modality])
-    head = build_two_stream(
+        features[stream] = encoder(inputs[stream])
+    dims = {stream: features[stream].shape[-1] for stream in streams}
+    head = build_model(
         num_classes,
+        modality,
         preset,
         fusion=fusion,
         level=level,
-        rgb_dim=features["rgb"].shape[-1],
-        flow_dim=features["flow"].shape[-1],
+        feature_dim=dims.get("rgb", dims.get("flow")),
+        flow_dim=dims.get("flow"),
         masking=False,
         name="head",
         num_steps=num_segments,
         **overrides,
     )
-    logits = head({"rgb": features["rgb"], "flow": features["flow"]})
-    return keras.Model(inputs, logits, name=name or f"{backbone}_two_stream_{level}_{fusion}")
+    if modality == "two_stream":
+        return keras.Model(inputs, head(features), name=name or f"{backbone}_two_stream")
+    return keras.Model(
+        inputs[modality], head(features[modality]), name=name or f"{backbone}_{modality}"
+    )

@@ -7,11 +7,7 @@ import tensorflow as tf
 
 from reslstm_tf.backbones.i3d import VALID_ENDPOINTS
 from reslstm_tf.testing import run_model_saving_test
-from reslstm_tf.video_classifier import (
-    build_two_stream_video_classifier,
-    build_video_classifier,
-    freeze_below,
-)
+from reslstm_tf.video_classifier import build_video_classifier, freeze_below
 
 SMALL = dict(num_segments=3, segment_len=8, frame_size=32, backbone_weights=None, units=16)
 
@@ -94,10 +90,7 @@ def test_saves_and_loads(model):
 
 def test_two_stream_equals_its_parts():
     keras.utils.set_random_seed(3)
-    small = {k: v for k, v in SMALL.items() if k != "backbone_weights"}
-    model = build_two_stream_video_classifier(
-        4, preset="res2", rgb_weights=None, flow_weights=None, **small
-    )
+    model = build_video_classifier(4, "two_stream", preset="res2", **SMALL)
     rgb, flow = _clips(channels=3, seed=4), _clips(channels=2, seed=5)
     logits = keras.ops.convert_to_numpy(model({"rgb": rgb, "flow": flow}))
     features = {
