@@ -8,6 +8,8 @@ segment shape) and returns float32 numpy features.
 
 import numpy as np
 
+from reslstm_tf.checks import check_choice, check_positive_int
+
 BACKBONES = ("i3d", "c3d")
 MODALITIES = ("rgb", "flow")
 CHANNELS = {"rgb": 3, "flow": 2}
@@ -18,12 +20,6 @@ _SPECS = {
     "c3d": (4096, 16, 112),
 }
 _RANGE_TOLERANCE = 1e-3
-
-
-def _check_choice(name, value, allowed):
-    """Raises ValueError unless `value` is one of `allowed`."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}. Received: {name}={value!r}")
 
 
 def feature_model(backbone="i3d", modality="rgb", weights="kinetics400", c3d_layer="fc6"):
@@ -43,8 +39,8 @@ def feature_model(backbone="i3d", modality="rgb", weights="kinetics400", c3d_lay
     Raises:
         ValueError: for an invalid argument, e.g. `weights="kinetics400"` with C3D.
     """
-    _check_choice("backbone", backbone, BACKBONES)
-    _check_choice("modality", modality, MODALITIES)
+    check_choice("backbone", backbone, BACKBONES)
+    check_choice("modality", modality, MODALITIES)
     channels = CHANNELS[modality]
     if backbone == "i3d":
         from reslstm_tf.backbones.i3d import I3D
@@ -56,7 +52,7 @@ def feature_model(backbone="i3d", modality="rgb", weights="kinetics400", c3d_lay
             weights=weights,
             name=f"i3d_{modality}_features",
         )
-    _check_choice("c3d_layer", c3d_layer, ("fc6", "fc7"))
+    check_choice("c3d_layer", c3d_layer, ("fc6", "fc7"))
     if weights == "kinetics400":
         raise ValueError(
             "no Kinetics-400 C3D weights are available; pass weights=None (train from "
@@ -70,39 +66,26 @@ def feature_model(backbone="i3d", modality="rgb", weights="kinetics400", c3d_lay
     )
 
 
-def segment_indices(num_frames, num_segments, segment_len):
-    """Returns the frame indices of `num_segments` segments of `segment_len` frames.
+def segment_indices(num_frames, num_segments, segment_len, short="overlap"):
+    """Returns the (K, L) frame indices extraction decodes: `sample_segments` in eval mode.
 
-    The video is split evenly into `num_segments` contiguous parts (part k covers frames
-    [floor(k N / K), floor((k + 1) N / K))); segment k is the window of `segment_len`
-    consecutive frames centred on part k's centre, shifted to stay inside the video (so
-    windows overlap when parts are shorter than `segment_len`). A video shorter than
-    `segment_len` repeats its last frame.
+    Transitional: sampling is not the backbones' concern (`reslstm_tf.data.sampling` is the
+    one sampler, `reslstm_tf.extract.segment_features` cuts decoded frames with it). This
+    alias and `SegmentFeatureExtractor.from_frames` remain, importing the sampler late,
+    until their last callers move; they then go, with this upward import.
 
     Args:
         num_frames: int N >= 1.
         num_segments: int K >= 1.
         segment_len: int L >= 1.
+        short: the short-video policy ('overlap', as `predict_video` and the zoo).
 
     Returns:
         int64 numpy array (K, L) of indices in [0, N).
-
-    Raises:
-        ValueError: if an argument is not a positive int.
     """
-    for name, value in (
-        ("num_frames", num_frames),
-        ("num_segments", num_segments),
-        ("segment_len", segment_len),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
-    bounds = (np.arange(num_segments + 1, dtype=np.int64) * num_frames) // num_segments
-    centres = (bounds[:-1] + bounds[1:]) / 2.0
-    starts = np.floor(centres - segment_len / 2.0).astype(np.int64)
-    starts = np.clip(starts, 0, max(num_frames - segment_len, 0))
-    indices = starts[:, None] + np.arange(segment_len, dtype=np.int64)[None, :]
-    return np.minimum(indices, num_frames - 1)
+    from reslstm_tf.data.sampling import sample_segments
+
+    return sample_segments(num_frames, num_segments, segment_len, mode="eval", short=short).indices
 
 
 class SegmentFeatureExtractor:
@@ -156,12 +139,9 @@ class SegmentFeatureExtractor:
         """
         import tensorflow as tf
 
-        _check_choice("backbone", backbone, BACKBONES)
-        _check_choice("modality", modality, MODALITIES)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                f"batch_size must be a positive int. Received: batch_size={batch_size!r}"
-            )
+        check_choice("backbone", backbone, BACKBONES)
+        check_choice("modality", modality, MODALITIES)
+        batch_size = check_positive_int("batch_size", batch_size)
         self.backbone = backbone
         self.modality = modality
         self.feature_dim, default_len, self.frame_size = _SPECS[backbone]
@@ -172,17 +152,14 @@ class SegmentFeatureExtractor:
         self.jit_compile = bool(jit_compile)
         if segment_len is None:
             segment_len = default_len
-        if isinstance(segment_len, bool) or not isinstance(segment_len, int) or segment_len < 1:
-            raise ValueError(
-                f"segment_len must be a positive int. Received: segment_len={segment_len!r}"
-            )
+        segment_len = check_positive_int("segment_len", segment_len)
         if backbone == "c3d" and segment_len != default_len:
             raise ValueError(
                 f"C3D takes segments of exactly {default_len} frames. "
                 f"Received: segment_len={segment_len!r}"
             )
         self.segment_len = segment_len
-        _check_choice("precision", precision, PRECISIONS)
+        check_choice("precision", precision, PRECISIONS)
         self.precision = precision
         from reslstm_tf.precision import dtype_policy
 
@@ -287,15 +264,17 @@ class SegmentFeatureExtractor:
             return out
         return self._embed(self._validate(np.asarray(segments), "segments"))
 
-    def from_frames(self, frames, num_segments):
-        """Splits a clip evenly into `num_segments` segments and returns their features.
+    def from_frames(self, frames, num_segments, short="overlap"):
+        """Cuts a clip into `num_segments` segments as extraction does; returns their features.
 
-        The N frames are split into K contiguous parts and segment k is the window of
-        `segment_len` consecutive frames centred in part k (see `segment_indices`).
+        The segments are those of `reslstm_tf.data.sampling.sample_segments` in eval mode:
+        the N frames are split into K contiguous parts and segment k is the window of
+        `segment_len` consecutive frames centred in part k.
 
         Args:
             frames: float32 array (N, H, W, C) in [-1, 1].
             num_segments: positive int K.
+            short: the short-video policy of the sampler. Defaults to 'overlap'.
 
         Returns:
             float32 numpy array (K, feature_dim).
@@ -312,5 +291,5 @@ class SegmentFeatureExtractor:
         if frames.shape[0] == 0:
             raise ValueError(f"frames is an empty clip. Received: frames with shape {frames.shape}")
         frames = self._validate(frames[None], "frames", whole_clip=True)[0]
-        indices = segment_indices(frames.shape[0], num_segments, self.segment_len)
+        indices = segment_indices(frames.shape[0], num_segments, self.segment_len, short)
         return self._embed(frames[indices])

@@ -31,7 +31,7 @@ def exported(tmp_path_factory):
     )
     path = tmp_path_factory.mktemp("export") / "model"
     export_saved_model(
-        model, path, CLASSES, top_k=3, backbone=backbone, segment_len=3, frame_size=8
+        model, path, CLASSES, top_k=3, backbone=backbone, segment_len=3, frame_size=8, short_side=8
     )
     return model, backbone, path
 
@@ -132,9 +132,10 @@ def test_video_signature_equals_backbone_then_head(exported):
     rng = np.random.default_rng(3)
     frames = rng.integers(0, 256, size=(2, 11, 8, 8, 3), dtype=np.uint8)
     served = tf.saved_model.load(str(path)).signatures["serve_video"](frames=tf.constant(frames))
-    # Independent reference: frames already 8x8, so no resize; evenly spaced starts.
-    starts = np.round(np.linspace(0, 11 - 3, 5)).astype(int)
-    indices = np.minimum(starts[:, None] + np.arange(3)[None, :], 10)
+    # Derived by hand: 11 frames hold fewer than 5 windows of 3, so 'overlap' centres the
+    # windows on the parts' centres (2k + 1) * 11 // 10 = 1, 3, 5, 7, 9: starts 0, 2, .., 8.
+    # The frames are already 8x8 and the short side target is 8: no resize, no crop.
+    indices = np.array([[0, 1, 2], [2, 3, 4], [4, 5, 6], [6, 7, 8], [8, 9, 10]])
     segments = frames[:, indices].astype("float32") / 127.5 - 1.0
     feats = keras.ops.convert_to_numpy(backbone(segments.reshape(-1, 3, 8, 8, 3)))
     expected = keras.ops.convert_to_numpy(model(feats.reshape(2, 5, 16)))
@@ -150,6 +151,29 @@ def test_video_to_segments_resizes_short_side_and_crops_centre():
     assert segments.shape == (1, 2, 2, 10, 10, 3)
     assert segments.min() > 0.99  # The crop is all white: centred.
     assert video_to_segments(tf.constant(frames[..., ::-1, :]), 2, 2, 10).numpy().min() > 0.99
+
+
+def test_video_to_segments_equals_the_extraction_transform():
+    # The expectation is the OpenCV path of extraction (transform_frames, resize to
+    # 64 * 256 / 224 = 73, centre crop 64) on the frames sampled by hand: 9 frames, 3 windows
+    # of 4 > 9 frames, 'overlap' centres (2k + 1) * 9 // 6 = 1, 4, 7 -> starts 0, 2, 5.
+    import tensorflow as tf
+
+    from reslstm_tf.data.video import transform_frames
+
+    rng = np.random.default_rng(5)
+    ramp = np.linspace(0, 200, 90)[None, None, :, None]
+    frames = np.clip(ramp + rng.integers(0, 50, (2, 9, 60, 90, 3)), 0, 255).astype(np.uint8)
+    indices = np.array([[0, 1, 2, 3], [2, 3, 4, 5], [5, 6, 7, 8]])
+    got = video_to_segments(tf.constant(frames), 3, 4, 64).numpy()
+    assert got.shape == (2, 3, 4, 64, 64, 3)
+    for video in range(2):
+        picked = frames[video, indices.reshape(-1)]
+        expected = transform_frames(picked, short_side=73, crop_size=64).reshape(3, 4, 64, 64, 3)
+        np.testing.assert_allclose(got[video], expected, atol=1e-6)  # 60 -> 73: enlarged
+    loop = video_to_segments(tf.constant(frames), 3, 4, 64, short="loop").numpy()
+    # 'loop' plays the 9 frames in a loop: windows 0-3, 4-7, 8 0 1 2.
+    np.testing.assert_allclose(loop[0, 2, 1], got[0, 0, 0], atol=1e-6)
 
 
 def test_export_refuses_existing_dir_and_bad_arguments(exported, tmp_path):
@@ -193,19 +217,79 @@ def test_export_cli_video_signature_runs_the_real_i3d(tmp_path, shared_data):
     """serve_video on the cricket clip equals I3D features then the head, in process."""
     import tensorflow as tf
 
-    from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
-    from reslstm_tf.cli.export import export
     from reslstm_tf.data.video import probe, read_frames
+    from reslstm_tf.export.saved_model import export_model
 
     keras.utils.set_random_seed(0)
     model = build_single_stream(2, "res2", feature_dim=1024, units=32, num_steps=4)
     model.save(tmp_path / "head.keras")
     (tmp_path / "classes.txt").write_text("cricket\nother\n")
-    path = export(tmp_path / "head.keras", tmp_path / "saved", tmp_path / "classes.txt", top_k=2)
+    path = export_model(
+        tmp_path / "head.keras", tmp_path / "saved", tmp_path / "classes.txt", top_k=2
+    )
     clip = shared_data / "kinetics_i3d" / "v_CricketShot_g04_c01_rgb.gif"
     frames = read_frames(clip, np.arange(probe(clip).frame_count))[None]
     served = tf.saved_model.load(str(path)).signatures["serve_video"](frames=tf.constant(frames))
-    segments = video_to_segments(tf.constant(frames), 4, 16, 224).numpy()[0]
-    features = SegmentFeatureExtractor("i3d", "rgb", jit_compile=False)(segments)
+    # The expectation: what reslstm-extract caches for the clip with the default spec
+    # (4 segments of 16 frames, 224 crops of a 256 short side, 'overlap'), then the head.
+    features = _extracted_features(clip, tmp_path / "cache", 4, 16, 224)
     expected = keras.ops.convert_to_numpy(model(features[None]))
     np.testing.assert_allclose(served["logits"].numpy(), expected, atol=1e-4)
+
+
+def _extracted_features(clip, cache, num_segments, segment_len, frame_size):
+    """The (K, 1024) features the extraction library caches for one clip, real I3D weights."""
+    from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
+    from reslstm_tf.data import feature_cache
+    from reslstm_tf.data.datasets import VideoItem
+    from reslstm_tf.extract import ExtractConfig, extract
+
+    config = ExtractConfig(
+        data_dir=clip.parent,
+        out_dir=cache,
+        num_segments=num_segments,
+        segment_len=segment_len,
+        frame_size=frame_size,
+        short="overlap",
+    )
+    extractor = SegmentFeatureExtractor("i3d", "rgb", jit_compile=False)
+    summary = extract(
+        config, videos=[VideoItem(clip.name, 0, "x")], extractor=extractor, progress=False
+    )
+    assert summary["done"] == 1, summary
+    (record,) = feature_cache.read_features(cache)
+    return record["features"]
+
+
+@pytest.mark.slow
+def test_serve_video_equals_extraction_then_head_on_a_real_clip(tmp_path, shared_data):
+    """serve_video's probabilities are those of the cached features through the head."""
+    import tensorflow as tf
+
+    from reslstm_tf.backbones.extractor import feature_model
+    from reslstm_tf.data.video import probe, read_frames
+
+    # 30 frames hold fewer than 4 windows of 8: the 'overlap' branch of the sampler; the
+    # 456x256 frames shrink by exactly 2 to the 128 short side of a 112 crop.
+    clip = shared_data / "skateboard" / "Kickflip" / "Kickflip2.mp4"
+    keras.utils.set_random_seed(1)
+    model = build_single_stream(2, "lstm2", feature_dim=1024, units=32, num_steps=4)
+    path = export_saved_model(
+        model,
+        tmp_path / "saved",
+        ["kickflip", "ollie"],
+        top_k=2,
+        backbone=feature_model("i3d", "rgb"),
+        segment_len=8,
+        frame_size=112,
+        short="overlap",
+    )
+    frames = read_frames(clip, np.arange(probe(clip).frame_count))[None]
+    assert frames.shape[1] < 4 * 8
+    served = tf.saved_model.load(str(path)).signatures["serve_video"](frames=tf.constant(frames))
+    features = _extracted_features(clip, tmp_path / "cache", 4, 8, 112)
+    logits = keras.ops.convert_to_numpy(model(features[None]))
+    np.testing.assert_allclose(served["logits"].numpy(), logits, atol=1e-4)
+    expected = ref.softmax(logits)
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-4)
+    assert 0.01 < expected[0, 0] < 0.99  # a head that is not saturated: the check has teeth

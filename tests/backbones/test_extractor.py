@@ -55,8 +55,12 @@ def test_segment_indices_by_hand():
     np.testing.assert_array_equal(segment_indices(50, 3, 16), expected)
     # Windows stay inside the video: the last one is shifted left.
     np.testing.assert_array_equal(segment_indices(20, 2, 16), [np.arange(0, 16), np.arange(4, 20)])
-    # A video shorter than a segment repeats its last frame.
-    np.testing.assert_array_equal(segment_indices(3, 2, 5), [[0, 1, 2, 2, 2]] * 2)
+    # A video shorter than a segment: 'overlap' falls back to looping it (the sampler's
+    # rule, as extraction does); 'pad' repeats its last frame.
+    np.testing.assert_array_equal(segment_indices(3, 2, 5), [[0, 1, 2, 0, 1], [2, 0, 1, 2, 0]])
+    np.testing.assert_array_equal(
+        segment_indices(3, 2, 5, short="pad"), [[0, 1, 2, 2, 2], [2, 2, 2, 2, 2]]
+    )
     with pytest.raises(ValueError, match="num_segments"):
         segment_indices(10, 0, 16)
 
