@@ -23,12 +23,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from reslstm_tf import extract as extract_lib
 from reslstm_tf import files as cache_lib
-from reslstm_tf import train as train_lib
+from reslstm_tf import training as train_lib
 from reslstm_tf import zoo
 from reslstm_tf.backbones import convert
-from reslstm_tf.cli import extract as extract_cli
-from reslstm_tf.data import datasets, features, video
+from reslstm_tf.data import datasets, video
+from reslstm_tf.data import feature_cache as features
 from reslstm_tf.data.datasets import SplitFileError
 from reslstm_tf.data.feature_cache import FeatureCacheError
 from reslstm_tf.data.pipeline import load_clip
@@ -112,7 +113,7 @@ def results(made):
 
 def decode_case(path):
     """What `reslstm-extract` does with one video (header check, then `load_clip`)."""
-    extract_cli.check_frame_size(path)
+    extract_lib.check_frame_size(path)
     clip, sample, info = load_clip(path, 2, 2, frame_size=32, return_info=True)
     return clip, sample, info
 

@@ -7,7 +7,7 @@ arbitrary text and bytes. Every call must succeed or raise one of the documented
 * video reader (`reslstm_tf.data.video`: `probe`, `count_frames`, `read_frames`; and
   `reslstm_tf.data.pipeline.load_clip`): `VideoReadError` (with its subclass
   `VideoTooShortError`). Files whose header declares frames over
-  `reslstm_tf.cli.extract.MAX_FRAME_PIXELS` are refused with `VideoReadError` by
+  `reslstm_tf.extract.MAX_FRAME_PIXELS` are refused with `VideoReadError` by
   `check_frame_size` before decoding, as `reslstm-extract` does (the reader itself would
   decode them: gigabytes per frame). Each example must also finish within
   `EXAMPLE_SECONDS` (a hang is a failure).
@@ -35,11 +35,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from reslstm_tf.cli.extract import check_frame_size
 from reslstm_tf.data import datasets, video
 from reslstm_tf.data.datasets import SplitFileError
 from reslstm_tf.data.pipeline import load_clip
 from reslstm_tf.data.video import VideoReadError
+from reslstm_tf.extract import check_frame_size
 from tests.reliability import corpus
 
 EXAMPLES = int(os.environ.get("RESLSTM_FUZZ_EXAMPLES", "0")) or None
