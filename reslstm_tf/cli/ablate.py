@@ -1,4 +1,4 @@
-"""`reslstm-ablate`: the paper's ablations of the Res-LSTM head on a cached feature set.
+r"""`reslstm-ablate`: the paper's ablations of the Res-LSTM head on a cached feature set.
 
 Usage:
     reslstm-ablate --features_dir=cache/skateboard_i3d_rgb \
@@ -14,7 +14,12 @@ import sys
 from absl import app, flags
 
 from reslstm_tf.cli import define_once, run_tool
-from reslstm_tf.experiments.config import AblationConfig, AblationError, TrainConfig
+from reslstm_tf.experiments.config import (
+    EXPERIMENTS,
+    AblationConfig,
+    AblationError,
+    TrainConfig,
+)
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-ablate"
@@ -38,7 +43,7 @@ def define_flags():
     define_once(
         flags.DEFINE_list,
         "experiments",
-        ["baselines", "depth", "hidden", "steps", "fusion"],
+        list(EXPERIMENTS),
         "Any of baselines, depth, hidden, steps, fusion (fusion is skipped with a note "
         "when no --flow_features_dir is given and the default list is used).",
     )

@@ -9,7 +9,10 @@ The protocol of Lakhal et al. (2018, sections 4.2-4.4), run on a small feature c
   every architecture sees exactly the same folds; the training seed only changes the
   initialisation and dropout.
 * **Fixed training budget.** Adam, a fixed number of epochs, no early stopping (nothing
-  ever looks at the validation clips before the final evaluation).
+  ever looks at the validation clips before the final evaluation). Training runs through
+  `reslstm_tf.training.Trainer`: each epoch is a shuffle seeded by (seed, epoch) in
+  whole batches (the last partial batch of an epoch is left out, a different one each
+  epoch), so every run is reproducible from its seed.
 * **Baselines** on the same features: mean-pooled features + multinomial logistic
   regression (`LogisticRegression`, numpy), plain stacked LSTMs and Res-LSTMs of depth 2-4.
 * **Sweeps**: hidden size H per depth (LSTM vs Res-LSTM), number of LSTM steps T (step t
@@ -22,13 +25,15 @@ Modules, in import order (each imports only from those above it):
   The settings and the plan sit apart from the runner (not in `ablation` as the package
   layout first suggested) because `splits`, `baselines` and `report` need them too and
   `ablation` imports those three: one shared bottom module keeps the imports acyclic.
-* `features`: the cached feature set as numpy arrays (`load_feature_set`, `select_steps`).
 * `splits`: `stratified_folds`, `stratified_holdout`, `splits_for`.
 * `baselines`: `LogisticRegression` on mean-pooled features.
 * `report`: `summarise`, `select_best`, `results_markdown`, `plot_results`,
   `report_from_csv`.
-* `ablation`: the runner, `train_and_evaluate`, `run_ablation`, `train_final`.
-* `publish`: `cast_weights`, `publish_head` (the selected head into the zoo).
+* `ablation`: the runner: `load_data` (the caches, read by `reslstm_tf.data.feature_sets`),
+  `train_and_evaluate`, `run_ablation`, `train_final`; every recurrent head trains through
+  `reslstm_tf.training.Trainer` (one `Trainer` per model config, `reset(seed)` per run).
+* `publish`: `cast_weights`, `train_selected_head` (the selected head, ready for
+  `reslstm_tf.zoo.publish`, which sits a floor higher and is called by the user).
 
 Example:
     ```python
@@ -40,7 +45,12 @@ Example:
     ```
 """
 
-from reslstm_tf.experiments.ablation import run_ablation, train_and_evaluate, train_final
+from reslstm_tf.experiments.ablation import (
+    load_data,
+    run_ablation,
+    train_and_evaluate,
+    train_final,
+)
 from reslstm_tf.experiments.baselines import LogisticRegression
 from reslstm_tf.experiments.config import (
     EXPERIMENTS,
@@ -53,8 +63,7 @@ from reslstm_tf.experiments.config import (
     TrainConfig,
     plan_runs,
 )
-from reslstm_tf.experiments.features import FeatureSet, load_feature_set, select_steps
-from reslstm_tf.experiments.publish import cast_weights, publish_head
+from reslstm_tf.experiments.publish import cast_weights, train_selected_head
 from reslstm_tf.experiments.report import (
     plot_results,
     report_from_csv,
@@ -71,24 +80,22 @@ __all__ = [
     "RNN_ARCHS",
     "AblationConfig",
     "AblationError",
-    "FeatureSet",
     "LogisticRegression",
     "RunSpec",
     "TrainConfig",
     "cast_weights",
-    "load_feature_set",
+    "load_data",
     "plan_runs",
     "plot_results",
-    "publish_head",
     "report_from_csv",
     "results_markdown",
     "run_ablation",
     "select_best",
-    "select_steps",
     "splits_for",
     "stratified_folds",
     "stratified_holdout",
     "summarise",
     "train_and_evaluate",
     "train_final",
+    "train_selected_head",
 ]

@@ -4,6 +4,10 @@
 run once), runs them with a cost-weighted progress bar, and writes `runs.csv`,
 `results.json`, `results.md` and PNG plots into the output folder. `train_final` trains
 the selected head on every clip (for `reslstm_tf.experiments.publish`).
+
+Every recurrent head trains through `reslstm_tf.training.Trainer` with nothing written to
+disk; `HeadTrainers` keeps one `Trainer` per model config and resets it per seed, so the
+training step is traced once per config, not once per run.
 """
 
 import csv
@@ -13,9 +17,9 @@ import time
 
 import numpy as np
 
+from reslstm_tf.data.feature_sets import FeatureInputError, load_feature_set, select_steps
 from reslstm_tf.experiments.baselines import mean_pooled_accuracies
-from reslstm_tf.experiments.config import AblationConfig, RunSpec, plan_runs
-from reslstm_tf.experiments.features import load_feature_set, select_steps
+from reslstm_tf.experiments.config import AblationConfig, AblationError, RunSpec, plan_runs
 from reslstm_tf.experiments.report import (
     CSV_FIELDS,
     plot_results,
@@ -27,6 +31,25 @@ from reslstm_tf.experiments.report import (
     write_results,
 )
 from reslstm_tf.experiments.splits import splits_for
+
+
+def load_data(features_dir, flow_features_dir=None):
+    """Reads the feature caches of an ablation; errors name the flag of the bad folder.
+
+    Returns:
+        A `reslstm_tf.data.feature_sets.FeatureSet` (RGB, and flow joined by video id).
+
+    Raises:
+        AblationError: a folder is missing or not a cache, or the caches disagree.
+    """
+    try:
+        return load_feature_set(features_dir, flow_features_dir)
+    except FeatureInputError as error:
+        folders = (("features_dir", features_dir), ("flow_features_dir", flow_features_dir))
+        named = [
+            f"{flag}={path}" for flag, path in folders if path and repr(str(path)) in str(error)
+        ]
+        raise AblationError(f"{', '.join(named) or 'features'}: {error}") from None
 
 
 def build_head(spec, num_classes, feature_dim, dropout, masking):
@@ -58,14 +81,33 @@ def build_head(spec, num_classes, feature_dim, dropout, masking):
     )
 
 
-class _ModelCache:
-    """Compiles one model per config and re-initialises it per run (one graph trace per config).
+def _trainer(spec, num_classes, feature_dim, train_config, masking):
+    """Returns a `Trainer` of `spec`'s head (seed `spec.seed`) that writes nothing."""
+    from reslstm_tf.training import Trainer
 
-    Re-initialising copies every variable of a freshly built model (built after
-    `keras.utils.set_random_seed(seed)`, so its initial weights and dropout seed state
-    depend on the seed only) and restores the optimizer variables saved right after the
-    optimizer was built (step counter and moments at zero, the learning rate as set), so a
-    run gives the same result as training a newly built model with that seed.
+    dropout = train_config.dropout
+    return Trainer(
+        lambda: build_head(spec, num_classes, feature_dim, dropout, masking),
+        num_classes=num_classes,
+        model_dir=None,
+        epochs=train_config.epochs,
+        batch_size=train_config.batch_size,
+        learning_rate=train_config.learning_rate,
+        seed=spec.seed,
+        progress=False,
+    )
+
+
+class HeadTrainers:
+    """One `Trainer` per model config, reset per run: one traced training step per config.
+
+    `Trainer.reset(seed)` gives the weights of a newly built model with that seed and the
+    optimizer state of a new optimizer, so a run trains exactly as with a new `Trainer`.
+
+    Args:
+        num_classes: number of classes C.
+        feature_dim: d_f of the features.
+        train_config: the `TrainConfig`.
     """
 
     def __init__(self, num_classes, feature_dim, train_config):
@@ -73,40 +115,22 @@ class _ModelCache:
         self.feature_dim = feature_dim
         self.train_config = train_config
         self.key = None
-        self.model = None
-        self._optimizer_start = None
+        self.trainer = None
 
-    def _compile(self, model):
-        import keras
-
-        model.compile(
-            optimizer=keras.optimizers.Adam(self.train_config.learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=False,
-        )
-        model.optimizer.build(model.trainable_variables)
-        self._optimizer_start = [v.numpy() for v in model.optimizer.variables]
-
-    def model_for(self, spec, masking):
-        """Returns the compiled model of `spec`'s config, initialised for `spec.seed`."""
+    def trainer_for(self, spec, masking):
+        """Returns the `Trainer` of `spec`'s config, reset for `spec.seed`."""
         import keras
 
         key = (spec.config, masking)
-        if key != self.key:
-            keras.backend.clear_session(free_memory=False)
-        keras.utils.set_random_seed(spec.seed)
-        fresh = build_head(
-            spec, self.num_classes, self.feature_dim, self.train_config.dropout, masking
+        if key == self.key:
+            self.trainer.reset(spec.seed)
+            return self.trainer
+        keras.backend.clear_session(free_memory=False)
+        self.key = key
+        self.trainer = _trainer(
+            spec, self.num_classes, self.feature_dim, self.train_config, masking
         )
-        if key != self.key:
-            self._compile(fresh)
-            self.key, self.model = key, fresh
-            return fresh
-        for target, source in zip(self.model.variables, fresh.variables):
-            target.assign(source)
-        for variable, start in zip(self.model.optimizer.variables, self._optimizer_start):
-            variable.assign(start)
-        return self.model
+        return self.trainer
 
 
 def _inputs(spec, data, indices):
@@ -119,22 +143,7 @@ def _inputs(spec, data, indices):
     return select_steps(source[indices], spec.steps)
 
 
-def _accuracy(model, inputs, labels, batch_size=32):
-    """Accuracy of `model` on `inputs`, padded to whole batches (one predict trace per model)."""
-    count = len(labels)
-    pad = -count % batch_size
-
-    def padded(x):
-        return np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x
-
-    inputs = (
-        {k: padded(v) for k, v in inputs.items()} if isinstance(inputs, dict) else padded(inputs)
-    )
-    logits = model.predict(inputs, batch_size=batch_size, verbose=0)[:count]
-    return float(np.mean(np.argmax(logits, axis=-1) == labels))
-
-
-def train_and_evaluate(spec, data, train_idx, val_idx, train_config, cache=None):
+def train_and_evaluate(spec, data, train_idx, val_idx, train_config, trainers=None):
     """Trains one run on `train_idx` and returns (train accuracy, val accuracy, seconds).
 
     The validation clips are used only for the final accuracy.
@@ -144,7 +153,7 @@ def train_and_evaluate(spec, data, train_idx, val_idx, train_config, cache=None)
         data: the `FeatureSet`.
         train_idx, val_idx: index arrays of the training and the validation clips.
         train_config: the `TrainConfig`.
-        cache: the `_ModelCache` re-used across runs (a new one by default).
+        trainers: the `HeadTrainers` re-used across runs (new ones by default).
     """
     start = time.perf_counter()
     num_classes = int(data.labels.max()) + 1
@@ -152,22 +161,15 @@ def train_and_evaluate(spec, data, train_idx, val_idx, train_config, cache=None)
         source = data.flow if spec.modality == "flow" else data.rgb
         accuracies = mean_pooled_accuracies(source, data.labels, train_idx, val_idx, num_classes)
         return (*accuracies, time.perf_counter() - start)
-    cache = cache or _ModelCache(num_classes, data.rgb.shape[-1], train_config)
+    trainers = trainers or HeadTrainers(num_classes, data.rgb.shape[-1], train_config)
     # Masking only matters for zero-padded clips; skipping it when none exist is faster.
     masking = bool(np.any(np.all(data.rgb == 0, axis=-1)))
-    model = cache.model_for(spec, masking)
+    trainer = trainers.trainer_for(spec, masking)
     y_train, y_val = data.labels[train_idx], data.labels[val_idx]
     x_train, x_val = _inputs(spec, data, train_idx), _inputs(spec, data, val_idx)
-    model.fit(
-        x_train,
-        y_train,
-        epochs=train_config.epochs,
-        batch_size=train_config.batch_size,
-        shuffle=True,
-        verbose=0,
-    )
-    train_acc = _accuracy(model, x_train, y_train)
-    val_acc = _accuracy(model, x_val, y_val)
+    trainer.fit(x_train, y_train)
+    train_acc = trainer.evaluate(x_train, y_train)
+    val_acc = trainer.evaluate(x_val, y_val)
     return train_acc, val_acc, time.perf_counter() - start
 
 
@@ -239,7 +241,7 @@ def _splits(runs, labels, config):
 
 def _run_all(runs, splits, data, config, csv_path, progress):
     """Trains every run, appending each row to `csv_path` as it finishes; returns the rows."""
-    cache = _ModelCache(int(data.labels.max()) + 1, data.rgb.shape[-1], config.train)
+    trainers = HeadTrainers(int(data.labels.max()) + 1, data.rgb.shape[-1], config.train)
     rows = []
     bar = _progress_bar(runs, progress)
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
@@ -248,7 +250,7 @@ def _run_all(runs, splits, data, config, csv_path, progress):
         for number, (spec, experiments) in enumerate(runs.items(), 1):
             fold_id, train_idx, val_idx = splits[spec.protocol][spec.fold]
             bar.set_postfix_str(_describe(spec, number, len(runs)))
-            result = train_and_evaluate(spec, data, train_idx, val_idx, config.train, cache)
+            result = train_and_evaluate(spec, data, train_idx, val_idx, config.train, trainers)
             row = _row(
                 spec,
                 experiments,
@@ -298,7 +300,7 @@ def run_ablation(
     config = config or AblationConfig()
     if "fusion" in config.experiments and not flow_features_dir:
         config.validate(has_flow=False)  # Fails early, before reading any features.
-    data = load_feature_set(features_dir, flow_features_dir)
+    data = load_data(features_dir, flow_features_dir)
     plan = plan_runs(config, has_flow=data.flow is not None)
     runs = _unique_runs(plan)
     splits = _splits(runs, data.labels, config)
@@ -330,24 +332,14 @@ def train_final(data, arch, depth, hidden, steps, train_config, seed=0):
     """Trains one RGB head on every clip of `data` (no validation) and returns the model.
 
     The model is built with masking on (the zoo's default), so it handles zero-padded clips.
-    """
-    import keras
 
+    Args:
+        data: the `reslstm_tf.data.feature_sets.FeatureSet`.
+        arch, depth, hidden, steps: the head ("lstm" or "res", L, H, T).
+        train_config: the `TrainConfig`.
+        seed: the training seed.
+    """
     spec = RunSpec(arch, depth, hidden, steps, "rgb", "", "", "all", seed, 0)
-    keras.utils.set_random_seed(seed)
     num_classes = int(data.labels.max()) + 1
-    model = build_head(spec, num_classes, data.rgb.shape[-1], train_config.dropout, masking=True)
-    model.compile(
-        optimizer=keras.optimizers.Adam(train_config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=False,
-    )
-    model.fit(
-        select_steps(data.rgb, steps),
-        data.labels,
-        epochs=train_config.epochs,
-        batch_size=train_config.batch_size,
-        shuffle=True,
-        verbose=0,
-    )
-    return model
+    trainer = _trainer(spec, num_classes, data.rgb.shape[-1], train_config, masking=True)
+    return trainer.fit(select_steps(data.rgb, steps), data.labels).model

@@ -1,13 +1,17 @@
-"""Publishing the head an ablation selected: train on every clip, store small, add to the zoo."""
+"""The head an ablation selected, trained on every clip and stored small, ready for the zoo.
+
+The last step, `reslstm_tf.zoo.publish(model, name, entry, ...)`, is the caller's: the zoo
+sits above the experiments in the package's layers, so nothing here imports it.
+"""
 
 import time
 
 import numpy as np
 
 from reslstm_tf.checks import check_choice
-from reslstm_tf.experiments.ablation import build_head, train_final
+from reslstm_tf.data.feature_sets import select_steps
+from reslstm_tf.experiments.ablation import build_head, load_data, train_final
 from reslstm_tf.experiments.config import AblationError, RunSpec, TrainConfig
-from reslstm_tf.experiments.features import load_feature_set, select_steps
 
 
 def cast_weights(model, build_fn, dtype="float16"):
@@ -84,47 +88,38 @@ def _cast_checked(model, logits, data, best, train_config, info):
     return half_model
 
 
-def publish_head(
-    features_dir,
-    results,
-    name,
-    entry,
-    manifest_path=None,
-    weights_dir=None,
-    dtype="float16",
-    seeds=(0, 1, 2),
-):
-    """Trains the selected head on every clip of a cache and publishes it to a zoo manifest.
+def train_selected_head(features_dir, results, dtype="float16", seeds=(0, 1, 2)):
+    """Trains the head an ablation selected on every clip of a cache, ready to publish.
 
     The architecture and training settings come from `results` (the dict `run_ablation`
     returns or its results.json): `results["best"]` and `results["config"]["train"]`.
     One model is trained per seed in `seeds`; the one with the lowest training loss (in
-    inference mode, on the training clips: no validation data exists here) is published.
+    inference mode, on the training clips: no validation data exists here) is kept.
     With `dtype="float16"` the weights are stored as float16 if the float16 copy predicts
     the same class as the float32 model on every clip (checked here; raises otherwise).
 
     Args:
         features_dir: the RGB feature cache the ablation ran on.
         results: the ablation results dict.
-        name: the zoo entry name, `<dataset>_<arch>`.
-        entry: the manifest entry without `weights` (see `reslstm_tf.zoo.publish`); its
-            `architecture` must describe the selected head.
-        manifest_path, weights_dir: as in `reslstm_tf.zoo.publish`.
         dtype: "float32" or "float16", the storage dtype of the weights.
         seeds: the training seeds to try.
 
     Returns:
-        (published entry, info dict with the seed, its training loss and accuracy, the
-        float16 check and the training time).
-    """
-    from reslstm_tf import zoo
+        (model, info): the model to pass to `reslstm_tf.zoo.publish`, and a dict with the
+        seed, the training losses and accuracy, the float16 check and the training time.
 
+    Example:
+        ```python
+        model, info = train_selected_head("cache/skateboard_i3d_rgb", results)
+        reslstm_tf.zoo.publish(model, "skateboard_lstm3", entry, "zoo/manifest.json", "zoo")
+        ```
+    """
     check_choice("dtype", dtype, ("float32", "float16"), error=AblationError)
     best = results["best"]
     if not best:
         raise AblationError("results hold no cross-validated recurrent head to publish")
     train_config = TrainConfig(**results["config"]["train"])
-    data = load_feature_set(features_dir)
+    data = load_data(features_dir)
     start = time.perf_counter()
     trained = _train_candidates(data, best, train_config, seeds)
     loss, seed, model, logits = min(trained, key=lambda item: item[0])
@@ -137,5 +132,4 @@ def publish_head(
     }
     if dtype == "float16":
         model = _cast_checked(model, logits, data, best, train_config, info)
-    published = zoo.publish(model, name, entry, manifest_path, weights_dir)
-    return published, info
+    return model, info

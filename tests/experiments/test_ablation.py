@@ -3,8 +3,10 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
+from reslstm_tf.data.feature_sets import select_steps
 from reslstm_tf.experiments import ablation as runner
 from reslstm_tf.experiments.ablation import run_ablation
 from reslstm_tf.experiments.config import (
@@ -14,26 +16,57 @@ from reslstm_tf.experiments.config import (
     RunSpec,
     TrainConfig,
 )
-from reslstm_tf.experiments.features import load_feature_set
 from reslstm_tf.experiments.splits import splits_for
 from tests.experiments.helpers import run_cli, write_cache
 
 
-def test_reused_model_trains_like_a_fresh_one(tmp_path):
-    """One compiled model per config is re-initialised per run: same result as a new model."""
-    data = load_feature_set(write_cache(tmp_path / "rgb", num_clips=16))
+def test_step_selection_follows_step_segment_map():
+    features = np.arange(2 * 16 * 1, dtype="float32").reshape(2, 16, 1)
+    picked = select_steps(features, 5)
+    assert picked[0, :, 0].tolist() == [1, 4, 8, 11, 14]  # floor((t + .5) * 16 / 5)
+    assert select_steps(features, 16).tolist() == features.tolist()
+
+
+def test_load_data_reads_clips_sorted_by_id(tmp_path):
+    rgb = write_cache(tmp_path / "rgb", num_clips=6)
+    data = runner.load_data(rgb, write_cache(tmp_path / "flow", 6, seed=1, modality="flow"))
+    assert data.ids == [f"clip{i:03d}" for i in range(6)]
+    assert data.labels.tolist() == [0, 1, 0, 1, 0, 1]
+    assert data.rgb.shape == data.flow.shape == (6, 4, 8) and data.rgb.dtype == np.float32
+    assert not np.array_equal(data.rgb, data.flow) and data.class_names == ["neg", "pos"]
+
+
+def test_load_data_errors_name_the_flag(tmp_path):
+    rgb = write_cache(tmp_path / "rgb", num_clips=6)
+    with pytest.raises(AblationError, match="^features_dir=.*is not a folder"):
+        runner.load_data(tmp_path / "nowhere")
+    with pytest.raises(AblationError, match="^flow_features_dir=.*is not a folder"):
+        runner.load_data(rgb, tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(AblationError, match="no feature cache index"):
+        runner.load_data(empty)
+    fewer = write_cache(tmp_path / "flow", num_clips=4, modality="flow")
+    with pytest.raises(AblationError, match="hold different videos"):
+        runner.load_data(rgb, fewer)
+
+
+def test_reused_trainer_trains_like_a_fresh_one(tmp_path):
+    """One Trainer per config is reset per run: same result as a new Trainer."""
+    data = runner.load_data(write_cache(tmp_path / "rgb", num_clips=16))
     train_config = TrainConfig(epochs=3, batch_size=8)
     folds = splits_for("cv", data.labels, folds=2)
-    shared = runner._ModelCache(2, 8, train_config)
+    shared = runner.HeadTrainers(2, 8, train_config)
     for seed, fold in ((0, 0), (1, 1)):
         spec = RunSpec("res", 2, 8, 4, "rgb", "", "", "cv", seed, fold)
         _, train, val = folds[fold]
         reused = runner.train_and_evaluate(spec, data, train, val, train_config, shared)
         fresh = runner.train_and_evaluate(
-            spec, data, train, val, train_config, runner._ModelCache(2, 8, train_config)
+            spec, data, train, val, train_config, runner.HeadTrainers(2, 8, train_config)
         )
         assert reused[:2] == fresh[:2]
-    assert shared.model.optimizer.learning_rate.numpy() == pytest.approx(1e-3)
+    assert shared.trainer.learning_rate() == pytest.approx(1e-3)
+    assert shared.trainer.global_step == 3 * (8 // 8)  # epochs x whole batches of a fold
 
 
 @pytest.mark.slow

@@ -2,7 +2,36 @@
 
 import pytest
 
+from reslstm_tf.experiments.config import AblationError, TrainConfig
+from reslstm_tf.experiments.publish import train_selected_head
+from tests.experiments.helpers import write_cache
+
 SKATEBOARD_ENTRY = "skateboard_lstm3"
+
+
+def _results(**best):
+    head = dict(arch="lstm", depth=2, hidden=8, T=4, **best)
+    return {"best": head, "config": {"train": vars(TrainConfig(epochs=20, batch_size=8))}}
+
+
+def test_selected_head_is_trained_on_every_clip_and_stored_as_float16(tmp_path):
+    rgb = write_cache(tmp_path / "rgb", num_clips=16)
+    model, info = train_selected_head(rgb, _results(), dtype="float16", seeds=(0, 1))
+    assert info["seed"] in (0, 1) and set(info["train_losses"]) == {0, 1}
+    assert info["seed"] == min(info["train_losses"], key=info["train_losses"].get)
+    assert info["train_accuracy_all_clips"] >= 0.9  # the tiny problem is separable
+    assert info["float16_prediction_agreement"] == 1.0
+    kernels = [w for w in model.weights if "kernel" in w.path and "logits" not in w.path]
+    assert kernels and all(str(w.dtype) == "float16" for w in kernels)
+    assert model.input_shape == (None, 4, 8)
+
+
+def test_selected_head_needs_a_head_and_a_known_dtype(tmp_path):
+    rgb = write_cache(tmp_path / "rgb", num_clips=6)
+    with pytest.raises(AblationError, match="dtype must be one of"):
+        train_selected_head(rgb, _results(), dtype="int8")
+    with pytest.raises(AblationError, match="no cross-validated recurrent head"):
+        train_selected_head(rgb, {"best": None, "config": {"train": {}}})
 
 
 @pytest.mark.slow
