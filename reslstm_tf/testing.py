@@ -8,6 +8,10 @@ import numpy as np
 
 from reslstm_tf.precision import dtype_policy  # noqa: F401 (re-exported for tests)
 
+# Measured on the layers and models of this package: the largest |mixed - float32| of logits
+# and layer outputs of magnitude ~1-4 was 2e-3 (float16) and 1.4e-2 (bfloat16, 8-bit mantissa).
+MIXED_PRECISION_ATOL = {"mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
+
 
 def _as_inputs(input_data):
     if isinstance(input_data, (list, tuple)):
@@ -53,6 +57,16 @@ def run_fit_step_test(model, input_data, steps=2):
     assert any(not np.allclose(b, a) for b, a in zip(before, after)), "fit moved no weight"
 
 
+def assert_mixed_precision_close(expected, mixed_output, policy):
+    """Asserts a mixed-precision output equals the float32 one within `MIXED_PRECISION_ATOL`."""
+    result = keras.ops.convert_to_numpy(keras.ops.cast(mixed_output, "float32"))
+    assert result.shape == np.shape(expected), (result.shape, np.shape(expected))
+    assert np.all(np.isfinite(result)), f"non-finite output under {policy}"
+    np.testing.assert_allclose(
+        result, expected, atol=MIXED_PRECISION_ATOL[policy], rtol=0, err_msg=policy
+    )
+
+
 def run_layer_test(
     layer_cls,
     init_kwargs,
@@ -66,7 +80,8 @@ def run_layer_test(
     Checks: the output shape, the config round trip and registered serialization,
     a `.keras` save and load with identical predictions, one `fit` step that
     moves the weights, and a forward pass under the `mixed_float16` and
-    `mixed_bfloat16` policies with finite outputs.
+    `mixed_bfloat16` policies, with the same weights, that matches the float32
+    output within `MIXED_PRECISION_ATOL`.
 
     Args:
         layer_cls: the layer class.
@@ -92,9 +107,9 @@ def run_layer_test(
         run_fit_step_test(model, input_data)
 
     if run_mixed_precision:
-        for policy in ("mixed_float16", "mixed_bfloat16"):
+        for policy in MIXED_PRECISION_ATOL:
             mixed = layer_cls(**init_kwargs, dtype=policy)
-            result = keras.ops.convert_to_numpy(keras.ops.cast(mixed(input_data), "float32"))
-            assert result.shape == output.shape
-            assert np.all(np.isfinite(result)), f"non-finite output under {policy}"
+            mixed(input_data)  # Builds the weights, then takes the float32 layer's.
+            mixed.set_weights(layer.get_weights())
+            assert_mixed_precision_close(output, mixed(input_data), policy)
     return output

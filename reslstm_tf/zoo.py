@@ -28,10 +28,13 @@ import urllib.request
 
 from reslstm_tf import files as cache
 from reslstm_tf.assets import asset_path
+from reslstm_tf.backbones.i3d import I3D
+from reslstm_tf.models import build_model, load_model
 
 MANIFEST_ENV = "RESLSTM_ZOO_MANIFEST"
 MIRROR_ENV = "RESLSTM_ZOO_URL"
 FORMAT_VERSION = 1
+_HEAD_KINDS = ("single_stream", "two_stream")
 
 
 class WeightsNotPublishedError(RuntimeError):
@@ -195,38 +198,26 @@ def build(name):
     entry = info(name)
     arch = entry["architecture"]
     kind = arch["kind"]
-    num_classes = entry["dataset"]["num_classes"]
+    if kind == "backbone":
+        return I3D(final_endpoint="Logits", weights=None, name=name)
+    if kind not in _HEAD_KINDS:
+        raise ValueError(
+            f"zoo entry {name!r} has unknown architecture kind {kind!r}; allowed: "
+            f"{', '.join(map(repr, ('backbone',) + _HEAD_KINDS))}"
+        )
     features = entry["features"]
     feature_dim = features.get("feature_dim") or features.get("rgb", {}).get("feature_dim")
-    overrides = {k: arch[k] for k in ("units", "num_layers", "residual", "num_steps") if k in arch}
-    if kind == "single_stream":
-        from reslstm_tf.models import build_single_stream
-
-        return build_single_stream(
-            num_classes,
-            arch["preset"],
-            feature_dim=feature_dim,
-            name=name,
-            **overrides,
-        )
-    if kind == "two_stream":
-        from reslstm_tf.models import build_two_stream
-
-        return build_two_stream(
-            num_classes,
-            arch["preset"],
-            fusion=arch["fusion"],
-            level=arch["level"],
-            rgb_dim=feature_dim,
-            flow_dim=features.get("flow", {}).get("feature_dim", feature_dim),
-            name=name,
-            **overrides,
-        )
-    if kind == "backbone":
-        from reslstm_tf.backbones import i3d
-
-        return i3d.I3D(final_endpoint="Logits", weights=None, name=name)
-    raise ValueError(f"zoo entry {name!r} has unknown architecture kind {kind!r}")
+    return build_model(
+        entry["dataset"]["num_classes"],
+        modality="two_stream" if kind == "two_stream" else "rgb",
+        preset=arch["preset"],
+        fusion=arch.get("fusion", "product"),
+        level=arch.get("level", "late"),
+        feature_dim=feature_dim,
+        flow_dim=features.get("flow", {}).get("feature_dim", feature_dim),
+        name=name,
+        **{k: arch[k] for k in ("units", "num_layers", "residual", "num_steps") if k in arch},
+    )
 
 
 def load(name, weights="auto"):
@@ -249,9 +240,7 @@ def load(name, weights="auto"):
     if weights not in ("auto", None) and not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"weights must be 'auto', None or a path. Received: weights={weights!r}")
     if entry["architecture"]["kind"] == "backbone":
-        from reslstm_tf.backbones import i3d
-
-        model = i3d.I3D(
+        model = I3D(
             final_endpoint="Logits",
             weights="kinetics400" if weights == "auto" else weights,
             name=name,
@@ -315,19 +304,44 @@ def publish(model, name, entry, manifest_path=None, weights_dir=None, url=None):
     return entry
 
 
-def predict(name_or_model, video_path, top_k=5):
-    """Returns the top-k (class name, probability) pairs for a video, ranked.
+def format_list():
+    """Returns one line per zoo entry: its name, whether it is published, its description."""
+    lines = []
+    for name in list():
+        entry = info(name)
+        state = "published" if entry.get("weights") else "not published"
+        lines.append(f"{name:28s} {state:14s} {entry.get('description', '')}")
+    return "\n".join(lines)
+
+
+def publish_files(
+    model_path, name, entry_json, manifest=None, weights_dir=None, url=None, model_dir=None
+):
+    """Publishes a `.keras` model with the entry in a JSON file; see `publish`.
 
     Args:
-        name_or_model: a zoo entry name with published weights, or a model from `load`.
-        video_path: a video file.
-        top_k: int, how many classes. Defaults to 5.
+        model_path: a `.keras` model; with `model_dir`, defaults to `model_dir/model.keras`.
+        name: str, the entry name.
+        entry_json: path of a JSON file with the entry (without `weights`).
+        manifest, weights_dir, url: as in `publish`.
+        model_dir: optional `reslstm-train` model_dir: the metrics of every
+            `model_dir/eval_*/metrics.json` (written by `reslstm-eval`) are appended to the
+            entry's metrics.
 
-    Example:
-
-    >>> reslstm_tf.zoo.predict("kinetics400_i3d", "bikes.mp4", top_k=3)
-    [('riding a bike', 0.61), ...]
+    Returns:
+        The published entry.
     """
-    from reslstm_tf.predict import predict_video
-
-    return predict_video(name_or_model, video_path, top_k=top_k, progress=False).top_k
+    with open(entry_json, encoding="utf-8") as handle:
+        entry = json.load(handle)
+    if model_dir is not None:
+        model_dir = pathlib.Path(model_dir)
+        model_path = model_path or model_dir / "model.keras"
+        if not pathlib.Path(model_path).is_file():
+            raise FileNotFoundError(
+                f"{model_path} not found: is {model_dir} a reslstm-train model_dir?"
+            )
+        for metrics_file in sorted(model_dir.glob("eval_*/metrics.json")):
+            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+            metrics["source"] = f"reslstm-eval, split {metrics_file.parent.name[len('eval_') :]}"
+            entry.setdefault("metrics", []).append(metrics)
+    return publish(load_model(model_path), name, entry, manifest, weights_dir, url)

@@ -8,8 +8,8 @@ import pytest
 
 from reslstm_tf import presets
 from reslstm_tf.layers import FUSION_LEVELS, FUSION_METHODS
-from reslstm_tf.models import build_single_stream, build_two_stream
-from reslstm_tf.testing import dtype_policy, run_model_saving_test
+from reslstm_tf.models import build_model, build_single_stream, build_two_stream
+from reslstm_tf.testing import assert_mixed_precision_close, dtype_policy, run_model_saving_test
 from tests import numpy_reference as ref
 
 SMALL = {"units": 32, "num_steps": 6}
@@ -44,23 +44,32 @@ def test_default_preset_is_real_sized():
     assert model.count_params() == 3 * lstm + 1024 * 51 + 51
 
 
-def test_fit_lowers_the_loss_on_a_real_shaped_batch():
-    x, y = _separable_batch(num_classes=5, batch=16, steps=16, dim=1024)
+def test_fit_learns_a_separable_task_on_real_shaped_features():
+    # 5 classes from chance (loss ln 5 = 1.6): measured, the loss falls from ~2.3 to ~1e-3
+    # and held-out accuracy reaches 1.0 for seeds 0-2.
+    keras.utils.set_random_seed(0)
+    x, y = _separable_batch(num_classes=5, batch=64, steps=16, dim=1024)
     model = build_single_stream(5, "res2", units=128, num_steps=16)
     model.compile(
         keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    history = model.fit(x, y, epochs=8, batch_size=8, verbose=0)
-    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    history = model.fit(x[:32], y[:32], epochs=8, batch_size=8, verbose=0)
+    assert history.history["loss"][-1] < 0.05 * history.history["loss"][0]
+    held_out = model.evaluate(x[32:], y[32:], verbose=0, return_dict=True)
+    assert held_out["accuracy"] >= 0.9, held_out
 
 
 @pytest.mark.parametrize("level", FUSION_LEVELS)
 @pytest.mark.parametrize("fusion", FUSION_METHODS)
 def test_two_stream_trains_and_saves(fusion, level):
+    # Flow: the same videos' features, noised, so both streams carry the class. Measured
+    # (seed 0, no dropout): the loss falls every epoch, to 0.02-0.77 of its start.
+    keras.utils.set_random_seed(0)
     x, y = _separable_batch()
-    inputs = {"rgb": x, "flow": x[::-1].copy()}
+    flow = np.maximum(x + np.random.default_rng(1).normal(scale=0.5, size=x.shape), 0)
+    inputs = {"rgb": x, "flow": flow.astype("float32")}
     model = build_two_stream(
         4,
         "res2",
@@ -69,11 +78,14 @@ def test_two_stream_trains_and_saves(fusion, level):
         rgb_dim=32,
         flow_dim=32,
         learnable_weights=fusion == "weighted",
+        dropout=0.0,
         **SMALL,
     )
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(inputs, y, epochs=2, batch_size=16, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
+    model.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    loss = model.fit(inputs, y, epochs=6, batch_size=16, verbose=0).history["loss"]
+    assert np.all(np.diff(loss) < 0) and loss[-1] < 0.85 * loss[0], loss
     run_model_saving_test(model, inputs)
 
 
@@ -94,18 +106,31 @@ def test_late_fusion_of_identical_streams(fusion, power):
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_returns_float32(policy):
+def test_mixed_precision_matches_float32_and_trains(policy):
     x, y = _separable_batch()
+    inputs = {"rgb": x, "flow": x[::-1].copy()}
+    kwargs = dict(fusion="weighted", level="mid", rgb_dim=32, flow_dim=32, **SMALL)
+    reference = build_two_stream(4, "res2", **kwargs)
     with dtype_policy(policy):
-        model = build_two_stream(
-            4, "res2", fusion="weighted", level="mid", rgb_dim=32, flow_dim=32, **SMALL
-        )
-        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit({"rgb": x, "flow": x}, y, epochs=1, verbose=0)
-        out = model({"rgb": x, "flow": x})
-        assert model.get_layer("residual_lstm").compute_dtype == policy.split("_")[1]
+        model = build_two_stream(4, "res2", **kwargs)
+    assert model.get_layer("residual_lstm").compute_dtype == policy.split("_")[1]
+    model.set_weights(reference.get_weights())
+    out = model(inputs)
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
-    assert np.isfinite(keras.ops.convert_to_numpy(out)).all()
+    assert_mixed_precision_close(keras.ops.convert_to_numpy(reference(inputs)), out, policy)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert np.isfinite(model.fit(inputs, y, epochs=1, verbose=0).history["loss"]).all()
+
+
+@pytest.mark.parametrize("modality", ["rgb", "flow", "two_stream"])
+def test_build_model_chooses_the_builder_of_a_modality(modality):
+    model = build_model(3, modality, "res2", feature_dim=8, units=8, num_steps=4, name="m")
+    assert model.name == "m"
+    inputs = model.input if modality != "two_stream" else model.input["rgb"]
+    assert tuple(inputs.shape) == (None, 4, 8)
+    assert isinstance(model.input, dict) == (modality == "two_stream")
+    with pytest.raises(ValueError, match="modality must be one of 'rgb', 'flow', 'two_stream'"):
+        build_model(3, "depth")
 
 
 def test_variable_length_model_masks_padding():
@@ -127,7 +152,7 @@ def test_variable_length_model_masks_padding():
         ),
         (
             lambda: build_single_stream(5, num_layers=0),
-            "num_layers must be an integer >= 1. Received: num_layers=0",
+            "num_layers must be a positive integer. Received: num_layers=0",
         ),
         (lambda: build_single_stream(0), "num_classes must be a positive integer"),
         (

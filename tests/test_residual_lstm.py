@@ -173,7 +173,7 @@ def test_standard_layer_checks():
     [
         (
             {"units": 8, "num_layers": 0},
-            "num_layers must be an integer >= 1. Received: num_layers=0",
+            "num_layers must be a positive integer. Received: num_layers=0",
         ),
         ({"units": 0}, "units must be a positive integer. Received: units=0"),
         ({"units": 8, "dropout": 1.5}, "dropout must be in [0, 1). Received: dropout=1.5"),

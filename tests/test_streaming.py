@@ -1,11 +1,21 @@
-"""Streaming: stepping through T segments equals the full-sequence model."""
+"""Streaming: T steps equal the full sequence; `stream_video` and its report on a real clip."""
 
 import keras
 import numpy as np
 import pytest
 
+from reslstm_tf.data.video import VideoReadError, probe, read_frames, to_float, transform_frames
 from reslstm_tf.models import build_single_stream
-from reslstm_tf.streaming import StreamingClassifier, run_stream
+from reslstm_tf.predict import load_classifier
+from reslstm_tf.streaming import (
+    StreamEvent,
+    StreamingClassifier,
+    draw_strip,
+    run_stream,
+    stream_report,
+    stream_video,
+    summarize,
+)
 from tests import numpy_reference as ref
 
 
@@ -33,3 +43,75 @@ def test_traced_step_matches_eager_and_checks_shapes():
     assert traced["states"].shape == (2, 2, 2, 8)
     with pytest.raises(ValueError, match=r"features must have shape \(batch, 8\)"):
         stream.step(np.zeros((2, 5), "float32"), states)
+
+
+@pytest.fixture(scope="module")
+def cricket(shared_data):
+    return shared_data / "kinetics_i3d" / "v_CricketShot_g04_c01_rgb.gif"
+
+
+@pytest.fixture(scope="module")
+def i3d():
+    return load_classifier("kinetics400_i3d")
+
+
+@pytest.mark.slow
+def test_stream_follows_the_clip_and_matches_offline_i3d(cricket, i3d):
+    events = list(stream_video(cricket, i3d, segment_len=16, frame_size=224, realtime=False))
+    assert [e.index for e in events] == [0, 1, 2, 3]  # 79 frames: 4 full windows of 16.
+    assert events[-1].ranked[0][0] == "playing cricket"
+    # The first event equals I3D on the same 16 frames decoded and cropped offline.
+    frames = transform_frames(
+        read_frames(cricket, np.arange(16)), short_side=224, crop_size=224, as_float=False
+    )
+    logits = i3d.model.predict_on_batch(to_float(frames)[None])[0]
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    assert events[0].ranked[0] == pytest.approx(
+        (i3d.class_names[int(p.argmax())], p.max()), abs=1e-4
+    )
+    assert all(e.compute_ms > 0 and e.latency_ms >= e.compute_ms for e in events)
+    assert events[-1].end_s == pytest.approx(64 / probe(cricket).fps, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_stream_report_prints_a_summary_and_strip(cricket, i3d, tmp_path, capsys):
+    events, summary = stream_report(
+        str(cricket),
+        i3d,
+        segment_len=16,
+        frame_size=224,
+        realtime=False,
+        max_segments=3,
+        strip=tmp_path / "strip.png",
+    )
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("segment ")]
+    assert len(lines) == len(events) == summary["segments"] == 3
+    assert "real time" in out and (tmp_path / "strip.png").stat().st_size > 10_000
+
+
+def _event(compute_ms, latency_ms, fps=25.0):
+    return StreamEvent(
+        0, 0.0, 0.64, [("a", 1.0)], latency_ms, compute_ms, np.zeros((4, 4, 3), np.uint8), 0, fps
+    )
+
+
+def test_summary_says_whether_it_keeps_up(tmp_path):
+    fast = summarize([_event(100, 120), _event(300, 320)], hop=16)  # budget 640 ms
+    assert fast["realtime_factor"] == pytest.approx(640 / 200)
+    assert fast["keeps_up"] and fast["latency_ms_mean"] == pytest.approx(220)
+    slow = summarize([_event(900, 950)], hop=16)
+    assert not slow["keeps_up"]
+    assert draw_strip([_event(1, 1)] * 3, tmp_path / "s.png").is_file()
+
+
+def test_bad_sources_and_settings(i3d, tmp_path):
+    with pytest.raises(VideoReadError, match="could not be opened"):
+        next(stream_video(str(tmp_path / "missing.mp4"), i3d))
+    with pytest.raises(ValueError, match="needs segment_len >= 9 and frame_size >= 193"):
+        next(stream_video(str(tmp_path / "x.mp4"), i3d, segment_len=4))
+    with pytest.raises(ValueError, match="hop must be a positive integer. Received: hop=-1"):
+        next(stream_video(str(tmp_path / "x.mp4"), i3d, hop=-1))
+    with pytest.raises(TypeError, match=r"reslstm_tf.predict.load_classifier\("):
+        next(stream_video(str(tmp_path / "x.mp4"), "kinetics400_i3d"))

@@ -126,3 +126,46 @@ def test_bad_manifest_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("RESLSTM_ZOO_MANIFEST", str(bad))
     with pytest.raises(ValueError, match=re.escape(f"zoo manifest {bad} is not valid JSON")):
         zoo.list()
+
+
+def test_publish_files_then_load(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESLSTM_HOME", str(tmp_path / "home"))
+    model = build_single_stream(3, "res2", feature_dim=8, units=8, num_steps=4)
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "eval_test").mkdir()
+    (run / "eval_test" / "metrics.json").write_text(json.dumps({"top1": 0.25}))
+    entry = {
+        **zoo.info("hmdb51_res2"),
+        "dataset": {"name": "lab", "classes": "hmdb51_classes.txt", "num_classes": 3},
+        "architecture": {"kind": "single_stream", "preset": "res2", "units": 8, "num_steps": 4},
+        "features": {"feature_dim": 8},
+        "metrics": [{"top1": 0.5, "command": "x"}],
+    }
+    (tmp_path / "entry.json").write_text(json.dumps(entry))
+    manifest = tmp_path / "zoo" / "manifest.json"
+    published = zoo.publish_files(
+        None, "lab_res2", tmp_path / "entry.json", manifest, model_dir=run
+    )
+    assert published["metrics"][-1] == {"top1": 0.25, "source": "reslstm-eval, split test"}
+    monkeypatch.setenv("RESLSTM_ZOO_MANIFEST", str(manifest))
+    x = np.random.default_rng(0).random((2, 4, 8)).astype("float32")
+    loaded = zoo.load("lab_res2")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert published["weights"]["sha256"] == zoo.info("lab_res2")["weights"]["sha256"]
+    with pytest.raises(FileNotFoundError, match="is .* a reslstm-train model_dir"):
+        zoo.publish_files(None, "x", tmp_path / "entry.json", manifest, model_dir=tmp_path)
+
+
+def test_format_list_has_a_line_per_entry():
+    lines = zoo.format_list().splitlines()
+    assert len(lines) == len(zoo.list())
+    assert any(line.startswith("kinetics400_i3d") and "published" in line for line in lines)
+
+
+def test_build_uses_the_manifest_architecture():
+    model = zoo.build("hmdb51_twostream_res2")
+    assert model.name == "hmdb51_twostream_res2"
+    assert set(model.input) == {"rgb", "flow"} and model.output_shape == (None, 51)
+    assert model.get_layer("fusion").method == "product"

@@ -31,6 +31,8 @@ import pathlib
 import keras
 import numpy as np
 
+from reslstm_tf.checks import check_choice, check_positive_int
+
 C3D_LAYERS = (
     "conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b",
     "fc6", "fc7", "fc8",
@@ -82,11 +84,9 @@ def C3D(  # noqa: N802 (named like the keras.applications builders)
         Tran, Bourdev, Fergus, Torresani & Paluri, "Learning Spatiotemporal Features with 3D
         Convolutional Networks", ICCV 2015.
     """
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}. Received: output={output!r}")
-    for arg, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be a positive int. Received: {arg}={value!r}")
+    check_choice("output", output, OUTPUTS)
+    check_positive_int("num_classes", num_classes)
+    check_positive_int("in_channels", in_channels)
     if not 0.0 <= float(dropout_rate) < 1.0:
         raise ValueError(f"dropout_rate must be in [0, 1). Received: dropout_rate={dropout_rate!r}")
     inputs = keras.Input(shape=(SEGMENT_LEN, FRAME_SIZE, FRAME_SIZE, in_channels), name="frames")

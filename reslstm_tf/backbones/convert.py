@@ -37,6 +37,7 @@ import warnings
 
 import numpy as np
 
+from reslstm_tf.backbones.i3d import FIRST_CONV, I3D, set_weights_loader
 from reslstm_tf.files import ChecksumError, atomic_write, cache_dir, sha256_of, verify_sha256
 
 CKPT_ENV = "RESLSTM_I3D_CKPT"
@@ -329,8 +330,6 @@ def convert_checkpoint(ckpt_path, output_path):
         ValueError: if the checkpoint does not fit the architecture exactly.
         pickle.UnpicklingError: if the pickle holds anything but numpy arrays in dicts.
     """
-    from reslstm_tf.backbones.i3d import I3D
-
     output_path = pathlib.Path(output_path)
     if not output_path.name.endswith(".weights.h5"):
         raise ValueError(f"output_path must end in .weights.h5. Received: {output_path}")
@@ -425,8 +424,6 @@ def cross_modality_kernel(kernel, in_channels):
 
 def _copy_by_name(source, target, first_conv_transform=None):
     """Copies weights from `source` to the same-named layers of `target`."""
-    from reslstm_tf.backbones.i3d import FIRST_CONV
-
     by_name = {layer.name: layer for layer in source.layers}
     for layer in target.layers:
         if not layer.weights:
@@ -468,8 +465,6 @@ def load_i3d_weights(model, weights):
         FileNotFoundError: if the path does not exist.
         ValueError: if the file does not fit the model.
     """
-    from reslstm_tf.backbones.i3d import FIRST_CONV, I3D
-
     in_channels = model.get_layer(FIRST_CONV).kernel.shape[-2]
     if weights == "kinetics400":
         path = kinetics400_weights_path()
@@ -497,3 +492,6 @@ def load_i3d_weights(model, weights):
         raise ValueError(
             f"I3D weights {weights!r} do not fit model {model.name!r}: {error}"
         ) from error
+
+
+set_weights_loader(load_i3d_weights)

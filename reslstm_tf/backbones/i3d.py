@@ -12,11 +12,18 @@ example `Mixed_4b.Branch_1.Conv3d_0b_3x3.conv` holds the kernel of the checkpoin
 (`Conv3d_1a_7x7`, `MaxPool3d_2a_3x3`, `Mixed_3b`, ..., `Logits`, `Predictions`), so
 `model.get_layer(endpoint).output` is that endpoint. These names are a public contract: the
 weight conversion in `reslstm_tf.backbones.convert` depends on them.
+
+This file is the architecture only and never imports the converter: the converter, one step
+higher, imports it and installs its weights loader with `set_weights_loader` when it is
+imported (the `reslstm_tf.backbones` package imports it first thing), so `I3D(weights=...)`
+loads weights without a circle between the two modules.
 """
 
 import os
 
 import keras
+
+from reslstm_tf.checks import check_choice, check_positive_int
 
 VALID_ENDPOINTS = (
     "Conv3d_1a_7x7",
@@ -68,6 +75,30 @@ MAX_POOLS = {
 
 FIRST_CONV = "Conv3d_1a_7x7.conv"
 LOGITS_CONV = "Logits.Conv3d_0c_1x1.conv"
+
+# loader(model, weights): loads "kinetics400" or a .weights.h5 path into a built I3D.
+_weights_loader = None
+
+
+def set_weights_loader(loader):
+    """Installs the function that `I3D(weights=...)` calls to load weights.
+
+    Args:
+        loader: a callable `loader(model, weights)`; `reslstm_tf.backbones.convert`
+            installs `load_i3d_weights`.
+    """
+    global _weights_loader
+    _weights_loader = loader
+
+
+def _load_weights(model, weights):
+    """Loads `weights` into `model` with the installed loader."""
+    if _weights_loader is None:
+        raise RuntimeError(
+            "no I3D weights loader is installed: import reslstm_tf.backbones (which installs "
+            f"reslstm_tf.backbones.convert.load_i3d_weights). Received: weights={weights!r}"
+        )
+    _weights_loader(model, weights)
 
 
 def unit3d(x, filters, kernel_size, scope, strides=(1, 1, 1)):
@@ -130,22 +161,10 @@ def inception_block(x, channels, scope):
 
 def _check_args(final_endpoint, pooling, in_channels, num_classes, weights, dropout_rate):
     """Raises ValueError for an invalid `I3D` argument, naming it and what is allowed."""
-    if final_endpoint not in VALID_ENDPOINTS:
-        raise ValueError(
-            f"final_endpoint must be one of {VALID_ENDPOINTS}. "
-            f"Received: final_endpoint={final_endpoint!r}"
-        )
-    if pooling not in ("avg", None):
-        raise ValueError(f"pooling must be 'avg' or None. Received: pooling={pooling!r}")
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(
-            "in_channels must be a positive int (3 for RGB, 2 for optical flow). "
-            f"Received: in_channels={in_channels!r}"
-        )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(
-            f"num_classes must be a positive int. Received: num_classes={num_classes!r}"
-        )
+    check_choice("final_endpoint", final_endpoint, VALID_ENDPOINTS)
+    check_choice("pooling", pooling, ("avg", None))
+    check_positive_int("in_channels", in_channels)  # 3 for RGB, 2 for optical flow.
+    check_positive_int("num_classes", num_classes)
     if not 0.0 <= float(dropout_rate) < 1.0:
         raise ValueError(f"dropout_rate must be in [0, 1). Received: dropout_rate={dropout_rate!r}")
     if weights == "kinetics400":
@@ -241,9 +260,7 @@ def I3D(  # noqa: N802 (named like the keras.applications builders)
         x = keras.layers.GlobalAveragePooling3D(name="global_pool")(x)
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
-        from reslstm_tf.backbones import convert
-
-        convert.load_i3d_weights(model, weights)
+        _load_weights(model, weights)
     return model
 
 

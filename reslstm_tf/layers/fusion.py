@@ -3,16 +3,15 @@
 import keras
 from keras import ops
 
+from reslstm_tf.checks import check_choice
+
 FUSION_METHODS = ("sum", "product", "weighted", "concat")
 FUSION_LEVELS = ("mid", "late")
 
 
 def check_fusion_method(method):
     """Raises a ValueError naming `method` unless it is one of FUSION_METHODS."""
-    if method not in FUSION_METHODS:
-        allowed = ", ".join(repr(m) for m in FUSION_METHODS)
-        raise ValueError(f"fusion must be one of {allowed}. Received: fusion={method!r}")
-    return method
+    return check_choice("fusion", method, FUSION_METHODS)
 
 
 @keras.saving.register_keras_serializable(package="reslstm_tf")

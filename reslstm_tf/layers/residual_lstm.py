@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from reslstm_tf.checks import check_positive_int
+
 # Sequences up to this length are unrolled into straight-line code (fastest, and
 # what XLA fuses best); longer or unknown lengths run a symbolic loop.
 _MAX_UNROLLED_STEPS = 64
@@ -171,12 +173,8 @@ class ResidualLSTM(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
-            raise ValueError(f"units must be a positive integer. Received: units={units!r}")
-        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
-            raise ValueError(
-                f"num_layers must be an integer >= 1. Received: num_layers={num_layers!r}"
-            )
+        units = check_positive_int("units", units)
+        num_layers = check_positive_int("num_layers", num_layers)
         for name, value in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
             if not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1). Received: {name}={value!r}")

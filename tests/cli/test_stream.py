@@ -1,0 +1,17 @@
+"""`reslstm-stream` from the shell: the sample clip by default, segment by segment."""
+
+import pytest
+
+from tests.cli.helpers import run_cli
+
+
+@pytest.mark.slow
+def test_stream_plays_the_sample_clip(tmp_path):
+    result = run_cli(
+        "stream", "--norealtime", "--segment_len=16", "--max_segments=2", "--strip=strip.png",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("segment ")]
+    assert len(lines) == 2 and all("playing cricket" in line for line in lines), result.stdout
+    assert "real time" in result.stdout and (tmp_path / "strip.png").is_file()
