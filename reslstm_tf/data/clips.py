@@ -1,0 +1,262 @@
+"""Video clips for fine-tuning: tf.data of (clips, label), reproducible from (seed, epoch).
+
+Fine-tuning a 3D CNN reads clips, not cached features. `VideoClips` cuts them from the videos
+of a split, for one stream ("rgb", "flow") or two ("two_stream"):
+
+- ``mode="train"``: a random window in each of the T parts of the video (TSN sampling,
+  `sampling.sample_segments`), a random S x S crop and, with `flip`, a horizontal flip with
+  probability 1/2 (for flow the horizontal component changes sign: the motion is mirrored);
+- ``mode="eval"``: centred windows, the centre crop, no flip.
+
+RGB clips come from `pipeline.load_clip`. Flow clips come from a `FlowCache` (flow computed
+once per video, uint8) when one is given, so no epoch recomputes optical flow; without a
+cache they are computed by `load_clip` each time (slow: for small tests only).
+
+Every random choice of a video in an epoch is drawn from
+``numpy.random.SeedSequence([seed, epoch, index])`` and the order of an epoch from
+``[seed, epoch]``: an epoch's clips depend on nothing else, so a training run killed
+mid-epoch and restarted reads the very same clips (exact resume), in parallel decoding too.
+
+Example:
+
+    clips = VideoClips(videos, "/data/skate", num_segments=4, segment_len=16, frame_size=112)
+    for clip, label in clips.dataset("train", epoch=0).batch(2).take(1):
+        print(clip.shape)  # (2, 4, 16, 112, 112, 3)
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.data import sampling, video
+from reslstm_tf.data.flow_cache import dequantize
+from reslstm_tf.data.pipeline import load_clip
+
+MODALITIES = ("rgb", "flow", "two_stream")
+CHANNELS = {"rgb": 3, "flow": 2}
+
+
+def flip_clip(clip, modality):
+    """Mirrors clips left to right; flow's horizontal component (channel 0) changes sign.
+
+    Args:
+        clip: float array (..., H, W, C).
+        modality: "rgb" or "flow".
+
+    Returns:
+        The mirrored array (a copy).
+    """
+    flipped = np.array(clip[..., ::-1, :], copy=True)
+    if modality == "flow":
+        flipped[..., 0] *= -1.0
+    return flipped
+
+
+def cached_flow_clip(
+    fields, num_segments, segment_len, *, mode="eval", frame_size=224, short="loop", rng=None
+):
+    """Cuts a flow clip out of a video's cached uint8 flow fields.
+
+    Args:
+        fields: uint8 (F, H, W, 2), as `FlowCache.read(video_id, quantized=True)` returns.
+        num_segments: T.
+        segment_len: L flow fields per segment.
+        mode: "train" (random windows and crop) or "eval" (centred).
+        frame_size: S, the crop side; at most the fields' shorter side.
+        short: the short-video policy of `sampling.sample_segments`.
+        rng: a numpy Generator for the train-mode choices.
+
+    Returns:
+        float32 (T, L, S, S, 2) in [-1, 1].
+
+    Raises:
+        ValueError: the cached fields are smaller than the crop.
+    """
+    height, width = fields.shape[1:3]
+    if min(height, width) < frame_size:
+        raise ValueError(
+            f"cached flow fields are {height}x{width}, smaller than frame_size={frame_size}; "
+            f"fill the flow cache with short_side >= {frame_size}"
+        )
+    sample = sampling.sample_segments(
+        len(fields), num_segments, segment_len, mode=mode, short=short, seed=rng
+    )
+    unique, inverse = np.unique(sample.indices, return_inverse=True)
+    crop_mode = "random" if mode == "train" else "center"
+    picked = video.crop(fields[unique], frame_size, crop_mode, rng)
+    clip = dequantize(picked[inverse.reshape(-1)])
+    return clip.reshape(num_segments, segment_len, frame_size, frame_size, 2)
+
+
+def _items(videos):
+    """Returns (relative paths, int64 labels) of a VideoList or (path, label, ...) tuples."""
+    pairs = [(v.path, v.label) if hasattr(v, "path") else (v[0], v[1]) for v in videos]
+    if not pairs:
+        raise ValueError("videos is empty: there are no videos to read")
+    paths, labels = zip(*pairs)
+    return [os.fspath(p) for p in paths], np.asarray(labels, np.int64)
+
+
+class VideoClips:
+    """The training and evaluation clips of a list of videos (see the module docstring).
+
+    Args:
+        videos: a `datasets.VideoList` or (relative path, label, ...) tuples.
+        data_dir: the folder the relative paths are under.
+        modality: "rgb", "flow" or "two_stream" (elements {"rgb": ..., "flow": ...}).
+        num_segments: T, segments per video.
+        segment_len: L, frames (flow fields) per segment.
+        frame_size: S, the crop side.
+        flow_cache: a `FlowCache` holding every video's flow (ids = relative paths), or
+            None to compute flow on the fly.
+        flow_method: "tvl1" or "farneback", without a flow cache.
+        short: the short-video policy ("loop", "pad", "overlap").
+        flip: flip training clips left to right with probability 1/2.
+        seed: the run's seed.
+        num_parallel_calls: videos decoded in parallel (default `tf.data.AUTOTUNE`).
+    """
+
+    def __init__(
+        self,
+        videos,
+        data_dir,
+        *,
+        modality="rgb",
+        num_segments=8,
+        segment_len=16,
+        frame_size=224,
+        flow_cache=None,
+        flow_method="tvl1",
+        short="loop",
+        flip=True,
+        seed=0,
+        num_parallel_calls=None,
+    ):
+        self.paths, self.labels = _items(videos)
+        self.data_dir = os.fspath(data_dir)
+        self.modality = check_choice("modality", modality, MODALITIES)
+        self.num_segments = check_positive_int("num_segments", num_segments)
+        self.segment_len = check_positive_int("segment_len", segment_len)
+        self.frame_size = check_positive_int("frame_size", frame_size)
+        self.flow_cache, self.flow_method = flow_cache, flow_method
+        self.short = check_choice("short", short, sampling.SHORT_POLICIES)
+        self.flip, self.seed = bool(flip), int(seed)
+        self.num_parallel_calls = num_parallel_calls or tf.data.AUTOTUNE
+
+    def __len__(self):
+        return len(self.paths)
+
+    @property
+    def streams(self):
+        """The streams of an element: ("rgb",), ("flow",) or ("rgb", "flow")."""
+        return ("rgb", "flow") if self.modality == "two_stream" else (self.modality,)
+
+    def shape(self, stream):
+        """The (T, L, S, S, C) shape of one stream's clips."""
+        size = self.frame_size
+        return (self.num_segments, self.segment_len, size, size, CHANNELS[stream])
+
+    def _stream_clip(self, index, stream, mode, rng):
+        """One stream's clip of video `index`."""
+        if stream == "flow" and self.flow_cache is not None:
+            fields = self.flow_cache.read(self.paths[index], quantized=True)
+            return cached_flow_clip(
+                fields, self.num_segments, self.segment_len, mode=mode,
+                frame_size=self.frame_size, short=self.short, rng=rng,
+            )  # fmt: skip
+        clip, _ = load_clip(
+            os.path.join(self.data_dir, self.paths[index]),
+            self.num_segments,
+            self.segment_len,
+            mode=mode,
+            frame_size=self.frame_size,
+            modality=stream,
+            flow_method=self.flow_method,
+            short=self.short,
+            seed=rng,
+        )
+        return clip
+
+    def load(self, index, mode="eval", epoch=0):
+        """Returns the clips of video `index` in an epoch: a tuple, one array per stream.
+
+        Args:
+            index: the video's position in the list.
+            mode: "train" or "eval".
+            epoch: the epoch (train mode: selects the random choices).
+        """
+        check_choice("mode", mode, sampling.MODES)
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch), int(index)]))
+        flip = mode == "train" and self.flip and rng.random() < 0.5
+        clips = []
+        for stream in self.streams:
+            clip = self._stream_clip(index, stream, mode, rng).astype(np.float32, copy=False)
+            clips.append(flip_clip(clip, stream) if flip else clip)
+        return tuple(clips)
+
+    def order(self, mode="train", epoch=0):
+        """The video order of an epoch: a permutation from (seed, epoch) in train mode."""
+        if mode != "train":
+            return np.arange(len(self), dtype=np.int64)
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch)]))
+        return rng.permutation(len(self)).astype(np.int64)
+
+    def _element(self, clips, label):
+        if self.modality == "two_stream":
+            return dict(zip(self.streams, clips)), label
+        return clips[0], label
+
+    def dataset(self, mode="train", epoch=0):
+        """Returns the unbatched tf.data of (clips, int64 label) of one epoch, in order.
+
+        Videos are decoded in parallel (`num_parallel_calls`) with deterministic output
+        order, and prefetched.
+        """
+        check_choice("mode", mode, sampling.MODES)
+        order = self.order(mode, epoch)
+        streams = self.streams
+
+        def load(index):
+            return self.load(int(index), mode, epoch)
+
+        def decode(index, label):
+            clips = tf.numpy_function(load, [index], [tf.float32] * len(streams), stateful=False)
+            for clip, stream in zip(clips, streams):
+                clip.set_shape(self.shape(stream))
+            return self._element(clips, label)
+
+        data = tf.data.Dataset.from_tensor_slices((order, self.labels[order]))
+        data = data.map(decode, num_parallel_calls=self.num_parallel_calls, deterministic=True)
+        return data.prefetch(tf.data.AUTOTUNE)
+
+    def placeholder(self):
+        """A dataset with the clips' element spec and labels but zero clips (nothing decoded).
+
+        For checks that read every label (the count, the range) without decoding a video.
+        """
+        streams = self.streams
+
+        def zeros(label):
+            return self._element([tf.zeros(self.shape(s), tf.float32) for s in streams], label)
+
+        return tf.data.Dataset.from_tensor_slices(self.labels).map(zeros)
+
+
+def fill_flow_cache(cache, videos, data_dir, progress=True):
+    """Computes the cached flow of every video of a list that has none yet.
+
+    Args:
+        cache: a `FlowCache`.
+        videos: a `datasets.VideoList` or (relative path, label, ...) tuples; the relative
+            path is the video id in the cache.
+        data_dir: the folder the relative paths are under.
+        progress: show a progress bar.
+
+    Returns:
+        The `FlowCache.fill` summary ("computed", "skipped", "failed").
+    """
+    paths, _ = _items(videos)
+    items = [(path, os.path.join(os.fspath(data_dir), path)) for path in paths]
+    return cache.fill(items, progress=progress)
