@@ -189,7 +189,7 @@ def test_streaming_client_example_keeps_states(exported, tmp_path):
     model, _, path = exported
     features = np.random.default_rng(4).random((5, 16)).astype("float32")
     np.save(tmp_path / "f.npy", features)
-    example = os.path.join(os.path.dirname(__file__), "..", "examples", "stream_client.py")
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "stream_client.py")
     result = subprocess.run(
         [
             sys.executable,
