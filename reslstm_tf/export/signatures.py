@@ -44,6 +44,19 @@ class _StackLayers:
         return self._model.get_layer(self._prefix + name)
 
 
+def load_head(model):
+    """Returns `model` if it is a Keras model, else the head a zoo name or `.keras` path names."""
+    if isinstance(model, keras.Model):
+        return model
+    if str(model).endswith(".keras"):
+        from reslstm_tf.models import load_model
+
+        return load_model(model)
+    from reslstm_tf import zoo
+
+    return zoo.load(str(model))
+
+
 def head_kind(model):
     """Returns "one_stream", "mid" or "late" (two streams fused at that level)."""
     if not isinstance(model.input, dict):
