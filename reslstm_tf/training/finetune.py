@@ -1,0 +1,523 @@
+"""Fine-tuning a 3D CNN with the Res-LSTM head, end to end, from videos, through the `Trainer`.
+
+`finetune(FinetuneConfig(...))` lists the videos of a split (`data.datasets`), fills the flow
+cache once for flow streams (`data.flow_cache`), builds `build_video_classifier` inside the
+Trainer's model function and trains on train-mode clips (`data.clips`: random windows, crops
+and flips) with every strategy, mixed precision, XLA, checkpoints and exact resume of the
+Trainer. `evaluate_finetuned` scores a run on centred eval-mode clips.
+
+Two adaptations to the Trainer, which was written for cached features:
+
+* It reads rank-2 `(T, d)` elements, so clips travel flattened, `(T, L*S*S*C)`, and the
+  trained model is a thin wrapper (an input reshape around the classifier, no weights of
+  its own). The classifier itself is `model.get_layer(CLASSIFIER)`.
+* Each epoch reads its own dataset, `VideoClips.dataset("train", epoch)`, whose order and
+  augmentation depend only on (seed, epoch), so a run killed mid-epoch resumes to the same
+  weights; the Trainer's own shuffle (which would hold N decoded clips) is off.
+
+Trunk caching (``trunk_cache=True``): with BatchNorm frozen, the I3D layers before
+`trainable_from` compute a fixed function of the clip, so their output (the "trunk") is
+computed once per clip view (`trunk_views` views: view v is the clip epoch v would read) and
+only the later blocks and the head are trained on it. For the cached views this is exactly
+fine-tuning with that freeze, at a fraction of the cost (the upper blocks of I3D hold a small
+part of its compute). Epoch e trains on view e mod `trunk_views`.
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from reslstm_tf import runs
+from reslstm_tf.backbones.i3d import VALID_ENDPOINTS
+from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.data import datasets
+from reslstm_tf.data.clips import MODALITIES, VideoClips, fill_flow_cache
+from reslstm_tf.data.flow_cache import FlowCache
+from reslstm_tf.data.video import default_short_side
+from reslstm_tf.precision import dtype_policy
+from reslstm_tf.training import setup
+from reslstm_tf.training.options import TrainOptions
+from reslstm_tf.training.trainer import Trainer
+from reslstm_tf.video_classifier import SegmentEncoder, build_video_classifier
+
+CLASSIFIER = "video_classifier"
+UPPER = "upper_classifier"
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning run that cannot be done as asked (options, videos, flow cache)."""
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """A fine-tuning run: videos, clips, model, freezing and the Trainer's options.
+
+    Attributes:
+        data_dir: the video folder (split-file paths are relative to it).
+        model_dir: the run folder (checkpoints, resume, final weights), or None.
+        dataset: "folder", "ucf101" or "hmdb51" (`data.datasets.load_dataset`).
+        split_dir, split, split_file, subset: the videos to train on, as
+            `load_dataset` reads them.
+        eval_subset: ucf101/hmdb51: the subset evaluated after training ("" for none).
+        eval_split_file: folder: the list of videos evaluated after training.
+        modality: "rgb", "flow" or "two_stream".
+        flow_method: "tvl1" or "farneback".
+        flow_cache_dir: the flow cache folder, filled once before training (flow streams;
+            None computes flow on the fly, for tiny tests only).
+        flow_short_side: shorter side of the cached flow (default S * 256 / 224).
+        num_segments, segment_len, frame_size: T, L and S of the clips.
+        short: the short-video policy ("loop", "pad", "overlap").
+        flip: flip training clips left to right with probability 1/2.
+        backbone: "i3d" or "c3d".
+        backbone_weights: "kinetics400", None or a weights path (dict per stream).
+        trainable_from: the first fine-tuned I3D endpoint (None: all of it).
+        frozen_batchnorm, recompute: see `build_video_classifier`.
+        preset, fusion, level, head: the head's preset, two-stream fusion and overrides.
+        trunk_cache: train the blocks from `trainable_from` on cached trunk outputs.
+        trunk_views: clip views cached per video with `trunk_cache`.
+        epochs ... progress: the `TrainOptions` of the Trainer.
+        strategy: "default", "mirrored" or "multi_worker".
+        limit: use only the first N videos (smoke tests).
+    """
+
+    data_dir: str
+    model_dir: str | None = None
+    dataset: str = "folder"
+    split_dir: str | None = None
+    split: int = 1
+    split_file: str | None = None
+    subset: str = "train"
+    eval_subset: str = ""
+    eval_split_file: str | None = None
+    modality: str = "rgb"
+    flow_method: str = "tvl1"
+    flow_cache_dir: str | None = None
+    flow_short_side: int | None = None
+    num_segments: int = 8
+    segment_len: int = 16
+    frame_size: int = 224
+    short: str = "loop"
+    flip: bool = True
+    backbone: str = "i3d"
+    backbone_weights: object = "kinetics400"
+    trainable_from: str | None = "Mixed_4f"
+    frozen_batchnorm: bool = True
+    recompute: bool = False
+    preset: str = "res3"
+    fusion: str = "product"
+    level: str = "late"
+    head: dict = dataclasses.field(default_factory=dict)
+    trunk_cache: bool = False
+    trunk_views: int = 1
+    epochs: int = 10
+    batch_size: int = 8
+    optimizer: str = "sgd"
+    learning_rate: float = 1e-3
+    schedule: str = "constant"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    seed: int = 0
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    checkpoint_every_steps: int = 0
+    max_steps: int | None = None
+    progress: bool = True
+    strategy: str = "default"
+    limit: int | None = None
+
+    def validate(self):
+        """Raises `FinetuneError` naming the first bad option and what is allowed."""
+        try:
+            check_choice("modality", self.modality, MODALITIES)
+            for name in ("num_segments", "segment_len", "frame_size", "trunk_views"):
+                check_positive_int(name, getattr(self, name))
+            check_choice("strategy", self.strategy, setup.STRATEGIES)
+            if self.trainable_from is not None:
+                check_choice("trainable_from", self.trainable_from, VALID_ENDPOINTS)
+        except ValueError as error:
+            raise FinetuneError(str(error)) from None
+        if self.trunk_cache:
+            _check_trunk_cache(self)
+
+    def train_options(self):
+        """The `TrainOptions` of the run (the Trainer's shuffle is off: see the module doc)."""
+        names = {field.name for field in dataclasses.fields(TrainOptions)}
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
+        return TrainOptions(**values, shuffle_buffer=1)
+
+
+def _check_trunk_cache(config):
+    """Trunk caching needs a fixed trunk: I3D, frozen BatchNorm, a cut after the input."""
+    if config.backbone != "i3d" or config.modality == "two_stream":
+        raise FinetuneError(
+            "trunk_cache needs one I3D stream. Received: "
+            f"backbone={config.backbone!r}, modality={config.modality!r}"
+        )
+    if not config.frozen_batchnorm or config.trainable_from in (None, VALID_ENDPOINTS[0]):
+        raise FinetuneError(
+            "trunk_cache needs frozen_batchnorm=True and trainable_from after the first "
+            "endpoint (e.g. 'Mixed_5b'): only then is the trunk a fixed function of the clip. "
+            f"Received: frozen_batchnorm={config.frozen_batchnorm}, "
+            f"trainable_from={config.trainable_from!r}"
+        )
+
+
+# ----------------------------------------------------------------------------- the data
+
+
+def load_videos(config, subset=None, split_file=None):
+    """Lists the videos of the run's split (`subset`, default `config.subset`)."""
+    videos = datasets.load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        split_dir=config.split_dir,
+        split=config.split,
+        subset=subset or config.subset,
+        split_file=split_file if split_file is not None else config.split_file,
+    )
+    if config.limit:
+        videos = datasets.VideoList(videos.items[: config.limit], videos.classes)
+    if not len(videos):
+        raise FinetuneError(f"no videos to read in data_dir={config.data_dir!r}")
+    return videos
+
+
+def flow_cache(config):
+    """The run's `FlowCache`, or None (no flow stream, or flow computed on the fly)."""
+    if config.modality == "rgb" or not config.flow_cache_dir:
+        return None
+    short_side = config.flow_short_side or default_short_side(config.frame_size)
+    return FlowCache(config.flow_cache_dir, method=config.flow_method, short_side=short_side)
+
+
+def prepare_clips(config, videos):
+    """Fills the flow cache for `videos` (once: cached videos are skipped); returns the clips.
+
+    Raises:
+        FinetuneError: a video's flow could not be computed.
+    """
+    cache = flow_cache(config)
+    if cache is not None:
+        summary = fill_flow_cache(cache, videos, config.data_dir, progress=config.progress)
+        if summary["failed"]:
+            failed = "; ".join(f"{vid}: {reason}" for vid, reason in summary["failed"][:5])
+            raise FinetuneError(f"{len(summary['failed'])} video(s) have no flow: {failed}")
+    return VideoClips(
+        videos,
+        config.data_dir,
+        modality=config.modality,
+        num_segments=config.num_segments,
+        segment_len=config.segment_len,
+        frame_size=config.frame_size,
+        flow_cache=cache,
+        flow_method=config.flow_method,
+        short=config.short,
+        flip=config.flip,
+        seed=config.seed,
+    )
+
+
+def _flatten(features, label):
+    """Flattens each stream of an element to (T, d): the Trainer's element shape."""
+    flat = tf.nest.map_structure(lambda x: tf.reshape(x, (x.shape[0], -1)), features)
+    return flat, label
+
+
+class ClipSource:
+    """Each epoch's clips for the Trainer: flattened, ordered and augmented by (seed, epoch)."""
+
+    def __init__(self, clips):
+        self.clips = clips
+
+    def train_data(self, epoch):
+        """The unbatched, flattened training data of `epoch`."""
+        return self.clips.dataset("train", epoch).map(_flatten)
+
+    def placeholder(self):
+        """The element spec and labels, nothing decoded (for the Trainer's checks)."""
+        return self.clips.placeholder().map(_flatten)
+
+
+class TrunkSource:
+    """Each epoch's cached trunk outputs: view e mod `views` of every video, in epoch order.
+
+    Args:
+        clips: the `VideoClips` to cut the views from.
+        trunk: a model mapping (n, L, S, S, C) segments to the trunk's output.
+        views: the number of views cached per video.
+        batch_size: videos per trunk call.
+    """
+
+    def __init__(self, clips, trunk, views=1, batch_size=4):
+        self.clips, self.views = clips, views
+        encoder = SegmentEncoder(trunk)
+        self.features = [
+            _trunk_features(encoder, clips.dataset("train", view), batch_size)
+            for view in range(views)
+        ]
+
+    def train_data(self, epoch):
+        """The unbatched, flattened trunk outputs of `epoch` (epoch order of the clips)."""
+        order = self.clips.order("train", epoch)
+        features = self.features[epoch % self.views]
+        unshuffle = np.argsort(self.clips.order("train", epoch % self.views))
+        rows = unshuffle[order]
+        return tf.data.Dataset.from_tensor_slices((features[rows], self.clips.labels[order]))
+
+    def placeholder(self):
+        """The element spec and labels of the cached data."""
+        return self.train_data(0)
+
+
+def _trunk_features(encoder, dataset, batch_size):
+    """Runs the trunk on every clip of a dataset; returns float32 (N, T, d_trunk)."""
+    out = []
+    for clips, _ in dataset.batch(batch_size):
+        features = encoder(clips, training=False)
+        out.append(np.asarray(features, np.float32).reshape(len(features), features.shape[1], -1))
+    return np.concatenate(out)
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+def build_classifier(config, num_classes):
+    """The run's `build_video_classifier` model, named `CLASSIFIER`."""
+    return build_video_classifier(
+        num_classes,
+        config.modality,
+        config.backbone,
+        config.preset,
+        num_segments=config.num_segments,
+        segment_len=config.segment_len,
+        frame_size=config.frame_size,
+        backbone_weights=config.backbone_weights,
+        trainable_from=config.trainable_from,
+        frozen_batchnorm=config.frozen_batchnorm,
+        recompute=config.recompute,
+        fusion=config.fusion,
+        level=config.level,
+        name=CLASSIFIER,
+        **config.head,
+    )
+
+
+def flat_input_model(model):
+    """Wraps a model so it reads each input flattened to (T, d); adds no weights."""
+    named = model.input if isinstance(model.input, dict) else {"clips": model.input}
+    flat, shaped = {}, {}
+    for name, tensor in named.items():
+        shape = tuple(tensor.shape[1:])
+        flat[name] = keras.Input((shape[0], math.prod(shape[1:])), name=name)
+        shaped[name] = keras.layers.Reshape(shape, name=f"{name}_shape")(flat[name])
+    if isinstance(model.input, dict):
+        return keras.Model(flat, model(shaped), name=f"{model.name}_flat")
+    return keras.Model(flat["clips"], model(shaped["clips"]), name=f"{model.name}_flat")
+
+
+def trunk_split(classifier, trainable_from, recompute=False):
+    """Splits a one-stream I3D classifier at `trainable_from`: (trunk, upper model).
+
+    The trunk maps (n, L, S, S, C) segments to the output of the endpoint before
+    `trainable_from`; the upper model maps (B, T, *trunk output) to the logits with the
+    classifier's own later I3D layers and head (shared, not copied).
+    """
+    backbone = classifier.get_layer("segment_encoder").backbone
+    cut = VALID_ENDPOINTS[VALID_ENDPOINTS.index(trainable_from) - 1]
+    cut_output = backbone.get_layer(cut).output
+    trunk = keras.Model(backbone.input, cut_output, name="trunk")
+    rest = keras.Model(cut_output, backbone.output, name="upper_backbone")
+    steps, *segment = classifier.input.shape[1:]
+    cut_shape = trunk.compute_output_shape((1, *segment))[1:]
+    features = keras.Input((steps, *cut_shape), name="trunk_features")
+    encoded = SegmentEncoder(rest, recompute=recompute, name="segment_encoder")(features)
+    upper = keras.Model(features, classifier.get_layer("head")(encoded), name=UPPER)
+    return trunk, upper
+
+
+def model_fn(config, num_classes):
+    """The Trainer's model function: the flat-input classifier (or upper model)."""
+
+    def build():
+        classifier = build_classifier(config, num_classes)
+        if config.trunk_cache:
+            classifier = trunk_split(classifier, config.trainable_from, config.recompute)[1]
+        return flat_input_model(classifier)
+
+    return build
+
+
+def _trunk(config, num_classes):
+    """The trunk with the weights the Trainer's model gets (same seed, same policy)."""
+    keras.utils.set_random_seed(config.seed)
+    with dtype_policy(setup.mixed_precision_policy(config.mixed_precision)):
+        return trunk_split(build_classifier(config, num_classes), config.trainable_from)[0]
+
+
+# ----------------------------------------------------------------------- train, evaluate
+
+
+class ClipTrainer(Trainer):
+    """A `Trainer` whose epoch e reads `source.train_data(e)` (see the module docstring).
+
+    Args:
+        source: a `ClipSource` or `TrunkSource`.
+        model_fn: the Trainer's model function.
+        **kwargs: the `Trainer` arguments.
+    """
+
+    def __init__(self, source, model_fn, **kwargs):
+        super().__init__(model_fn, **kwargs)
+        self.source = source
+
+    def fit(self):
+        """Trains (or resumes) the run; returns the `TrainResult`."""
+        return super().fit(self.source.placeholder())
+
+    def _run_epoch(self, dataset, stop_step, bar):
+        del dataset  # the placeholder: each epoch reads its own data
+        epoch = self.global_step // self.steps_per_epoch
+        return super()._run_epoch(self.source.train_data(epoch), stop_step, bar)
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    """What `finetune` returns.
+
+    Attributes:
+        train: the Trainer's `TrainResult` (its model reads flattened clips).
+        classifier: the trained classifier (clips in), or the upper model with trunk caching.
+        classes: the class names.
+        evaluation: `evaluate_finetuned`'s dict, or None.
+    """
+
+    train: object
+    classifier: keras.Model
+    classes: list
+    evaluation: dict | None = None
+
+
+def _record(config, classes):
+    """The run's `train_config.json`: the config and the class names."""
+    return {"finetune": dataclasses.asdict(config), "class_names": list(classes)}
+
+
+def make_trainer(config, clips, classes, strategy=None):
+    """The `ClipTrainer` of a run over `clips` (the training videos' `VideoClips`)."""
+    build = model_fn(config, len(classes))
+    if config.trunk_cache:
+        source = TrunkSource(clips, _trunk(config, len(classes)), config.trunk_views)
+    else:
+        source = ClipSource(clips)
+    return ClipTrainer(
+        source,
+        build,
+        num_classes=len(classes),
+        model_dir=config.model_dir,
+        strategy=strategy or config.strategy,
+        config=_record(config, classes),
+        options=config.train_options(),
+    )
+
+
+def finetune(config, strategy=None):
+    """Fine-tunes a backbone and the Res-LSTM head on videos; checkpoints and resumes.
+
+    Args:
+        config: a `FinetuneConfig`.
+        strategy: a `tf.distribute.Strategy` instead of `config.strategy` (e.g. one
+            made with chosen devices).
+
+    Returns:
+        A `FinetuneResult`; with `eval_subset` / `eval_split_file` also evaluated.
+
+    Raises:
+        FinetuneError: bad options, no videos, or videos without flow.
+        TrainingInputError: the Trainer's checks (batch size, a run of another shape).
+    """
+    config.validate()
+    videos = load_videos(config)
+    clips = prepare_clips(config, videos)
+    trainer = make_trainer(config, clips, list(videos.classes), strategy)
+    result = trainer.fit()
+    classifier = result.model.get_layer(UPPER if config.trunk_cache else CLASSIFIER)
+    evaluation = None
+    if config.eval_subset or config.eval_split_file:
+        subset = config.eval_subset or "test"
+        eval_videos = load_videos(config, subset, config.eval_split_file)
+        evaluation = evaluate_finetuned(config, classifier, eval_videos, split=subset)
+    return FinetuneResult(result, classifier, list(videos.classes), evaluation)
+
+
+def _eval_batches(config, model, clips, batch_size):
+    """Yields (model inputs, labels) of the centred eval clips (trunk outputs if cached)."""
+    trunk = None
+    if config.trunk_cache:
+        trunk = SegmentEncoder(_trunk(config, int(model.output.shape[-1])))
+    for element, labels in clips.dataset("eval").batch(batch_size):
+        if trunk is not None:
+            element = trunk(element, training=False)
+        yield element, np.asarray(labels)
+
+
+def evaluate_finetuned(config, model=None, videos=None, split="test", batch_size=4):
+    """Scores a fine-tuned classifier on centred eval-mode clips.
+
+    Args:
+        config: the run's `FinetuneConfig`.
+        model: the trained classifier (`FinetuneResult.classifier`); None rebuilds it and
+            loads the weights of `config.model_dir` (final weights, else the latest
+            checkpoint).
+        videos: the `VideoList` to score (default: `config.eval_subset` of the dataset).
+        split: the name of the evaluation; with a model_dir the metrics and predictions go
+            to `<model_dir>/eval_<split>/`.
+        batch_size: videos per forward pass.
+
+    Returns:
+        dict with "top1", "num_videos" and "predictions": [{"video", "label",
+        "predicted", "probabilities"}] in video order.
+    """
+    if videos is None:
+        videos = load_videos(config, config.eval_subset or "test", config.eval_split_file)
+    if model is None:
+        model = _load_trained(config, videos.num_classes)
+    clips = prepare_clips(config, videos)
+    probabilities = []
+    for inputs, _ in _eval_batches(config, model, clips, batch_size):
+        logits = model(inputs, training=False)
+        probabilities.append(np.asarray(keras.ops.softmax(logits), np.float32))
+    probabilities = np.concatenate(probabilities)
+    predicted = probabilities.argmax(-1)
+    predictions = [
+        {"video": path, "label": int(label), "predicted": int(guess), "probabilities": p.tolist()}
+        for path, label, guess, p in zip(clips.paths, clips.labels, predicted, probabilities)
+    ]
+    top1 = float(np.mean(predicted == clips.labels))
+    if config.model_dir is not None:
+        folder = runs.RunDir(config.model_dir).eval_dir(split).create()
+        folder.write_metrics({"top1": top1, "num_videos": len(predictions)})
+        folder.write_predictions(probabilities, clips.labels)
+    return {"top1": top1, "num_videos": len(predictions), "predictions": predictions}
+
+
+def _load_trained(config, num_classes):
+    """Rebuilds the run's model and loads its trained weights; returns the classifier."""
+    if config.model_dir is None:
+        raise FinetuneError("evaluate_finetuned needs a model or a model_dir to load")
+    keras.utils.set_random_seed(config.seed)
+    wrapper = model_fn(config, num_classes)()
+    runs.RunDir(config.model_dir).load_weights(wrapper)
+    return wrapper.get_layer(UPPER if config.trunk_cache else CLASSIFIER)
+
+
+__all__ = [
+    "ClipTrainer",
+    "FinetuneConfig",
+    "FinetuneError",
+    "FinetuneResult",
+    "evaluate_finetuned",
+    "finetune",
+]
