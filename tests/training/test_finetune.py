@@ -214,3 +214,31 @@ def test_real_skateboard_clips_fine_tune_and_score(shared_data, tmp_path):
     assert np.isfinite(result.train.history[0]["loss"])
     assert result.evaluation["num_videos"] == 3
     assert all(abs(sum(p["probabilities"]) - 1) < 1e-5 for p in result.evaluation["predictions"])
+
+
+def test_the_command_line_maps_its_flags_onto_finetune(video_dir, tmp_path):
+    from tests.conftest import PROJECT_ROOT
+
+    split = tmp_path / "eval.txt"
+    split.write_text("Bright/Bright0.avi\nDark/Dark0.avi\n")
+    flags = [
+        f"--data_dir={video_dir}", f"--model_dir={tmp_path / 'run'}", f"--eval_split_file={split}",
+        "--num_segments=2", "--segment_len=8", "--frame_size=32", "--backbone_weights=none",
+        "--trainable_from=all", "--preset=res2", "--units=8", "--epochs=1", "--batch_size=3",
+        "--noprogress",
+    ]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "reslstm_tf.cli.finetune", *flags],
+        cwd=PROJECT_ROOT, env=cli_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1: loss" in result.stdout and "on 2 videos" in result.stdout
+    recorded = json.loads((tmp_path / "run" / "train_config.json").read_text())["finetune"]
+    assert recorded["trainable_from"] is None and recorded["backbone_weights"] is None
+    assert recorded["head"] == {"units": 8}
+    command = [sys.executable, "-m", "reslstm_tf.cli.finetune", f"--data_dir={video_dir}"]
+    bad = subprocess.run(
+        [*command, "--modality=rgbd"],
+        cwd=PROJECT_ROOT, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "modality must be one of" in bad.stderr
