@@ -68,13 +68,15 @@ def agreement(model, work, features_dir):
     from reslstm_tf.export.litert import export_litert, interpreter
 
     features = np.stack([r["features"] for r in read_features(features_dir)]).astype("float32")
-    logits = {}
+    logits, sizes = {}, {}
     for quantization in ("none", "float16", "dynamic_int8"):
         paths = export_litert(model, os.path.join(work, f"full_{quantization}"), quantization)
         runner = interpreter(paths["model"]).get_signature_runner()
         logits[quantization] = runner(features=features)["logits"]
+        sizes[quantization] = paths["model"].stat().st_size / 1e6
     top1 = np.argmax(logits["none"], axis=-1)
-    rows = []
+    sizes_text = " / ".join(f"{size:.2f}" for size in sizes.values())
+    rows = [("LiteRT model.tflite MB: float32 / float16 / dynamic_int8", sizes_text, "-", "-")]
     for quantization in ("float16", "dynamic_int8"):
         differ = int(np.sum(np.argmax(logits[quantization], axis=-1) != top1))
         change = float(np.abs(logits[quantization] - logits["none"]).max())
