@@ -30,8 +30,12 @@ from reslstm_tf.models import MODALITIES, build_model
 class SegmentEncoder(keras.layers.Layer):
     """Applies a backbone to every segment: (B, T, L, S, S, C) clips to (B, T, d_f) features.
 
+    Any per-segment output shape is kept: a backbone cut at an inner endpoint maps
+    (n, L, S, S, C) to (n, l, s, s, c), and the encoder then gives (B, T, l, s, s, c).
+
     Args:
-        backbone: a `keras.Model` mapping (n, L, S, S, C) segments to (n, d_f) features.
+        backbone: a `keras.Model` mapping (n, L, S, S, C) segments to (n, d_f) features
+            (or to any per-segment shape).
         recompute: recompute the backbone's activations in the backward pass instead of
             keeping them (less memory, about one more forward pass of compute).
         **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
@@ -54,11 +58,11 @@ class SegmentEncoder(keras.layers.Layer):
             features = tf.recompute_grad(lambda x: self._encode(x, training))(segments)
         else:
             features = self._encode(segments, training)
-        return ops.reshape(features, (shape[0], shape[1], features.shape[-1]))
+        return ops.reshape(features, (shape[0], shape[1], *features.shape[1:]))
 
     def compute_output_shape(self, input_shape):
         features = self.backbone.compute_output_shape((None, *input_shape[2:]))
-        return (input_shape[0], input_shape[1], features[-1])
+        return (input_shape[0], input_shape[1], *features[1:])
 
     def get_config(self):
         config = super().get_config()

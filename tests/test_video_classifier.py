@@ -100,3 +100,16 @@ def test_two_stream_equals_its_parts():
     expected = keras.ops.convert_to_numpy(model.get_layer("head")(features))
     assert logits.shape == (2, 4)
     np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+
+def test_segment_encoder_keeps_a_cut_backbone_s_per_segment_shape(model):
+    from reslstm_tf.video_classifier import SegmentEncoder
+
+    backbone = model.get_layer("segment_encoder").backbone
+    cut = keras.Model(backbone.input, backbone.get_layer("Mixed_4f").output)
+    clips = _clips()
+    encoded = keras.ops.convert_to_numpy(SegmentEncoder(cut)(clips))
+    expected = keras.ops.convert_to_numpy(cut(clips[1, 2:3]))[0]
+    assert encoded.shape == (2, 3, *expected.shape) and expected.ndim == 4
+    np.testing.assert_allclose(encoded[1, 2], expected, atol=1e-5)
+    assert SegmentEncoder(cut).compute_output_shape(clips.shape) == (2, 3, *expected.shape)

@@ -173,7 +173,10 @@ def test_flow_is_computed_once_per_video_and_never_in_training(video_dir, tmp_pa
 
 
 def test_trunk_cached_step_equals_the_full_model_step(video_dir):
-    config = _config(video_dir, trainable_from="Mixed_5b", max_steps=2, learning_rate=1e-2)
+    # 64 px: the trunk output is 1 x 2 x 2 x 832 per segment, not a vector.
+    config = _config(
+        video_dir, trainable_from="Mixed_5b", max_steps=2, learning_rate=1e-2, frame_size=64
+    )
     full = finetune(config).classifier
     upper = finetune(dataclasses.replace(config, trunk_cache=True)).classifier
     backbone = full.get_layer("segment_encoder").backbone
