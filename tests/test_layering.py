@@ -14,13 +14,15 @@ import pytest
 PACKAGE = "reslstm_tf"
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
 
-# Bottom-up: data flows down this list and imports point up it.
+# Bottom-up: data flows down this list and imports point up it (STYLE.md's layout, with the
+# end-to-end video classifier beside the head builders and the test helpers last).
 FLOORS = (
     "layers",
     "presets",
     "precision",
     "backbones",
     "models",
+    "video_classifier",
     "data",
     "extract",
     "runs",
@@ -34,7 +36,8 @@ FLOORS = (
     "cli",
     "testing",
 )
-# Small utilities with no project imports of their own, usable from any floor.
+# Small utilities with no project imports of higher floors, usable from any floor (plots: the
+# headless matplotlib and atomic PNG writing that evaluation, prediction and streaming share).
 BASE = ("checks", "files", "faults", "assets", "plots")
 
 

@@ -1,4 +1,8 @@
-"""3D-CNN backbones that turn video segments into features: I3D, C3D and the extractor."""
+"""3D-CNN backbones that turn video segments into features: I3D, C3D and the extractor.
+
+Importing this package imports `convert`, which installs the I3D weights loader into
+`i3d` (the architecture file never imports the converter back).
+"""
 
 from reslstm_tf.backbones.c3d import C3D, load_c3d_weights, save_c3d_npz
 from reslstm_tf.backbones.convert import (
