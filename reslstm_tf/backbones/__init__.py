@@ -13,7 +13,7 @@ from reslstm_tf.backbones.convert import (
     load_i3d_weights,
     safe_load_pickle,
 )
-from reslstm_tf.backbones.extractor import SegmentFeatureExtractor, feature_model, segment_indices
+from reslstm_tf.backbones.extractor import SegmentFeatureExtractor, feature_model
 from reslstm_tf.backbones.i3d import I3D, VALID_ENDPOINTS, endpoint_model
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "load_i3d_weights",
     "safe_load_pickle",
     "save_c3d_npz",
-    "segment_indices",
 ]
 
 

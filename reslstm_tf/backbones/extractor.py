@@ -66,28 +66,6 @@ def feature_model(backbone="i3d", modality="rgb", weights="kinetics400", c3d_lay
     )
 
 
-def segment_indices(num_frames, num_segments, segment_len, short="overlap"):
-    """Returns the (K, L) frame indices extraction decodes: `sample_segments` in eval mode.
-
-    Transitional: sampling is not the backbones' concern (`reslstm_tf.data.sampling` is the
-    one sampler, `reslstm_tf.extract.segment_features` cuts decoded frames with it). This
-    alias and `SegmentFeatureExtractor.from_frames` remain, importing the sampler late,
-    until their last callers move; they then go, with this upward import.
-
-    Args:
-        num_frames: int N >= 1.
-        num_segments: int K >= 1.
-        segment_len: int L >= 1.
-        short: the short-video policy ('overlap', as `predict_video` and the zoo).
-
-    Returns:
-        int64 numpy array (K, L) of indices in [0, N).
-    """
-    from reslstm_tf.data.sampling import sample_segments
-
-    return sample_segments(num_frames, num_segments, segment_len, mode="eval", short=short).indices
-
-
 class SegmentFeatureExtractor:
     """Embeds video segments with a 3D CNN: (K, L, H, W, C) in [-1, 1] -> (K, feature_dim).
 
@@ -170,7 +148,7 @@ class SegmentFeatureExtractor:
             lambda x: tf.cast(model(x, training=False), tf.float32), jit_compile=self.jit_compile
         )
 
-    def _validate(self, array, name, whole_clip=False):
+    def _validate(self, array, name):
         """Checks one (K, L, H, W, C) array; returns it as float32."""
         if array.ndim != 5:
             raise ValueError(
@@ -189,9 +167,7 @@ class SegmentFeatureExtractor:
                 f"{array.shape}"
             )
         expected = (self.frame_size, self.frame_size)
-        if self.backbone == "c3d" and (
-            array.shape[2:4] != expected or (not whole_clip and array.shape[1] != 16)
-        ):
+        if self.backbone == "c3d" and (array.shape[2:4] != expected or array.shape[1] != 16):
             raise ValueError(
                 f"C3D segments must be 16 frames of 112x112 pixels. Received: {name} with "
                 f"shape {array.shape}"
@@ -263,33 +239,3 @@ class SegmentFeatureExtractor:
                 out[indices] = self._embed(np.stack([arrays[i] for i in indices]))
             return out
         return self._embed(self._validate(np.asarray(segments), "segments"))
-
-    def from_frames(self, frames, num_segments, short="overlap"):
-        """Cuts a clip into `num_segments` segments as extraction does; returns their features.
-
-        The segments are those of `reslstm_tf.data.sampling.sample_segments` in eval mode:
-        the N frames are split into K contiguous parts and segment k is the window of
-        `segment_len` consecutive frames centred in part k.
-
-        Args:
-            frames: float32 array (N, H, W, C) in [-1, 1].
-            num_segments: positive int K.
-            short: the short-video policy of the sampler. Defaults to 'overlap'.
-
-        Returns:
-            float32 numpy array (K, feature_dim).
-
-        Raises:
-            ValueError: for a wrong rank, channel count, an empty clip or bad values.
-        """
-        frames = np.asarray(frames)
-        if frames.ndim != 4:
-            raise ValueError(
-                "frames must have rank 4 (frames, height, width, channels). Received: frames "
-                f"with shape {frames.shape}"
-            )
-        if frames.shape[0] == 0:
-            raise ValueError(f"frames is an empty clip. Received: frames with shape {frames.shape}")
-        frames = self._validate(frames[None], "frames", whole_clip=True)[0]
-        indices = segment_indices(frames.shape[0], num_segments, self.segment_len, short)
-        return self._embed(frames[indices])

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from reslstm_tf.backbones import extractor as features_lib
-from reslstm_tf.backbones.extractor import SegmentFeatureExtractor, segment_indices
+from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
+from reslstm_tf.extract import segment_features
 
 
 @pytest.fixture(scope="module")
@@ -48,30 +49,13 @@ def test_list_of_segments_with_different_lengths(i3d_random):
         np.testing.assert_allclose(out[i], single, rtol=1e-4, atol=1e-5)
 
 
-def test_segment_indices_by_hand():
-    # N=50, K=3: parts [0, 16), [16, 33), [33, 50); centres 8, 24.5, 41.5; L=16 windows
-    # start at floor(centre - 8) = 0, 16, 33.
-    expected = np.array([np.arange(0, 16), np.arange(16, 32), np.arange(33, 49)])
-    np.testing.assert_array_equal(segment_indices(50, 3, 16), expected)
-    # Windows stay inside the video: the last one is shifted left.
-    np.testing.assert_array_equal(segment_indices(20, 2, 16), [np.arange(0, 16), np.arange(4, 20)])
-    # A video shorter than a segment: 'overlap' falls back to looping it (the sampler's
-    # rule, as extraction does); 'pad' repeats its last frame.
-    np.testing.assert_array_equal(segment_indices(3, 2, 5), [[0, 1, 2, 0, 1], [2, 0, 1, 2, 0]])
-    np.testing.assert_array_equal(
-        segment_indices(3, 2, 5, short="pad"), [[0, 1, 2, 2, 2], [2, 2, 2, 2, 2]]
-    )
-    with pytest.raises(ValueError, match="num_segments"):
-        segment_indices(10, 0, 16)
-
-
-def test_from_frames_equals_manual_segments(i3d_random):
+def test_segment_features_equal_manual_segments(i3d_random):
     frames = _segments((20, 32, 32, 3), 4)
     extractor = SegmentFeatureExtractor(
         "i3d", "rgb", weights=None, batch_size=4, jit_compile=False, segment_len=6
     )
     extractor.model.set_weights(i3d_random.model.get_weights())
-    out = extractor.from_frames(frames, 3)
+    out = segment_features(extractor, frames, 3)
     # parts [0, 6), [6, 13), [13, 20): centres 3, 9.5, 16.5 -> starts 0, 6, 13.
     manual = np.stack([frames[0:6], frames[6:12], frames[13:19]])
     np.testing.assert_allclose(out, np.asarray(i3d_random.model(manual)), rtol=1e-4, atol=1e-5)
@@ -98,10 +82,10 @@ def test_invalid_segments(i3d_random, bad, needle):
 
 
 def test_invalid_frames(i3d_random):
-    with pytest.raises(ValueError, match="frames must have rank 4"):
-        i3d_random.from_frames(np.zeros((4, 8, 8), "float32"), 2)
-    with pytest.raises(ValueError, match="empty clip"):
-        i3d_random.from_frames(np.zeros((0, 8, 8, 3), "float32"), 2)
+    with pytest.raises(ValueError, match="rank 4"):
+        segment_features(i3d_random, np.zeros((4, 8, 8), "float32"), 2)
+    with pytest.raises(ValueError, match="non-empty clip"):
+        segment_features(i3d_random, np.zeros((0, 8, 8, 3), "float32"), 2)
 
 
 def test_c3d_extractor_shapes_and_checks():

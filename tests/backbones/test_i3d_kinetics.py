@@ -123,12 +123,14 @@ def test_cached_weights_verified_and_tamper_refused(tmp_path):
 
 
 def test_extractor_with_real_weights_under_xla(cricket):
-    from reslstm_tf.backbones import SegmentFeatureExtractor, segment_indices
+    from reslstm_tf.backbones import SegmentFeatureExtractor
+    from reslstm_tf.data.sampling import sample_segments
+    from reslstm_tf.extract import segment_features
 
     extractor = SegmentFeatureExtractor("i3d", "rgb", batch_size=2, jit_compile=True)
     frames = cricket[0]
-    out = extractor.from_frames(frames, 3)
-    manual = frames[segment_indices(len(frames), 3, 16)]
+    out = segment_features(extractor, frames, 3)
+    manual = frames[sample_segments(len(frames), 3, 16, mode="eval", short="overlap").indices]
     expected = np.asarray(i3d.I3D(weights="kinetics400")(manual))
     assert out.shape == (3, 1024)
     np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-4)

@@ -166,3 +166,24 @@ def test_tf_twin_refuses_bad_arguments():
         eval_indices_tf(10, 2, 3, short="wrap")
     with pytest.raises(ValueError, match="segment_len"):
         eval_indices_tf(10, 2, 0)
+
+
+def _eval_indices(num_frames, num_segments, segment_len, short="overlap"):
+    return sample_segments(num_frames, num_segments, segment_len, mode="eval", short=short).indices
+
+
+def test_eval_overlap_indices_by_hand():
+    # N=50, K=3: parts [0, 16), [16, 33), [33, 50); centres 8, 24.5, 41.5; L=16 windows
+    # start at floor(centre - 8) = 0, 16, 33.
+    expected = np.array([np.arange(0, 16), np.arange(16, 32), np.arange(33, 49)])
+    np.testing.assert_array_equal(_eval_indices(50, 3, 16), expected)
+    # Windows stay inside the video: the last one is shifted left.
+    np.testing.assert_array_equal(_eval_indices(20, 2, 16), [np.arange(0, 16), np.arange(4, 20)])
+    # A video shorter than a segment: 'overlap' falls back to looping it (the sampler's
+    # rule, as extraction does); 'pad' repeats its last frame.
+    np.testing.assert_array_equal(_eval_indices(3, 2, 5), [[0, 1, 2, 0, 1], [2, 0, 1, 2, 0]])
+    np.testing.assert_array_equal(
+        _eval_indices(3, 2, 5, short="pad"), [[0, 1, 2, 2, 2], [2, 2, 2, 2, 2]]
+    )
+    with pytest.raises(ValueError, match="num_segments"):
+        _eval_indices(10, 0, 16)
