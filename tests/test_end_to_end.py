@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from reslstm_tf import zoo
+from reslstm_tf.predict import predict_video
 
 
 def _run(module, *args):
@@ -29,6 +30,7 @@ def _check_evaluation(model_dir, test_cache, test_items):
     import keras
 
     from reslstm_tf.data.feature_cache import read_features
+    from reslstm_tf.data.feature_sets import select_steps
     from reslstm_tf.runs import RunDir
 
     run = RunDir(model_dir)
@@ -42,7 +44,9 @@ def _check_evaluation(model_dir, test_cache, test_items):
     for record, label in zip(records, labels):
         assert record["id"].split("/")[0] == classes[label], (record["id"], label)
     model = keras.saving.load_model(run.model_file)
-    logits = model.predict(np.stack([r["features"] for r in records]), verbose=0)
+    steps = model.inputs[0].shape[1]  # the cached segments read at the model's T steps
+    features = select_steps(np.stack([r["features"] for r in records]), steps)
+    logits = model.predict(features, verbose=0)
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(probs, expected, atol=1e-5)
@@ -119,6 +123,6 @@ def test_recipe_from_videos_to_a_published_entry(shared_data, tmp_path, monkeypa
     (manifest.parent / "skate_classes.txt").write_text("Kickflip\nOllie\n")
     monkeypatch.setenv("RESLSTM_ZOO_MANIFEST", str(manifest))
     assert zoo.info("skate_res2")["metrics"][0]["top1"] == metrics["top1"]
-    ranked = zoo.predict("skate_res2", clips / splits["test"][0], top_k=2)
+    ranked = predict_video("skate_res2", clips / splits["test"][0], top_k=2, progress=False).top_k
     assert sorted(name for name, _ in ranked) == ["Kickflip", "Ollie"]
     assert np.isclose(sum(p for _, p in ranked), 1.0, atol=1e-5)

@@ -21,7 +21,15 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Defines the tool's absl flags (at run time, so importing this module defines none)."""
-    # Input.
+    _define_input_flags()
+    _define_model_flags()
+    _define_optimisation_flags()
+    _define_run_flags()
+    flags.mark_flag_as_required("model_dir")
+
+
+def _define_input_flags():
+    """The features to train on."""
     define_once(
         flags.DEFINE_string, "features_dir", None, "Feature cache folder (sharded TFRecords)."
     )
@@ -45,7 +53,10 @@ def define_flags():
         None,
         "Classes C; default: the class names of the input.",
     )
-    # Model.
+
+
+def _define_model_flags():
+    """The architecture."""
     define_once(flags.DEFINE_string, "preset", "res3", "Architecture preset (res2-4, lstm2-4).")
     define_once(flags.DEFINE_enum, "modality", "rgb", list(MODALITIES), "Stream(s) to train on.")
     define_once(
@@ -79,7 +90,10 @@ def define_flags():
         flags.DEFINE_float, "dropout", None, "Override the preset's dropout rate, in [0, 1)."
     )
     define_once(flags.DEFINE_boolean, "masking", True, "Mask all-zero (padding) time steps.")
-    # Optimisation.
+
+
+def _define_optimisation_flags():
+    """The optimiser, its schedule and the seed."""
     define_once(flags.DEFINE_integer, "epochs", 10, "Passes over the training data.", lower_bound=1)
     define_once(
         flags.DEFINE_integer, "batch_size", 32, "Global batch size (all replicas).", lower_bound=1
@@ -102,7 +116,10 @@ def define_flags():
     define_once(flags.DEFINE_float, "weight_decay", 0.0, "Decoupled weight decay.", lower_bound=0.0)
     define_once(flags.DEFINE_float, "momentum", 0.9, "SGD momentum.", lower_bound=0.0)
     define_once(flags.DEFINE_integer, "seed", 0, "Seed of weights, dropout and shuffles.")
-    # Run.
+
+
+def _define_run_flags():
+    """The output folder, the strategy, checkpoints and logging."""
     define_once(
         flags.DEFINE_string,
         "model_dir",
@@ -162,7 +179,6 @@ def define_flags():
         False,
         "Non-chief workers also save their final weights.",
     )
-    flags.mark_flag_as_required("model_dir")
 
 
 def main(argv):
