@@ -67,6 +67,7 @@ setup(
             "reslstm-eval=reslstm_tf.cli.eval:run",
             "reslstm-export=reslstm_tf.cli.export:run",
             "reslstm-extract=reslstm_tf.cli.extract:run",
+            "reslstm-finetune=reslstm_tf.cli.finetune:run",
             "reslstm-stream=reslstm_tf.cli.stream:run",
             "reslstm-train=reslstm_tf.cli.train:run",
             "reslstm-zoo=reslstm_tf.cli.zoo:run",
