@@ -1,6 +1,7 @@
 """Data: video decoding, segment sampling, optical flow, split lists, feature cache, tf.data.
 
-Importing this package does not import TensorFlow; `pipeline` and `features` do.
+Importing this package does not import TensorFlow; `pipeline`, `feature_cache` and
+`feature_sets` do, on first use of their names.
 """
 
 from reslstm_tf.data.datasets import (
@@ -28,18 +29,19 @@ from reslstm_tf.data.video import (
 )
 
 _LAZY = {
-    "FeatureCacheWriter": "features",
-    "read_features": "features",
-    "read_index": "features",
-    "tfrecord_dataset": "features",
-    "feature_dataset": "pipeline",
+    "FeatureCacheWriter": "feature_cache",
+    "read_features": "feature_cache",
+    "read_index": "feature_cache",
+    "tfrecord_dataset": "feature_cache",
+    "cache_dataset": "feature_sets",
+    "load_feature_set": "feature_sets",
     "load_clip": "pipeline",
     "video_dataset": "pipeline",
 }
 
 
 def __getattr__(name):
-    """Imports the TensorFlow-based names (`features`, `pipeline`) on first use."""
+    """Imports the TensorFlow-based names on first use."""
     if name in _LAZY:
         import importlib
 
@@ -59,13 +61,14 @@ __all__ = [
     "VideoTooShortError",
     "compute_flow",
     "crop",
-    "feature_dataset",
+    "cache_dataset",
     "flow_stack",
     "folder",
     "hmdb51",
     "load_class_names",
     "load_clip",
     "load_dataset",
+    "load_feature_set",
     "probe",
     "read_features",
     "read_frames",
