@@ -12,8 +12,8 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "opencv-contrib-python-headless>=4.10",
     "absl-py>=2.1",
+    # tf.summary.scalar (training summaries) imports it; TensorFlow 2.21 no longer requires it.
     "tensorboard>=2.21",
-    "h5py>=3.10",
     "tqdm>=4.66",
     "matplotlib>=3.8",
 ]
