@@ -1,9 +1,17 @@
-"""`reslstm-export`: writes a zoo entry or a `.keras` model as a SavedModel for TF Serving."""
+"""`reslstm-export`: writes a zoo entry or a `.keras` model as a SavedModel for TF Serving.
 
-from absl import app, flags
+One-stream and two-stream heads: `serving_default` on the feature sequence(s), `serve_step`
+one segment at a time with the LSTM states, and for one-stream heads `serve_video` on raw
+frames. `--overwrite` keeps the old version serving until the new one is complete:
+`reslstm_tf.export.saved_model.export_model`.
+"""
 
-from reslstm_tf.cli import define_once
+from absl import flags
 
+from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.zoo import WeightsNotPublishedError, WeightsUnavailableError
+
+NAME = "reslstm-export"
 FLAGS = flags.FLAGS
 
 
@@ -40,7 +48,7 @@ def define_flags():
         flags.DEFINE_bool,
         "video_signature",
         True,
-        "Also export serve_video (raw uint8 frames through the I3D backbone).",
+        "Also export serve_video (raw uint8 frames through the I3D backbone; one-stream only).",
     )
     define_once(flags.DEFINE_bool, "overwrite", False, "Replace an existing export_dir.")
 
@@ -63,8 +71,13 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    define_flags()
-    app.run(main)
+    run_tool(
+        NAME,
+        main,
+        define_flags,
+        doc=__doc__,
+        user_errors=(WeightsNotPublishedError, WeightsUnavailableError),
+    )
 
 
 if __name__ == "__main__":

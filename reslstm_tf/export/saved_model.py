@@ -1,9 +1,18 @@
 """SavedModel export for TF Serving: a features signature, a streaming step and raw video.
 
-``serve_video`` samples, resizes and crops exactly as extraction does (`video_to_segments`),
-so a served video gets the features its feature cache would hold.
+One-stream and two-stream heads export alike (the step graphs of
+`reslstm_tf.export.signatures`). ``serve_video`` (one-stream heads) samples, resizes and
+crops exactly as extraction does (`video_to_segments`), so a served video gets the features
+its feature cache would hold.
+
+Replacing an export (``overwrite=True``) never leaves the folder without a complete version:
+the new one is written beside it, the two are swapped, and the old one is deleted last. The
+points the reliability tests kill the export at (``RESLSTM_FAULT``, `reslstm_tf.faults`):
+``export_written`` (the new version is complete beside the old, which still serves) and
+``export_swapped`` (the new version serves, the old one is not yet deleted).
 """
 
+import ctypes
 import os
 import pathlib
 import shutil
@@ -13,6 +22,8 @@ import tensorflow as tf
 
 from reslstm_tf.data.sampling import eval_indices_tf, step_segment_map
 from reslstm_tf.data.video import default_short_side, transform_frames_tf
+from reslstm_tf.export import signatures
+from reslstm_tf.faults import fault_point
 
 
 def _top_k_outputs(logits, class_names, top_k):
@@ -82,10 +93,14 @@ def export_saved_model(
 
     Signatures:
         serving_default(features float32 (B, T, d_f)) -> logits, probabilities,
-            top_k_indices, top_k_probabilities, top_k_classes (strings).
+            top_k_indices, top_k_probabilities, top_k_classes (strings). A two-stream
+            model takes rgb_features and flow_features (B, T, d_f) instead.
         serve_step(features float32 (B, d_f), states float32 (B, L, 2, H)) ->
             logits, probabilities, states: streaming recognition, one segment per
-            request; start from zero states and send back the returned ones.
+            request; start from zero states and send back the returned ones. A
+            two-stream model takes rgb_features and flow_features (B, d_f) and, fused
+            late, rgb_states and flow_states (returned under the same names), fused at
+            mid level one `states`.
         serve_video(frames uint8 (B, N, H, W, 3)), only with `backbone`: the K_v
             segments extraction would cut from the N frames (`video_to_segments`),
             embedded by `backbone` ((n, L, S, S, 3) -> (n, d_f)), read at the T steps of
@@ -95,11 +110,11 @@ def export_saved_model(
     trained on GPU with cuDNN kernels serves on CPU.
 
     Args:
-        model: a one-stream Keras model from `build_single_stream` (or the zoo).
+        model: a Keras head from `build_single_stream` or `build_two_stream` (or the zoo).
         export_dir: str or path; must not exist unless `overwrite=True`.
         class_names: list of str, in logit order.
         top_k: int, how many ranked classes to return. Defaults to 5.
-        backbone: optional Keras model mapping segments to features.
+        backbone: optional Keras model mapping segments to features (one-stream heads).
         segment_len: frames per segment of the backbone's spec. Defaults to 16.
         frame_size: crop side of the backbone's spec. Defaults to 224.
         overwrite: bool, replace an existing `export_dir`.
@@ -115,30 +130,16 @@ def export_saved_model(
         raise FileExistsError(
             f"export directory {export_dir} already exists; choose another or pass overwrite=True"
         )
-    class_names, num_steps, feature_dim = _check_exportable(model, class_names, top_k)
+    class_names, num_steps = _check_exportable(model, class_names, top_k)
     archive = keras.export.ExportArchive()
     archive.track(model)
-
-    def classify_features(features):
-        return _top_k_outputs(model(features, training=False), class_names, top_k)
-
-    archive.add_endpoint(
-        "serving_default",
-        classify_features,
-        input_signature=[tf.TensorSpec((None, num_steps, feature_dim), tf.float32, "features")],
-    )
-    from reslstm_tf.streaming import StreamingClassifier
-
-    stream = StreamingClassifier(model)
-    archive.add_endpoint(
-        "serve_step",
-        lambda features, states: stream.tf_function()(features, states),
-        input_signature=[
-            tf.TensorSpec((None, feature_dim), tf.float32, "features"),
-            tf.TensorSpec((None, stream.num_layers, 2, stream.units), tf.float32, "states"),
-        ],
-    )
+    _add_feature_endpoints(archive, model, class_names, top_k)
     if backbone is not None:
+        if isinstance(model.input, dict):
+            raise ValueError(
+                "serve_video takes RGB frames; a two-stream model also needs optical flow, "
+                "computed outside the graph: export it without a backbone"
+            )
         spec = dict(
             num_segments=num_segments or num_steps,
             segment_len=segment_len,
@@ -152,13 +153,9 @@ def export_saved_model(
 
 
 def _check_exportable(model, class_names, top_k):
-    """Returns (class names as str, T, d_f); raises ValueError for what cannot be exported."""
-    if isinstance(model.input, dict):
-        raise ValueError(
-            "export_saved_model takes a one-stream model (input 'features'); two-stream "
-            f"models are not yet exportable. Received inputs: {sorted(model.input)}"
-        )
-    _, num_steps, feature_dim = model.input_shape
+    """Returns (class names as str, T); raises ValueError for what cannot be exported."""
+    first = model.input["rgb"] if isinstance(model.input, dict) else model.input
+    num_steps = first.shape[1]
     if num_steps is None:
         raise ValueError("export needs a model with a fixed number of steps T (num_steps)")
     class_names = [str(c) for c in class_names]
@@ -169,7 +166,44 @@ def _check_exportable(model, class_names, top_k):
         )
     if not 1 <= top_k <= num_classes:
         raise ValueError(f"top_k must be in [1, {num_classes}]. Received: top_k={top_k}")
-    return class_names, num_steps, feature_dim
+    return class_names, num_steps
+
+
+def _add_feature_endpoints(archive, model, class_names, top_k):
+    """Adds `serving_default` (the full sequence) and `serve_step` (one segment, states)."""
+    step = signatures.step_function(model)
+    if not isinstance(model.input, dict):
+        _, num_steps, feature_dim = model.input_shape
+        archive.add_endpoint(
+            "serving_default",
+            lambda features: _top_k_outputs(model(features, training=False), class_names, top_k),
+            input_signature=[tf.TensorSpec((None, num_steps, feature_dim), tf.float32, "features")],
+        )
+        archive.add_endpoint("serve_step", step, input_signature=step.input_signature)
+        return
+    specs = [
+        tf.TensorSpec((None, *model.input[name].shape[1:]), tf.float32, f"{name}_features")
+        for name in ("rgb", "flow")
+    ]
+
+    def classify_streams(rgb_features, flow_features):
+        logits = model({"rgb": rgb_features, "flow": flow_features}, training=False)
+        return _top_k_outputs(logits, class_names, top_k)
+
+    archive.add_endpoint("serving_default", classify_streams, input_signature=specs)
+    step_specs = [tf.TensorSpec((None, spec.shape[-1]), tf.float32, spec.name) for spec in specs]
+    state_specs = list(step.input_signature[2:])
+    if len(state_specs) == 2:  # late fusion: a recurrent stack per stream
+
+        def step_streams(rgb_features, flow_features, rgb_states, flow_states):
+            return step(rgb_features, flow_features, rgb_states, flow_states)
+
+    else:  # mid fusion: one stack on the fused features
+
+        def step_streams(rgb_features, flow_features, states):
+            return step(rgb_features, flow_features, states)
+
+    archive.add_endpoint("serve_step", step_streams, input_signature=step_specs + state_specs)
 
 
 def _add_video_endpoint(archive, model, backbone, spec, class_names, top_k):
@@ -194,15 +228,42 @@ def _add_video_endpoint(archive, model, backbone, spec, class_names, top_k):
     )
 
 
+def _exchange(first, second):
+    """Swaps two paths in one atomic step (Linux renameat2); False where unsupported."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return (
+        renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0
+    )
+
+
 def _write_out(archive, export_dir):
-    """Writes the archive beside `export_dir`, then moves it into place."""
+    """Writes the archive beside `export_dir`, then swaps it into place.
+
+    An existing version keeps serving until the new one is complete: the two folders are
+    exchanged in one atomic rename where the system allows it (else the old one is moved
+    aside just before the new one moves in), and only then is the old one deleted.
+    """
     tmp_dir = export_dir.with_name(f".{export_dir.name}.partial")
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
+    old_dir = export_dir.with_name(f".{export_dir.name}.old")
+    for leftover in (tmp_dir, old_dir):
+        if leftover.exists():
+            shutil.rmtree(leftover)
     archive.write_out(str(tmp_dir), verbose=False)
-    if export_dir.exists():
-        shutil.rmtree(export_dir)
-    os.replace(tmp_dir, export_dir)
+    fault_point("export_written")
+    if not export_dir.exists():
+        os.replace(tmp_dir, export_dir)
+        return
+    if _exchange(tmp_dir, export_dir):
+        old_dir = tmp_dir
+    else:
+        os.replace(export_dir, old_dir)
+        os.replace(tmp_dir, export_dir)
+    fault_point("export_swapped")
+    shutil.rmtree(old_dir)
 
 
 def export_model(
@@ -210,7 +271,8 @@ def export_model(
 ):
     """Exports a zoo entry or a `.keras` head as a SavedModel; returns the export directory.
 
-    With `video_signature`, ``serve_video`` runs the entry's backbone with its feature spec
+    With `video_signature` (one-stream heads; a two-stream head needs optical flow, which
+    the graph cannot compute), ``serve_video`` runs the entry's backbone with its feature spec
     (segments, segment length, frame size, resize target, short-video policy), so it
     computes the features the entry was trained on; a `.keras` head gets I3D with the
     default spec (16-frame segments, 224 crops of a 256 short side, 'overlap').
@@ -221,7 +283,7 @@ def export_model(
         classes: a class list file (one name per line); default the zoo entry's. Needed
             for a `.keras` file.
         top_k: ranked classes returned (at most the number of classes). Defaults to 5.
-        video_signature: also export ``serve_video``. Defaults to True.
+        video_signature: also export ``serve_video`` (one-stream heads). Defaults to True.
         overwrite: replace an existing `export_dir`.
 
     Returns:
@@ -231,6 +293,8 @@ def export_model(
     from reslstm_tf.models import load_model
 
     if str(model_name_or_path).endswith(".keras"):
+        if not pathlib.Path(model_name_or_path).is_file():
+            raise FileNotFoundError(f"model file {model_name_or_path} does not exist")
         model = load_model(model_name_or_path)
         if classes is None:
             raise ValueError("--classes is needed when exporting a .keras file")
@@ -239,7 +303,7 @@ def export_model(
     class_names = zoo.read_class_names(classes) if classes else zoo.class_names(model_name_or_path)
     top_k = min(top_k, len(class_names))  # The default 5 on a 2-class model means all.
     backbone, spec = None, {}
-    if video_signature:
+    if video_signature and not isinstance(model.input, dict):
         from reslstm_tf.backbones.extractor import feature_model
 
         entry = getattr(model, "zoo_entry", None) or {}

@@ -293,3 +293,149 @@ def test_serve_video_equals_extraction_then_head_on_a_real_clip(tmp_path, shared
     expected = ref.softmax(logits)
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-4)
     assert 0.01 < expected[0, 0] < 0.99  # a head that is not saturated: the check has teeth
+
+
+@pytest.fixture(scope="module")
+def two_stream(tmp_path_factory):
+    from reslstm_tf.models import build_two_stream
+
+    keras.utils.set_random_seed(2)
+    model = build_two_stream(4, "res2", units=8, num_steps=5, rgb_dim=16, flow_dim=16)
+    path = tmp_path_factory.mktemp("export") / "two_stream"
+    export_saved_model(model, path, CLASSES, top_k=2)
+    return model, path
+
+
+@pytest.mark.slow
+def test_two_stream_served_without_reslstm_tf_matches_keras(two_stream, tmp_path):
+    model, path = two_stream
+    rng = np.random.default_rng(6)
+    rgb, flow = (rng.random((3, 5, 16)).astype("float32") for _ in range(2))
+    np.save(tmp_path / "rgb.npy", rgb)
+    np.save(tmp_path / "flow.npy", flow)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["reslstm_tf"] = None  # importing it now raises ImportError
+        import numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load({str(path)!r})
+        rgb, flow = (np.load({str(tmp_path)!r} + f"/{{n}}.npy") for n in ("rgb", "flow"))
+        out = loaded.signatures["serving_default"](
+            rgb_features=tf.constant(rgb), flow_features=tf.constant(flow)
+        )
+        np.save({str(tmp_path)!r} + "/logits.npy", out["logits"].numpy())
+        step = loaded.signatures["serve_step"]
+        shapes = {{k: v.shape for k, v in step.structured_input_signature[1].items()}}
+        states = {{
+            name: tf.zeros((3, *shapes[name][1:])) for name in ("rgb_states", "flow_states")
+        }}
+        for t in range(5):
+            out = step(rgb_features=rgb[:, t], flow_features=flow[:, t], **states)
+            states = {{name: out[name] for name in states}}
+        np.save({str(tmp_path)!r} + "/streamed.npy", out["probabilities"].numpy())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = keras.ops.convert_to_numpy(model({"rgb": rgb, "flow": flow}))
+    assert np.max(np.abs(np.load(tmp_path / "logits.npy") - expected)) < 1e-5
+    streamed = np.load(tmp_path / "streamed.npy")
+    assert np.max(np.abs(streamed - ref.softmax(expected))) < 1e-5
+
+
+def test_two_stream_mid_fusion_steps_equal_the_sequence(tmp_path):
+    import tensorflow as tf
+
+    from reslstm_tf.models import build_two_stream
+
+    keras.utils.set_random_seed(3)
+    model = build_two_stream(3, "res2", fusion="sum", level="mid", units=8, num_steps=4,
+                             rgb_dim=8, flow_dim=8)  # fmt: skip
+    path = export_saved_model(model, tmp_path / "mid", CLASSES[:3], top_k=3)
+    loaded = tf.saved_model.load(str(path))
+    rng = np.random.default_rng(7)
+    rgb, flow = (rng.random((2, 4, 8)).astype("float32") for _ in range(2))
+    full = loaded.signatures["serving_default"](
+        rgb_features=tf.constant(rgb), flow_features=tf.constant(flow)
+    )
+    expected = keras.ops.convert_to_numpy(model({"rgb": rgb, "flow": flow}))
+    np.testing.assert_allclose(full["logits"].numpy(), expected, atol=1e-5)
+    states = tf.zeros((2, 2, 2, 8))
+    for t in range(4):
+        out = loaded.signatures["serve_step"](
+            rgb_features=rgb[:, t], flow_features=flow[:, t], states=states
+        )
+        states = out["states"]
+    np.testing.assert_allclose(out["probabilities"].numpy(), ref.softmax(expected), atol=1e-5)
+    with pytest.raises(ValueError, match="serve_video takes RGB frames"):
+        export_saved_model(model, tmp_path / "v", CLASSES[:3], 3, backbone=keras.Sequential())
+
+
+def _export_cli(model_file, classes, export_dir, fault=None):
+    from tests.cli.helpers import run_cli
+
+    env = {"RESLSTM_FAULT": fault} if fault else {}
+    return run_cli(
+        "export",
+        f"--model={model_file}",
+        f"--classes={classes}",
+        f"--export_dir={export_dir}",
+        "--novideo_signature",
+        "--overwrite",
+        env=env,
+    )
+
+
+@pytest.mark.slow
+def test_overwrite_keeps_the_old_version_until_the_new_one_is_in_place(tmp_path):
+    import tensorflow as tf
+
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    x = np.random.default_rng(8).random((1, 5, 16)).astype("float32")
+    models = {}
+    for name, seed in (("old", 0), ("new", 1)):
+        keras.utils.set_random_seed(seed)
+        models[name] = build_single_stream(4, "res2", feature_dim=16, units=8, num_steps=5)
+        models[name].save(tmp_path / f"{name}.keras")
+    export_dir = tmp_path / "export"
+
+    def serves(name):
+        loaded = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+        logits = loaded(features=tf.constant(x))["logits"].numpy()
+        return np.max(np.abs(logits - keras.ops.convert_to_numpy(models[name](x)))) < 1e-5
+
+    assert _export_cli(tmp_path / "old.keras", tmp_path / "classes.txt", export_dir).returncode == 0
+    assert serves("old")
+    killed = _export_cli(
+        tmp_path / "new.keras", tmp_path / "classes.txt", export_dir, "export_written"
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert serves("old")  # the new version was complete beside it, never in its place
+    killed = _export_cli(
+        tmp_path / "new.keras", tmp_path / "classes.txt", export_dir, "export_swapped"
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert serves("new")  # swapped in; only the old version's removal was cut short
+    done = _export_cli(tmp_path / "old.keras", tmp_path / "classes.txt", export_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert serves("old") and sorted(p.name for p in tmp_path.iterdir() if "export" in p.name) == [
+        "export"
+    ]
+
+
+@pytest.mark.slow
+def test_export_cli_names_an_unknown_entry(tmp_path):
+    from tests.cli.helpers import run_cli
+
+    result = run_cli("export", "--model=hmdb51_res9", f"--export_dir={tmp_path / 'e'}")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("reslstm-export: error: unknown zoo entry 'hmdb51_res9'"), line
+    assert "Traceback" not in result.stderr
