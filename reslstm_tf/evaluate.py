@@ -5,7 +5,8 @@
 dict of such for two streams); the softmax probabilities of the clips are averaged,
 the usual test-time augmentation. It writes into `out_dir`:
 
-- `metrics.json`: top1, top5, mean_class_accuracy, num_videos, num_clips, num_classes;
+- `metrics.json`: top1, top5 (only with more than 5 classes, where it says something),
+  mean_class_accuracy, num_videos, num_clips, num_classes;
 - `per_class_accuracy.csv`: class_index, class_name, num_videos, num_correct, accuracy;
 - `confusion_matrix.png`: row-normalised confusion matrix (rows: true classes);
 - `predictions.npz`: the averaged probabilities and the labels;
@@ -16,6 +17,11 @@ The file names are those of `reslstm_tf.runs.EvalDir`.
 
 Mean class accuracy is the mean of the per-class accuracies over the classes that
 have at least one video in the evaluated set.
+
+`run_evaluation` evaluates a `reslstm-train` run: class ids of the evaluated features are
+mapped to the run's by class name (a cache of a few classes has its own ids), and features
+extracted with other settings than the run's training features are refused
+(`reslstm_tf.runs.check_feature_spec`).
 """
 
 import csv
@@ -25,6 +31,7 @@ import pathlib
 import numpy as np
 
 from reslstm_tf import runs
+from reslstm_tf.checks import check_positive_int
 from reslstm_tf.files import atomic_write
 from reslstm_tf.plots import pyplot, save_figure
 
@@ -94,16 +101,21 @@ def mean_class_accuracy(labels, predictions, num_classes):
 
 
 def compute_metrics(probs, labels):
-    """Returns {"top1", "top5", "mean_class_accuracy", "num_videos", "num_classes"}."""
+    """Returns {"top1", "top5", "mean_class_accuracy", "num_videos", "num_classes"}.
+
+    "top5" only with more than 5 classes (with C <= 5 it is always 1).
+    """
     probs, labels = _check_probs_labels(probs, labels)
     predictions = np.argmax(probs, axis=1)
-    return {
-        "top1": top_k_accuracy(probs, labels, 1),
-        "top5": top_k_accuracy(probs, labels, 5),
-        "mean_class_accuracy": mean_class_accuracy(labels, predictions, probs.shape[1]),
-        "num_videos": int(labels.shape[0]),
-        "num_classes": int(probs.shape[1]),
-    }
+    metrics = {"top1": top_k_accuracy(probs, labels, 1)}
+    if probs.shape[1] > 5:
+        metrics["top5"] = top_k_accuracy(probs, labels, 5)
+    metrics.update(
+        mean_class_accuracy=mean_class_accuracy(labels, predictions, probs.shape[1]),
+        num_videos=int(labels.shape[0]),
+        num_classes=int(probs.shape[1]),
+    )
+    return metrics
 
 
 def softmax(logits):
@@ -152,10 +164,7 @@ def predict_probabilities(model, dataset, num_clips=1, batch_size=32, progress=T
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    if not isinstance(num_clips, int) or num_clips < 1:
-        raise EvaluationInputError(
-            f"num_clips must be a positive integer. Received: num_clips={num_clips!r}"
-        )
+    check_positive_int("num_clips", num_clips, error=EvaluationInputError)
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) != 2:
         raise EvaluationInputError(
@@ -344,10 +353,7 @@ def evaluate(
         raise EvaluationInputError(
             f"got {len(class_names)} class names but the model predicts {num_classes} classes"
         )
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise EvaluationInputError(
-            f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
-        )
+    check_positive_int("batch_size", batch_size, error=EvaluationInputError)
     frames = dict(frames or {})
     chosen = list(top5_videos) if top5_videos is not None else sorted(frames)
     outputs = runs.EvalDir(out_dir)
@@ -463,25 +469,84 @@ def _read_frames(frames_npz):
         return {int(key): data[key] for key in data.files}
 
 
+def _feature_inputs(config, run_config):
+    """Returns `(features_dir, flow_features_dir, allow_single)` the evaluation reads."""
+    if config.features_npz is not None or config.features_dir is not None:
+        return config.features_dir, config.flow_features_dir, True
+    features_dir = run_config.get("features_dir")
+    if features_dir is None:
+        raise EvaluationInputError(
+            f"no evaluation features given and the run in {str(config.model_dir)!r} was not "
+            "trained from a features folder; pass features_npz or features_dir"
+        )
+    return features_dir, config.flow_features_dir or run_config.get("flow_features_dir"), False
+
+
+def check_features_spec(run, features_dir, split, modality, flow_dir=None, allow_single=True):
+    """Refuses caches extracted with other settings than the run's training features.
+
+    Raises:
+        FeatureSpecError: naming each differing field (segment_len, short, precision, ...).
+    """
+    from reslstm_tf.data import feature_sets
+
+    expected = runs.RunDir(run).feature_spec()
+    if not expected or features_dir is None:
+        return
+    metadata = feature_sets.split_metadata(features_dir, split, modality, flow_dir, allow_single)
+    for stream, values in metadata.items():
+        if stream in expected:
+            source = f"the {stream} features of {str(features_dir)!r} (split {split!r})"
+            runs.check_feature_spec(expected[stream], runs.feature_spec(values), source)
+
+
+def class_id_map(run_names, data_names, source="the evaluation features"):
+    """Returns the run's class id of each class id of the data, by name; None if the same.
+
+    Raises:
+        EvaluationInputError: the data has classes the run was not trained on.
+    """
+    if not run_names or not data_names:
+        return None
+    run_names, data_names = [str(n) for n in run_names], [str(n) for n in data_names]
+    unknown = [name for name in data_names if name not in run_names]
+    if unknown:
+        raise EvaluationInputError(
+            f"{source} hold classes the run was not trained on: {unknown[:5]}"
+            f"{' ...' if len(unknown) > 5 else ''} (the run's classes: {run_names[:10]}"
+            f"{' ...' if len(run_names) > 10 else ''}); evaluate on the run's classes only"
+        )
+    mapping = np.asarray([run_names.index(name) for name in data_names], dtype="int64")
+    return None if np.array_equal(mapping, np.arange(len(mapping))) else mapping
+
+
+def _relabel(dataset, mapping):
+    """Maps the dataset's labels through `mapping` (data class id -> run class id)."""
+    import tensorflow as tf
+
+    table = tf.constant(mapping, tf.int64)
+    return dataset.map(lambda x, y: (x, tf.cast(tf.gather(table, y), y.dtype)))
+
+
 def _evaluation_features(config, run_config, num_steps):
-    """Returns `(dataset, class names)` of the evaluation: the given features or the run's."""
+    """Returns `(dataset, class names)` of the evaluation, labels in the run's class ids."""
     from reslstm_tf.data import feature_sets
 
     modality = run_config["model"]["modality"]
-    features_dir, flow_dir = config.features_dir, config.flow_features_dir
-    allow_single = True
-    if config.features_npz is None and features_dir is None:
-        features_dir = run_config.get("features_dir")
-        flow_dir = flow_dir or run_config.get("flow_features_dir")
-        allow_single = False
-        if features_dir is None:
-            raise EvaluationInputError(
-                f"no evaluation features given and the run in {str(config.model_dir)!r} was not "
-                "trained from a features folder; pass features_npz or features_dir"
-            )
-    return feature_sets.load_features(
+    features_dir, flow_dir, allow_single = _feature_inputs(config, run_config)
+    if config.features_npz is None:
+        check_features_spec(
+            config.model_dir, features_dir, config.split, modality, flow_dir, allow_single
+        )
+    dataset, data_names = feature_sets.load_features(
         config.features_npz, features_dir, config.split, modality, num_steps, flow_dir, allow_single
     )
+    source = f"the features of {str(config.features_npz or features_dir)!r}"
+    mapping = class_id_map(run_config.get("class_names"), data_names, source)
+    if mapping is not None:
+        dataset = _relabel(dataset, mapping)
+        data_names = run_config["class_names"]
+    return dataset, data_names
 
 
 def run_evaluation(config=None, **kwargs):
@@ -508,8 +573,10 @@ def run_evaluation(config=None, **kwargs):
         The metrics dict.
 
     Raises:
-        EvaluationInputError: a bad run folder, weights, class names or frames.
+        EvaluationInputError: a bad run folder, weights, class names or frames, or
+            features of classes the run was not trained on.
         FeatureInputError: features that cannot be read.
+        FeatureSpecError: features extracted with other settings than the run's.
     """
     config = config if config is not None else EvalConfig(**kwargs)
     model, run_config = load_trained_model(config.model_dir, config.weights)

@@ -11,7 +11,14 @@ A run folder (`reslstm-train --model_dir`) holds:
 * ``eval_<split>/``: evaluation outputs (`EvalDir`): ``metrics.json``,
   ``per_class_accuracy.csv``, ``confusion_matrix.png``, ``predictions.npz`` and
   ``top5_predictions.png``;
-* ``.lock``: reserved for a lock against two trainings in one folder.
+* ``.lock``: held (`reslstm_tf.files.folder_lock`) by the training writing the folder, so
+  a second training into it is refused.
+
+`train_config.json` also records the feature spec the run trained on (`feature_spec`:
+backbone, weights, modality, segments, segment length, frame size, short-video policy,
+precision, d_f, per stream); evaluation, publishing and export compare the spec of their
+features with it (`check_feature_spec`). `config_changes` lists the recorded settings a
+new run would change (those that alter the result), which resuming refuses.
 
 Importing this module does not import TensorFlow; the checkpoint helpers do, when called.
 
@@ -23,9 +30,12 @@ Example:
         print(split, metrics["top1"])
 """
 
+import errno
 import json
 import os
 import pathlib
+import shutil
+import zipfile
 
 import numpy as np
 
@@ -49,6 +59,113 @@ CONFUSION_FILE = "confusion_matrix.png"
 TOP5_FILE = "top5_predictions.png"
 PREDICTIONS_FILE = "predictions.npz"
 
+# What the feature spec of a cache records, from its index metadata (`reslstm-extract`).
+FEATURE_SPEC_FIELDS = (
+    "backbone",
+    "weights",
+    "modality",
+    "num_segments",
+    "segment_len",
+    "frame_size",
+    "short",
+    "precision",
+    "feature_dim",
+    "flow_method",
+)
+# Recorded settings that do not change what a run computes: resuming may change them.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "progress", "max_steps", "log_every_steps", "checkpoint_every_steps", "max_checkpoints",
+        "save_worker_weights", "jit_compile", "deterministic", "strategy", "restart",
+        "recompute", "model_dir", "features_npz", "features_dir", "flow_features_dir",
+        "data_dir", "split_dir", "flow_cache_dir", "eval_subset", "eval_split_file",
+        "num_examples", "steps_per_epoch",
+    }
+)  # fmt: skip
+
+
+class FeatureSpecError(ValueError):
+    """Features made with other extraction settings than the run trained on."""
+
+
+def feature_spec(metadata):
+    """Returns the feature spec `{field: value}` of a cache's index metadata.
+
+    Fields the metadata does not record are left out (so they are not compared);
+    `precision` is "float32" for caches made by an extractor that did not record it.
+    """
+    spec = {k: metadata[k] for k in FEATURE_SPEC_FIELDS if metadata.get(k) is not None}
+    if "backbone" in spec and "precision" not in spec:
+        spec["precision"] = "float32"
+    return spec
+
+
+def check_feature_spec(expected, actual, source):
+    """Raises `FeatureSpecError` naming every field where two feature specs differ.
+
+    Only fields both specs record are compared.
+
+    Args:
+        expected: the spec the run trained on (`RunDir.feature_spec()[stream]`).
+        actual: the spec of the features given now (`feature_spec(index["metadata"])`).
+        source: how the message names the features, e.g. "features_dir 'cache/test'".
+    """
+    differ = [
+        f"{field}: {expected[field]!r} (training) vs {actual[field]!r}"
+        for field in FEATURE_SPEC_FIELDS
+        if field in expected and field in actual and expected[field] != actual[field]
+    ]
+    if differ:
+        raise FeatureSpecError(
+            f"{source} was extracted with other settings than the run was trained on: "
+            f"{'; '.join(differ)}; extract them with the training settings"
+        )
+
+
+def _flatten(config, prefix=""):
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key != "feature_spec":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(old, new):
+    """Returns `[(setting, old value, new value)]` a new run changes in a recorded config.
+
+    Settings in `RESUMABLE_CHANGES` and settings only one side records are skipped;
+    nested dicts are compared per key ("model.dropout").
+    """
+    old, new = _flatten(old), _flatten(new)
+    return [
+        (key, old[key], new[key])
+        for key in sorted(old.keys() & new.keys())
+        if key.rsplit(".", 1)[-1] not in RESUMABLE_CHANGES and old[key] != new[key]
+    ]
+
+
+def free_bytes(folder):
+    """Returns the bytes free for writing in `folder`'s file system."""
+    return shutil.disk_usage(folder).free
+
+
+def check_free_space(folder, needed, what):
+    """Raises `OSError(ENOSPC)` naming `what` if `folder` has less than `needed` bytes free."""
+    free = free_bytes(folder)
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device: {what} need {needed / 2**20:.1f} MiB in "
+            f"{os.fspath(folder)}, {free / 2**20:.1f} MiB are free",
+        )
+
+
+def weights_bytes(model):
+    """Returns the bytes a model's weights take (what a weights file holds, about)."""
+    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+
 
 def checkpoint_slots(variables):
     """Returns the `{name: variable}` map a checkpoint stores a list of variables under.
@@ -66,15 +183,6 @@ def _temporary_sibling(path):
     return path.with_name(f".tmp-{os.getpid()}-{path.name}")
 
 
-def save_weights(model, path):
-    """Saves a model's weights to `path` atomically (a temporary .weights.h5, then a rename)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
-    model.save_weights(tmp)
-    os.replace(tmp, path)
-
-
 def save_model(model, path):
     """Saves a whole model (for `keras.saving.load_model`) to `path` atomically."""
     path = pathlib.Path(path)
@@ -82,6 +190,47 @@ def save_model(model, path):
     tmp = _temporary_sibling(path)
     model.save(tmp)
     os.replace(tmp, path)
+
+
+def save_final(model, weights_file, model_file=None, before_model=None):
+    """Writes a trained model's `.weights.h5` (and `.keras`), failing cleanly on a full disk.
+
+    The free space is checked first. Keras writes the `.keras` archive through a Python
+    file (a full disk raises `OSError`, where h5py writing a file directly can crash the
+    process), and the weights file is the archive's own `model.weights.h5`, copied out
+    of it: the same file `model.save_weights` writes. Both appear atomically (temporary
+    siblings, then renames); nothing already saved is touched when a write fails.
+
+    Args:
+        model: the trained `keras.Model`.
+        weights_file: where the weights go (`.weights.h5`).
+        model_file: where the `.keras` model goes, or None for the weights only.
+        before_model: called between the two renames (the weights are in place).
+
+    Raises:
+        OSError: not enough free space (ENOSPC), or a failed write.
+    """
+    weights_file = pathlib.Path(weights_file)
+    weights_file.parent.mkdir(parents=True, exist_ok=True)
+    size = weights_bytes(model)
+    check_free_space(weights_file.parent, 2 * size + (1 << 16), "the final weights and model")
+    archive = _temporary_sibling(pathlib.Path(model_file or weights_file.with_suffix(".keras")))
+    try:
+        model.save(archive)
+        with zipfile.ZipFile(archive) as zipped, zipped.open("model.weights.h5") as source:
+            with atomic_write(weights_file) as handle:
+                shutil.copyfileobj(source, handle, 1 << 20)
+        if before_model is not None:
+            before_model()
+        if model_file is not None:
+            os.replace(archive, model_file)
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def save_weights(model, path):
+    """Saves a model's weights to `path` atomically, failing cleanly on a full disk."""
+    save_final(model, path)
 
 
 def _write_json(path, value, **kwargs):
@@ -174,6 +323,32 @@ class RunDir:
     def write_history(self, history):
         """Writes `history.json` atomically."""
         _write_json(self.history_file, history)
+
+    def feature_spec(self):
+        """Returns {stream: feature spec} the run trained on ({} if not recorded)."""
+        if not self.config_file.is_file():
+            return {}
+        return self.config().get("feature_spec") or {}
+
+    def size_bytes(self):
+        """Returns the bytes the run folder's files take."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    def clear(self):
+        """Deletes a previous run's files (checkpoints, outputs, evaluations); returns their names.
+
+        Files the layout does not name are left alone; the lock file stays.
+        """
+        names = (CONFIG_FILE, CHECKPOINT_DIR, SUMMARY_DIR, HISTORY_FILE, FINAL_WEIGHTS)
+        names += (FINAL_MODEL, WORKERS_DIR, WORKER_SCRATCH_DIR)
+        found = [self.path / name for name in names if (self.path / name).exists()]
+        found += sorted(p for p in self.path.glob(f"{EVAL_PREFIX}*") if p.is_dir())
+        for path in found:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        return [path.name for path in found]
 
     # --------------------------------------------------------------------------- workers
 

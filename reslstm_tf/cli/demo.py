@@ -6,9 +6,10 @@ is `reslstm-classify`.
 
 from absl import app, flags
 
-from reslstm_tf.cli import define_once
+from reslstm_tf.cli import define_once, run_tool
 
 FLAGS = flags.FLAGS
+NAME = "reslstm-demo"
 
 
 def define_flags():
@@ -20,7 +21,8 @@ def define_flags():
 
 def main(argv):
     """Maps the flags onto `reslstm_tf.training.demo.run_demo` and prints the accuracies."""
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from reslstm_tf.training.demo import run_demo
 
     results = run_demo(FLAGS.preset, FLAGS.epochs, FLAGS.seed)
@@ -30,8 +32,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    define_flags()
-    app.run(main)
+    run_tool(NAME, main, define_flags, doc=__doc__)
 
 
 if __name__ == "__main__":

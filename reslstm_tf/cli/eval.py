@@ -12,10 +12,11 @@ Example:
 from absl import app, flags, logging
 
 from reslstm_tf import evaluate as evaluate_lib
-from reslstm_tf.cli import define_once
-from reslstm_tf.data.feature_sets import FeatureInputError
+from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.runs import RunDir
 
 FLAGS = flags.FLAGS
+NAME = "reslstm-eval"
 
 
 def define_flags():
@@ -94,21 +95,21 @@ def main(argv):
         frames_npz=FLAGS.frames_npz,
         progress=FLAGS.progress,
     )
-    try:
-        metrics = evaluate_lib.run_evaluation(config)
-    except (evaluate_lib.EvaluationInputError, FeatureInputError, NotImplementedError) as error:
-        raise app.UsageError(str(error)) from error
+    metrics = evaluate_lib.run_evaluation(config)
+    top5 = f"  top-5 {metrics['top5']:.4f}" if "top5" in metrics else ""
     print(
-        f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
+        f"top-1 {metrics['top1']:.4f}{top5}  "
         f"mean class accuracy {metrics['mean_class_accuracy']:.4f}  "
         f"({metrics['num_videos']} videos, {metrics['num_clips']} clip(s) each)"
     )
+    out_dir = FLAGS.out_dir or RunDir(FLAGS.model_dir).eval_dir(FLAGS.split).path
+    figures = "confusion_matrix.png" + (", top5_predictions.png" if videos else "")
+    print(f"outputs in {out_dir}: metrics.json, per_class_accuracy.csv, predictions.npz, {figures}")
 
 
 def run():
     """Console-script entry point."""
-    define_flags()
-    app.run(main)
+    run_tool(NAME, main, define_flags, doc=__doc__, user_errors=(NotImplementedError,))
 
 
 if __name__ == "__main__":

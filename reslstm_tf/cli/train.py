@@ -13,10 +13,12 @@ Example:
 from absl import app, flags, logging
 
 from reslstm_tf import training as train_lib
-from reslstm_tf.cli import define_once
+from reslstm_tf.cli import define_once, run_tool
 from reslstm_tf.models import MODALITIES
+from reslstm_tf.runs import RunDir
 
 FLAGS = flags.FLAGS
+NAME = "reslstm-train"
 
 
 def define_flags():
@@ -147,7 +149,13 @@ def _define_run_flags():
         "Checkpoint every N steps (0: epoch ends only).",
         lower_bound=0,
     )
-    define_once(flags.DEFINE_integer, "max_checkpoints", 3, "Checkpoints to keep.", lower_bound=1)
+    define_once(
+        flags.DEFINE_integer,
+        "max_checkpoints",
+        1,
+        "Checkpoints to keep (resuming needs the latest; each is 3x the weights with Adam).",
+        lower_bound=1,
+    )
     define_once(
         flags.DEFINE_integer,
         "max_steps",
@@ -175,6 +183,14 @@ def _define_run_flags():
     define_once(flags.DEFINE_boolean, "progress", True, "Show a progress bar.")
     define_once(
         flags.DEFINE_boolean,
+        "restart",
+        False,
+        "Delete the previous run in --model_dir (checkpoints, summaries, history, final "
+        "weights, model, eval_*) and start over. Without it a run resumes, and refuses flags "
+        "that change the result.",
+    )
+    define_once(
+        flags.DEFINE_boolean,
         "save_worker_weights",
         False,
         "Non-chief workers also save their final weights.",
@@ -190,25 +206,21 @@ def main(argv):
     values = {
         name: FLAGS[name].value for name in train_lib.RunConfig.field_names() if name in FLAGS
     }
-    try:
-        result = train_lib.run_training(train_lib.RunConfig.from_kwargs(**values))
-    except (train_lib.TrainingInputError, NotImplementedError, ValueError) as error:
-        raise app.UsageError(str(error)) from error
-    except train_lib.TrainingWriteError as error:
-        raise SystemExit(f"reslstm-train: error: {error}") from None
+    result = train_lib.run_training(train_lib.RunConfig.from_kwargs(**values))
     if result.is_chief:
         last = result.history[-1] if result.history else {}
+        size = RunDir(FLAGS.model_dir).size_bytes() / 2**20
         print(
             f"done: step {result.global_step}, {result.steps_per_second:.1f} steps/s, "
             f"last epoch loss {last.get('loss', float('nan')):.4f} "
-            f"accuracy {last.get('accuracy', float('nan')):.4f}; outputs in {FLAGS.model_dir}"
+            f"accuracy {last.get('accuracy', float('nan')):.4f}; outputs in {FLAGS.model_dir} "
+            f"({size:.1f} MiB)"
         )
 
 
 def run():
     """Console-script entry point."""
-    define_flags()
-    app.run(main)
+    run_tool(NAME, main, define_flags, doc=__doc__, user_errors=(NotImplementedError,))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ The one place that turns stored segment features into model input:
 
 import dataclasses
 import pathlib
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -288,6 +289,29 @@ def split_dataset(
     return numpy_dataset(arrays, data.labels), names or None
 
 
+def split_metadata(
+    features_dir, split, modality="rgb", flow_features_dir=None, allow_single=True
+):  # fmt: skip
+    """Returns {stream: index metadata} of the caches `split_dataset` reads for these arguments.
+
+    The metadata records how the features were extracted (backbone, weights, segments,
+    segment length, frame size, ...; see `reslstm_tf.runs.feature_spec`).
+
+    Raises:
+        FeatureInputError: as `split_dataset`.
+    """
+    check_choice("modality", modality, MODALITIES, FeatureInputError)
+    roots = {"rgb": features_dir, "flow": features_dir}
+    if modality == "two_stream":
+        roots["flow"] = flow_features_dir or features_dir
+    streams = STREAMS if modality == "two_stream" else (modality,)
+    metadata = {}
+    for stream in streams:
+        folder = find_feature_cache(roots[stream], split, stream, allow_single)
+        metadata[stream] = _cache_index(folder, stream)["metadata"]
+    return metadata
+
+
 # -------------------------------------------------------------------------------- .npz
 
 
@@ -365,8 +389,16 @@ def load_npz_features(path):
     path = pathlib.Path(path)
     if not path.is_file():
         raise FeatureInputError(f"features file {str(path)!r} does not exist")
-    with np.load(path, allow_pickle=False) as data:
-        features, labels, names = _npz_arrays(path, data)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            features, labels, names = _npz_arrays(path, data)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        if isinstance(error, FeatureInputError):
+            raise
+        raise FeatureInputError(
+            f"features file {str(path)!r} cannot be read ({type(error).__name__}: {error}); "
+            "it is truncated or not a .npz: write it again (write_npz_features)"
+        ) from None
     for array in features.values() if isinstance(features, dict) else [features]:
         _check_npz_features(path, array, labels.shape[0])
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):

@@ -6,14 +6,12 @@ Trainer's model function and trains on train-mode clips (`data.clips`: random wi
 and flips) with every strategy, mixed precision, XLA, checkpoints and exact resume of the
 Trainer. `evaluate_finetuned` scores a run on centred eval-mode clips.
 
-Two adaptations to the Trainer, which was written for cached features:
-
-* It reads rank-2 `(T, d)` elements, so clips travel flattened, `(T, L*S*S*C)`, and the
-  trained model is a thin wrapper (an input reshape around the classifier, no weights of
-  its own). The classifier itself is `model.get_layer(CLASSIFIER)`.
-* Each epoch reads its own dataset, `VideoClips.dataset("train", epoch)`, whose order and
-  augmentation depend only on (seed, epoch), so a run killed mid-epoch resumes to the same
-  weights; the Trainer's own shuffle (which would hold N decoded clips) is off.
+The Trainer reads clips `(T, L, S, S, C)` as they are (its shape checks take elements of
+any rank), and each epoch reads its own dataset (`Trainer.fit(dataset_fn)`):
+`VideoClips.dataset("train", epoch)`, whose order and augmentation depend only on
+(seed, epoch), so a run killed mid-epoch resumes to the same weights; the Trainer's own
+shuffle (which would hold N decoded clips) is off. The labels of the video list give the
+Trainer N and the label range, so no video is decoded before training.
 
 Trunk caching (``trunk_cache=True``): with BatchNorm frozen, the I3D layers before
 `trainable_from` compute a fixed function of the clip, so their output (the "trunk") is
@@ -24,7 +22,6 @@ part of its compute). Epoch e trains on view e mod `trunk_views`.
 """
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
@@ -220,25 +217,16 @@ def prepare_clips(config, videos):
     )
 
 
-def _flatten(features, label):
-    """Flattens each stream of an element to (T, d): the Trainer's element shape."""
-    flat = tf.nest.map_structure(lambda x: tf.reshape(x, (x.shape[0], -1)), features)
-    return flat, label
-
-
 class ClipSource:
-    """Each epoch's clips for the Trainer: flattened, ordered and augmented by (seed, epoch)."""
+    """Each epoch's clips for the Trainer, ordered and augmented by (seed, epoch)."""
 
     def __init__(self, clips):
         self.clips = clips
+        self.labels = clips.labels
 
     def train_data(self, epoch):
-        """The unbatched, flattened training data of `epoch`."""
-        return self.clips.dataset("train", epoch).map(_flatten)
-
-    def placeholder(self):
-        """The element spec and labels, nothing decoded (for the Trainer's checks)."""
-        return self.clips.placeholder().map(_flatten)
+        """The unbatched training data of `epoch`."""
+        return self.clips.dataset("train", epoch)
 
 
 class TrunkSource:
@@ -252,7 +240,7 @@ class TrunkSource:
     """
 
     def __init__(self, clips, trunk, views=1, batch_size=4):
-        self.clips, self.views = clips, views
+        self.clips, self.views, self.labels = clips, views, clips.labels
         encoder = SegmentEncoder(trunk)
         self.features = [
             _trunk_features(encoder, clips.dataset("train", view), batch_size)
@@ -260,24 +248,19 @@ class TrunkSource:
         ]
 
     def train_data(self, epoch):
-        """The unbatched, flattened trunk outputs of `epoch` (epoch order of the clips)."""
+        """The unbatched trunk outputs of `epoch` (epoch order of the clips)."""
         order = self.clips.order("train", epoch)
         features = self.features[epoch % self.views]
         unshuffle = np.argsort(self.clips.order("train", epoch % self.views))
         rows = unshuffle[order]
         return tf.data.Dataset.from_tensor_slices((features[rows], self.clips.labels[order]))
 
-    def placeholder(self):
-        """The element spec and labels of the cached data."""
-        return self.train_data(0)
-
 
 def _trunk_features(encoder, dataset, batch_size):
-    """Runs the trunk on every clip of a dataset; returns float32 (N, T, d_trunk)."""
+    """Runs the trunk on every clip of a dataset; returns float32 (N, T, *trunk output)."""
     out = []
     for clips, _ in dataset.batch(batch_size):
-        features = encoder(clips, training=False)
-        out.append(np.asarray(features, np.float32).reshape(len(features), features.shape[1], -1))
+        out.append(np.asarray(encoder(clips, training=False), np.float32))
     return np.concatenate(out)
 
 
@@ -305,19 +288,6 @@ def build_classifier(config, num_classes):
     )
 
 
-def flat_input_model(model):
-    """Wraps a model so it reads each input flattened to (T, d); adds no weights."""
-    named = model.input if isinstance(model.input, dict) else {"clips": model.input}
-    flat, shaped = {}, {}
-    for name, tensor in named.items():
-        shape = tuple(tensor.shape[1:])
-        flat[name] = keras.Input((shape[0], math.prod(shape[1:])), name=name)
-        shaped[name] = keras.layers.Reshape(shape, name=f"{name}_shape")(flat[name])
-    if isinstance(model.input, dict):
-        return keras.Model(flat, model(shaped), name=f"{model.name}_flat")
-    return keras.Model(flat["clips"], model(shaped["clips"]), name=f"{model.name}_flat")
-
-
 def trunk_split(classifier, trainable_from, recompute=False):
     """Splits a one-stream I3D classifier at `trainable_from`: (trunk, upper model).
 
@@ -339,13 +309,13 @@ def trunk_split(classifier, trainable_from, recompute=False):
 
 
 def model_fn(config, num_classes):
-    """The Trainer's model function: the flat-input classifier (or upper model)."""
+    """The Trainer's model function: the classifier (or the upper model with trunk caching)."""
 
     def build():
         classifier = build_classifier(config, num_classes)
         if config.trunk_cache:
             classifier = trunk_split(classifier, config.trainable_from, config.recompute)[1]
-        return flat_input_model(classifier)
+        return classifier
 
     return build
 
@@ -360,35 +330,12 @@ def _trunk(config, num_classes):
 # ----------------------------------------------------------------------- train, evaluate
 
 
-class ClipTrainer(Trainer):
-    """A `Trainer` whose epoch e reads `source.train_data(e)` (see the module docstring).
-
-    Args:
-        source: a `ClipSource` or `TrunkSource`.
-        model_fn: the Trainer's model function.
-        **kwargs: the `Trainer` arguments.
-    """
-
-    def __init__(self, source, model_fn, **kwargs):
-        super().__init__(model_fn, **kwargs)
-        self.source = source
-
-    def fit(self):
-        """Trains (or resumes) the run; returns the `TrainResult`."""
-        return super().fit(self.source.placeholder())
-
-    def _run_epoch(self, dataset, stop_step, bar):
-        del dataset  # the placeholder: each epoch reads its own data
-        epoch = self.global_step // self.steps_per_epoch
-        return super()._run_epoch(self.source.train_data(epoch), stop_step, bar)
-
-
 @dataclasses.dataclass
 class FinetuneResult:
     """What `finetune` returns.
 
     Attributes:
-        train: the Trainer's `TrainResult` (its model reads flattened clips).
+        train: the Trainer's `TrainResult`.
         classifier: the trained classifier (clips in), or the upper model with trunk caching.
         classes: the class names.
         evaluation: `evaluate_finetuned`'s dict, or None.
@@ -406,14 +353,16 @@ def _record(config, classes):
 
 
 def make_trainer(config, clips, classes, strategy=None):
-    """The `ClipTrainer` of a run over `clips` (the training videos' `VideoClips`)."""
+    """Returns `(trainer, source)` of a run over `clips` (the training videos' `VideoClips`).
+
+    Train with `trainer.fit(source.train_data, labels=source.labels)`.
+    """
     build = model_fn(config, len(classes))
     if config.trunk_cache:
         source = TrunkSource(clips, _trunk(config, len(classes)), config.trunk_views)
     else:
         source = ClipSource(clips)
-    return ClipTrainer(
-        source,
+    trainer = Trainer(
         build,
         num_classes=len(classes),
         model_dir=config.model_dir,
@@ -421,6 +370,7 @@ def make_trainer(config, clips, classes, strategy=None):
         config=_record(config, classes),
         options=config.train_options(),
     )
+    return trainer, source
 
 
 def finetune(config, strategy=None):
@@ -441,9 +391,9 @@ def finetune(config, strategy=None):
     config.validate()
     videos = load_videos(config)
     clips = prepare_clips(config, videos)
-    trainer = make_trainer(config, clips, list(videos.classes), strategy)
-    result = trainer.fit()
-    classifier = result.model.get_layer(UPPER if config.trunk_cache else CLASSIFIER)
+    trainer, source = make_trainer(config, clips, list(videos.classes), strategy)
+    result = trainer.fit(source.train_data, labels=source.labels)
+    classifier = result.model
     evaluation = None
     if config.eval_subset or config.eval_split_file:
         subset = config.eval_subset or "test"
@@ -508,13 +458,12 @@ def _load_trained(config, num_classes):
     if config.model_dir is None:
         raise FinetuneError("evaluate_finetuned needs a model or a model_dir to load")
     keras.utils.set_random_seed(config.seed)
-    wrapper = model_fn(config, num_classes)()
-    runs.RunDir(config.model_dir).load_weights(wrapper)
-    return wrapper.get_layer(UPPER if config.trunk_cache else CLASSIFIER)
+    model = model_fn(config, num_classes)()
+    runs.RunDir(config.model_dir).load_weights(model)
+    return model
 
 
 __all__ = [
-    "ClipTrainer",
     "FinetuneConfig",
     "FinetuneError",
     "FinetuneResult",

@@ -28,7 +28,8 @@ class TrainOptions:
         seed: seeds weights, dropout and the per-epoch shuffles.
         mixed_precision: "none", "float16" or "bfloat16".
         checkpoint_every_steps: checkpoint every N steps (0: only at epoch ends).
-        max_checkpoints: checkpoints to keep.
+        max_checkpoints: checkpoints to keep (resuming needs only the latest; each
+            holds the model and the optimizer slots, 3x the weights with Adam).
         max_steps: stop (with a checkpoint) once the global step reaches it; a later
             run with the same `model_dir` continues.
         log_every_steps: write step summaries every N steps.
@@ -40,6 +41,8 @@ class TrainOptions:
         progress: show a tqdm progress bar (chief only).
         save_worker_weights: non-chief workers also write their final weights to
             `model_dir/workers/<task_type>_<id>/final.weights.h5`.
+        restart: delete the checkpoints and outputs of a previous run in model_dir and
+            start over (otherwise a run resumes, and refuses changed settings).
     """
 
     epochs: int = 10
@@ -54,7 +57,7 @@ class TrainOptions:
     seed: int = 0
     mixed_precision: str = "none"
     checkpoint_every_steps: int = 0
-    max_checkpoints: int = 3
+    max_checkpoints: int = 1
     max_steps: int | None = None
     log_every_steps: int = 10
     shuffle_buffer: int | None = None
@@ -62,6 +65,7 @@ class TrainOptions:
     jit_compile: bool = False
     progress: bool = True
     save_worker_weights: bool = False
+    restart: bool = False
 
     def validate(self):
         """Raises `TrainingInputError` naming the first bad option and what is allowed."""

@@ -1,16 +1,17 @@
-"""A training run from features on disk: the config `reslstm-train` fills, and `run_training`."""
+"""Training runs: from features on disk (`RunConfig`, `run_training`), or `train` in one call."""
 
 import dataclasses
 import os
 
-from reslstm_tf import models
+from reslstm_tf import models, runs
 from reslstm_tf.checks import check_choice, check_positive_int
 from reslstm_tf.data import feature_sets
 from reslstm_tf.training import setup
 from reslstm_tf.training.errors import TrainingInputError
 from reslstm_tf.training.inputs import check_shapes
 from reslstm_tf.training.options import TrainOptions
-from reslstm_tf.training.trainer import Trainer, check_model_dir
+from reslstm_tf.training.run_folder import check_model_dir
+from reslstm_tf.training.trainer import Trainer
 
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(TrainOptions))
 
@@ -138,13 +139,24 @@ def _expected_shapes(config, steps):
     return {"features": (steps, config.feature_dim)}
 
 
-def _record(config, model_config, class_names):
+def _feature_spec(config):
+    """Returns {stream: feature spec} of the caches trained on ({} for a `.npz`)."""
+    if config.features_dir is None:
+        return {}
+    metadata = feature_sets.split_metadata(
+        config.features_dir, config.split, config.modality, config.flow_features_dir
+    )
+    return {stream: runs.feature_spec(values) for stream, values in metadata.items()}
+
+
+def _record(config, model_config, class_names, feature_spec):
     """Returns what `train_config.json` records of the run."""
     options = dataclasses.asdict(config.options)
     paths = ("features_npz", "features_dir", "flow_features_dir")
     return {
         "model": model_config,
         "class_names": class_names,
+        "feature_spec": feature_spec,
         "strategy": config.strategy,
         **{k: None if getattr(config, k) is None else str(getattr(config, k)) for k in paths},
         "split": config.split,
@@ -181,6 +193,7 @@ def run_training(config=None, **kwargs):
             steps,
             config.flow_features_dir,
         )
+        feature_spec = _feature_spec(config)
     except feature_sets.FeatureInputError as error:
         raise TrainingInputError(str(error)) from None
     num_classes = _num_classes(config, class_names)
@@ -192,7 +205,39 @@ def run_training(config=None, **kwargs):
         num_classes=num_classes,
         model_dir=config.model_dir,
         strategy=strategy,
-        config=_record(config, model_config, class_names),
+        config=_record(config, model_config, class_names, feature_spec),
         options=config.options,
+    )
+    return trainer.fit(dataset)
+
+
+def train(model_fn, dataset, *, num_classes, model_dir, strategy=None, config=None, **options):
+    """Trains a model with a custom loop under any strategy; checkpoints and resumes.
+
+    A `Trainer` in one call: `Trainer(model_fn, num_classes=..., model_dir=...,
+    strategy=..., config=..., **options).fit(dataset)`.
+
+    Args:
+        model_fn: callable with no arguments returning a new `keras.Model` (logits out).
+        dataset: unbatched `tf.data.Dataset` of `(features, label)`.
+        num_classes: int, number of classes C.
+        model_dir: the run folder (see `reslstm_tf.runs.RunDir`).
+        strategy: a `tf.distribute.Strategy`, a name from `STRATEGIES`, or None.
+        config: optional dict recorded in `model_dir/train_config.json` (chief).
+        **options: fields of `TrainOptions` (epochs, batch_size, optimizer, ...).
+
+    Returns:
+        A `TrainResult`.
+
+    Raises:
+        TrainingInputError: bad arguments, data or model_dir, found before training.
+    """
+    trainer = Trainer(
+        model_fn,
+        num_classes=num_classes,
+        model_dir=model_dir,
+        strategy=strategy,
+        config=config,
+        **options,
     )
     return trainer.fit(dataset)

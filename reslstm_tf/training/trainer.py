@@ -47,7 +47,7 @@ from reslstm_tf import runs
 from reslstm_tf.checks import check_positive_int
 from reslstm_tf.faults import fault_point
 from reslstm_tf.precision import dtype_policy
-from reslstm_tf.training import setup
+from reslstm_tf.training import run_folder, setup
 from reslstm_tf.training.errors import TrainingInputError, disk_errors
 from reslstm_tf.training.inputs import (
     as_dataset,
@@ -74,18 +74,6 @@ class _Timer:
     def rate(self):
         elapsed = time.perf_counter() - self.start if self.start is not None else 0.0
         return self.steps / elapsed if elapsed > 0 else float("nan")
-
-
-def check_model_dir(model_dir):
-    """Creates `model_dir`, checks it is writable and returns its `RunDir`."""
-    run = runs.RunDir(model_dir)
-    try:
-        return run.create()
-    except OSError as error:
-        raise TrainingInputError(
-            f"model_dir {str(run.path)!r} is not a writable folder ({error.strerror or error}); "
-            "pass a folder you can create and write to"
-        ) from error
 
 
 class Trainer:
@@ -129,7 +117,7 @@ class Trainer:
         self.strategy = strategy
         self.model_fn = model_fn
         self.config = config
-        self.run = None if model_dir is None else check_model_dir(model_dir)
+        self.run = None if model_dir is None else run_folder.check_model_dir(model_dir)
         self.task_type, self.task_id, self.is_chief = setup.task_info(strategy)
         replicas = strategy.num_replicas_in_sync
         if self.options.batch_size % replicas:
@@ -138,7 +126,7 @@ class Trainer:
                 f"replicas ({replicas})"
             )
         self.seed = self.options.seed
-        self.model = self.optimizer = self.resumed_from = None
+        self.model = self.optimizer = self.resumed_from = self._dataset_fn = None
         self.history, self.global_step, self.steps_per_epoch = [], 0, None
 
     # ------------------------------------------------------------------------ set-up
@@ -344,13 +332,14 @@ class Trainer:
         if self.run is None:
             return
         if self.is_chief:
-            runs.save_weights(self.model, self.run.weights_file)
-            fault_point("final_weights_saved")
-            runs.save_model(self.model, self.run.model_file)
-        elif self.options.save_worker_weights:
-            runs.save_weights(
-                self.model, self.run.worker_weights_file(self.task_type, self.task_id)
+            runs.save_final(
+                self.model,
+                self.run.weights_file,
+                self.run.model_file,
+                before_model=lambda: fault_point("final_weights_saved"),
             )
+        elif self.options.save_worker_weights:
+            runs.save_final(self.model, self.run.worker_weights_file(self.task_type, self.task_id))
 
     def _disk_errors(self):
         if self.run is None:
@@ -428,7 +417,13 @@ class Trainer:
         epoch, skip = divmod(self.global_step, steps_per_epoch)
         self._epoch_var.assign(epoch)
         batches = epoch_batches(
-            dataset, epoch, opts.batch_size, self.seed, self.num_examples, skip, opts.shuffle_buffer
+            self.epoch_dataset(epoch, dataset),
+            epoch,
+            opts.batch_size,
+            self.seed,
+            self.num_examples,
+            skip,
+            opts.shuffle_buffer,
         )
         iterator = iter(self.strategy.experimental_distribute_dataset(batches))
         if not skip:
@@ -465,26 +460,59 @@ class Trainer:
 
     # ---------------------------------------------------------------------- public API
 
-    def fit(self, x, y=None):
+    def epoch_dataset(self, epoch, dataset):
+        """Returns the unbatched data epoch `epoch` trains on (0-based); override to vary it.
+
+        By default: `fit`'s `dataset_fn(epoch)` when `fit` was given one, else `dataset`
+        (the same data every epoch, reshuffled by `(seed, epoch)`). The result must have
+        the element spec of the first epoch's and N elements; a resumed run calls it
+        again for the interrupted epoch, so it must depend only on `epoch`.
+        """
+        return dataset if self._dataset_fn is None else self._dataset_fn(epoch)
+
+    def _input(self, x, y):
+        """Returns the first epoch's dataset of `fit`'s arguments; remembers a dataset_fn."""
+        self._dataset_fn = None
+        if callable(x) and not isinstance(x, tf.data.Dataset):
+            if y is not None:
+                raise TrainingInputError("pass labels inside the datasets of a dataset_fn")
+            self._dataset_fn = x
+            return as_dataset(x(0))
+        return as_dataset(x, y)
+
+    def fit(self, x, y=None, *, labels=None):
         """Trains until `epochs` (or `max_steps`); resumes from model_dir's checkpoint.
 
         Args:
-            x: an unbatched `tf.data.Dataset` of `(features, label)`, or numpy
-                features `(N, T, d_f)` or a dict `{"rgb", "flow"}` of such.
+            x: an unbatched `tf.data.Dataset` of `(features, label)`, numpy features
+                `(N, T, d_f)` or a dict `{"rgb", "flow"}` of such, or `dataset_fn`: a
+                callable `epoch -> unbatched dataset`, the data of each epoch (e.g. newly
+                augmented clips; see `epoch_dataset`). Features are `(T, ...)`: axis 0
+                is the time step, the other axes are compared with the model's input.
             y: int labels `(N,)` with numpy features.
+            labels: optional int labels `(N,)` of the data, in any order: N and the label
+                range are then checked from them instead of by reading the data once
+                (which decodes every video of a clip dataset).
 
         Returns:
             A `TrainResult`.
 
         Raises:
             TrainingInputError: bad data or a checkpoint of another run, before training.
+            FolderBusyError: another process is training in model_dir.
         """
-        dataset = as_dataset(x, y)
-        self._plan(check_labels(dataset, self.num_classes))
-        with setup.op_determinism(self.options.deterministic):
+        dataset = self._input(x, y)
+        self._plan(check_labels(dataset, self.num_classes, labels=labels))
+        with (
+            run_folder.lock(self.run, self.is_chief, self.task_type, self.task_id),
+            setup.op_determinism(self.options.deterministic),
+        ):
             if self.model is None:
+                run_folder.start_or_resume(
+                    self.run, self.config, self.options.restart, self.is_chief
+                )
                 self._build(dataset)
-                self.resumed_from = self._restore()
+                self.resumed_from = None if self.options.restart else self._restore()
                 with self._disk_errors():
                     self._write_run_files()
             else:
@@ -553,35 +581,3 @@ class Trainer:
         """Returns the top-1 accuracy of the model on numpy features and labels."""
         predicted = np.argmax(self.predict(x, batch_size), axis=-1)
         return float(np.mean(predicted == np.asarray(y)))
-
-
-def train(model_fn, dataset, *, num_classes, model_dir, strategy=None, config=None, **options):
-    """Trains a model with a custom loop under any strategy; checkpoints and resumes.
-
-    A `Trainer` in one call: `Trainer(model_fn, num_classes=..., model_dir=...,
-    strategy=..., config=..., **options).fit(dataset)`.
-
-    Args:
-        model_fn: callable with no arguments returning a new `keras.Model` (logits out).
-        dataset: unbatched `tf.data.Dataset` of `(features, label)`.
-        num_classes: int, number of classes C.
-        model_dir: the run folder (see `reslstm_tf.runs.RunDir`).
-        strategy: a `tf.distribute.Strategy`, a name from `STRATEGIES`, or None.
-        config: optional dict recorded in `model_dir/train_config.json` (chief).
-        **options: fields of `TrainOptions` (epochs, batch_size, optimizer, ...).
-
-    Returns:
-        A `TrainResult`.
-
-    Raises:
-        TrainingInputError: bad arguments, data or model_dir, found before training.
-    """
-    trainer = Trainer(
-        model_fn,
-        num_classes=num_classes,
-        model_dir=model_dir,
-        strategy=strategy,
-        config=config,
-        **options,
-    )
-    return trainer.fit(dataset)
