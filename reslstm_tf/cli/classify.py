@@ -1,53 +1,79 @@
-"""`reslstm-classify [VIDEO] --model NAME`: the top-5 actions of a video, per segment and overall.
+"""`reslstm-classify [VIDEO|FOLDER|SPLIT_FILE ...] --model NAME`: the top actions of videos.
 
-Without a VIDEO it classifies the sample clip shipped in the package, DeepMind's cricket clip
-(`reslstm_tf/samples/cricket.mp4`). It prints the ranked classes and writes a contact-sheet
-PNG of the sampled frames with their labels: `reslstm_tf.predict.classify`.
+Without an argument it classifies the sample clip shipped in the package, DeepMind's cricket
+clip (`reslstm_tf/samples/cricket.mp4`): one video prints its ranked classes per segment and
+overall and writes a contact-sheet PNG of the sampled frames with their labels. Several
+videos, a folder (searched recursively; a folder per class gives the true classes) or a split
+file (`<Class>/<video>` lines, `.txt`) run through one backbone with the next video decoded
+while the network runs, show a progress bar with videos/s and ETA, and write
+`predictions.csv` (video, true class, top-k classes and probabilities, per-segment top-1)
+with a summary, and the accuracy when the true classes are known:
+`reslstm_tf.predict.classify`.
 """
 
-from absl import app, flags
+from absl import flags
 
-from reslstm_tf.cli import define_once
+from reslstm_tf.cli import define_once, run_tool
 from reslstm_tf.predict import DEFAULT_MODEL, classify
+from reslstm_tf.zoo import WeightsNotPublishedError, WeightsUnavailableError
 
+NAME = "reslstm-classify"
 FLAGS = flags.FLAGS
 
 
 def define_flags():
     """Defines the tool's absl flags (at run time, so importing this module defines none)."""
-    define_once(flags.DEFINE_string, "model", DEFAULT_MODEL, "Zoo entry with published weights.")
+    string = flags.DEFINE_string
+    define_once(
+        string, "model", DEFAULT_MODEL, "Zoo entry with published weights, or a .keras head."
+    )
     define_once(flags.DEFINE_integer, "top_k", 5, "Number of ranked classes.", lower_bound=1)
     define_once(
         flags.DEFINE_integer,
         "segments",
         None,
-        "Segments to cut the video into (default: the entry's).",
+        "Segments to cut each video into (default: the entry's).",
         lower_bound=1,
     )
     define_once(
-        flags.DEFINE_string,
-        "sheet",
-        None,
-        "Contact-sheet PNG path (default: <video stem>_<model>.png).",
+        string, "sheet", None, "One video: contact-sheet PNG (default: <stem>_<model>.png)."
     )
+    define_once(string, "out", "predictions.csv", "Several videos: the predictions CSV.")
+    define_once(string, "classes", None, "Class list file, for a .keras head (one name a line).")
+    define_once(
+        flags.DEFINE_enum,
+        "flow_method",
+        None,
+        ["tvl1", "farneback"],
+        "Optical flow of a two-stream head (default: the entry's).",
+    )
+    define_once(string, "data_dir", None, "Folder a split file's paths are relative to.")
 
 
 def main(argv):
-    if len(argv) > 2:
-        raise app.UsageError(f"give at most one video path. Received: {argv[1:]}")
+    """Maps the arguments and flags onto `reslstm_tf.predict.classify`."""
     classify(
-        video_path=argv[1] if len(argv) == 2 else None,
+        videos=argv[1:] or None,
         model=FLAGS.model,
         top_k=FLAGS.top_k,
         num_segments=FLAGS.segments,
         sheet=FLAGS.sheet,
+        out_csv=FLAGS.out,
+        classes=FLAGS.classes,
+        flow_method=FLAGS.flow_method,
+        data_dir=FLAGS.data_dir,
     )
 
 
 def run():
     """Console-script entry point."""
-    define_flags()
-    app.run(main)
+    run_tool(
+        NAME,
+        main,
+        define_flags,
+        doc=__doc__,
+        user_errors=(WeightsNotPublishedError, WeightsUnavailableError),
+    )
 
 
 if __name__ == "__main__":

@@ -3,15 +3,19 @@
 Prints the current top-3 actions after every segment with its latency, a summary saying
 whether recognition kept up with real time, and optionally a PNG strip of the segments' last
 frames with their labels: `reslstm_tf.streaming.stream_report`. Without a source it plays
-the sample clip shipped in the package.
+the sample clip shipped in the package. A file is cut into the segments extraction cuts from
+it (short clips: overlapping windows), so the last prediction is `reslstm-classify`'s;
+`--segment_len` or `--hop` (and a camera) use a sliding window instead.
 """
 
 from absl import app, flags
 
-from reslstm_tf.cli import define_once
+from reslstm_tf.cli import define_once, run_tool
 from reslstm_tf.predict import DEFAULT_MODEL, load_classifier, sample_video_path
 from reslstm_tf.streaming import stream_report
+from reslstm_tf.zoo import WeightsNotPublishedError, WeightsUnavailableError
 
+NAME = "reslstm-stream"
 FLAGS = flags.FLAGS
 
 
@@ -60,6 +64,7 @@ def define_flags():
 
 
 def main(argv):
+    """Maps the source and flags onto `reslstm_tf.streaming.stream_report`."""
     if len(argv) > 2:
         raise app.UsageError(f"give at most one video path or camera index. Received: {argv[1:]}")
     stream_report(
@@ -77,8 +82,13 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    define_flags()
-    app.run(main)
+    run_tool(
+        NAME,
+        main,
+        define_flags,
+        doc=__doc__,
+        user_errors=(WeightsNotPublishedError, WeightsUnavailableError),
+    )
 
 
 if __name__ == "__main__":

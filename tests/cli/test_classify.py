@@ -1,5 +1,6 @@
 """`reslstm-classify`: with no argument it recognises the packaged cricket clip."""
 
+import csv
 import re
 
 import pytest
@@ -21,7 +22,41 @@ def test_main_job_classifies_the_sample_clip_as_playing_cricket(tmp_path):
 
 
 @pytest.mark.slow
-def test_more_than_one_video_is_refused(tmp_path):
-    result = run_cli("classify", "a.mp4", "b.mp4", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "give at most one video path. Received: ['a.mp4', 'b.mp4']" in result.stderr
+def test_a_split_file_is_classified_into_a_csv_with_accuracy(tmp_path, shared_data):
+    root = shared_data / "skateboard"
+    (tmp_path / "split.txt").write_text("Kickflip/Kickflip2.mp4\nOllie/Ollie14.mp4\n")
+    result = run_cli(
+        "classify", "--model=skateboard_lstm3", f"--data_dir={root}", "split.txt", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
+    assert [row["label"] for row in rows] == ["Kickflip", "Ollie"]
+    assert all(row["class_1"] in ("Kickflip", "Ollie") and not row["error"] for row in rows)
+    assert all(len(row["segment_top1"].split(";")) == 16 for row in rows)
+    correct = sum(row["class_1"] == row["label"] for row in rows)
+    assert f"accuracy: {correct / 2:.1%} ({correct}/2 labelled videos)" in result.stdout
+    assert "classified 2 videos, failed 0" in result.stdout and "videos/s" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (None, "missing.mp4 does not exist: give a video file, a folder of videos or a split"),
+        ("folder", "empty_folder holds no videos"),
+        ("empty", "cannot read video empty.mp4: file is empty (0 bytes); give a video OpenCV"),
+        ("text", "cannot read video text.mp4: OpenCV/FFmpeg could not open it"),
+    ],
+)
+def test_bad_inputs_end_in_one_line(tmp_path, make, expected):
+    name = {None: "missing.mp4", "folder": "empty_folder", "empty": "empty.mp4"}.get(make)
+    name = name or "text.mp4"
+    if make == "folder":
+        (tmp_path / name).mkdir()
+    elif make:
+        (tmp_path / name).write_text("" if make == "empty" else "not a video")
+    result = run_cli("classify", name, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("reslstm-classify: error: ") and expected in line, line
+    assert "Traceback" not in result.stderr
