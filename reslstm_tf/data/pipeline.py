@@ -18,6 +18,7 @@ from reslstm_tf.data import sampling, video
 from reslstm_tf.data.video import default_short_side
 
 MODALITIES = ("rgb", "flow")
+DTYPES = ("float32", "uint8")
 logger = logging.getLogger(__name__)
 
 
@@ -36,6 +37,8 @@ def load_clip(
     num_steps=None,
     seed=None,
     return_info=False,
+    dtype="float32",
+    threads=None,
 ):
     """Decodes the K_v segments of one video as network input.
 
@@ -56,13 +59,18 @@ def load_clip(
         num_steps: T for the returned sample's step map.
         seed: int, numpy Generator or None, for the train-mode randomness.
         return_info: also return the `video.VideoInfo` (frame count as announced).
+        dtype: 'float32' scales RGB to [-1, 1]; 'uint8' returns the RGB bytes (0-255) for
+            scaling on the device (`video.to_float_tf`): a quarter of the host memory
+            traffic. Flow is always float32.
+        threads: decoder threads (None: one per core; 1: the calling thread only).
 
     Returns:
-        (clip, sample): float32 (K_v, L, S, S, C) in [-1, 1], and the `SegmentSample`
+        (clip, sample): float32 (K_v, L, S, S, C) in [-1, 1] (uint8 RGB with
+        ``dtype="uint8"``), and the `SegmentSample`
         (whose ``num_frames`` is the real count if the container over-announced it);
         (clip, sample, info) with `return_info`.
     """
-    check_choice("modality", modality, MODALITIES)
+    _check_output(modality, dtype)
     rng = np.random.default_rng(seed)
     frames_per_segment = segment_len + 1 if modality == "flow" else segment_len
     # The header's frame count, without decoding: read_frames decodes what is needed.
@@ -72,42 +80,59 @@ def load_clip(
     count = max(info.frame_count, 1)
     sample_args = dict(mode=mode, num_steps=num_steps, stride=stride, short=short, seed=rng)
     sample = sampling.sample_segments(count, num_segments, frames_per_segment, **sample_args)
+    short_side = default_short_side(frame_size) if short_side is None else short_side
+    crop_mode = "random" if mode == "train" else "center"
+    # Each distinct frame is resized and cropped as it is decoded (short videos repeat
+    # frames), and read_frames gathers the crops straight into the clip's order.
+    crop = _frame_transform(max(short_side, frame_size), frame_size, crop_mode, rng)
     try:
-        unique, inverse = np.unique(sample.indices, return_inverse=True)
-        frames = video.read_frames(path, unique)
+        frames = video.read_frames(path, sample.indices, threads=threads, transform=crop)
     except video.VideoTooShortError as err:
         # The container over-announced its length: re-sample for the real count, reusing
         # the frames the first pass decoded and reading only the others again.
         sample = sampling.sample_segments(
             err.decoded_frames, num_segments, frames_per_segment, **sample_args
         )
-        unique, inverse = np.unique(sample.indices, return_inverse=True)
-        need = [int(i) for i in unique if int(i) not in err.frames]
+        need = sorted({int(i) for i in sample.indices.flat} - set(err.frames))
         have = dict(err.frames)
         if need:
-            have.update(zip(need, video.read_frames(path, need, on_missing="last")))
-        frames = np.stack([have[int(i)] for i in unique])
-    short_side = default_short_side(frame_size) if short_side is None else short_side
-    crop_mode = "random" if mode == "train" else "center"
-    # transform each distinct frame once (short videos repeat frames), then gather
-    frames = video.transform_frames(
-        frames,
-        short_side=max(short_side, frame_size),
-        crop_size=frame_size,
-        crop_mode=crop_mode,
-        rng=rng,
-        as_float=False,
-    )
-    frames = frames[inverse.reshape(-1)]
+            more = video.read_frames(path, need, on_missing="last", threads=threads, transform=crop)
+            have.update(zip(need, more))
+        frames = np.stack([have[int(i)] for i in sample.indices.flat])
     frames = frames.reshape((num_segments, frames_per_segment) + frames.shape[1:])
     if modality == "flow":
-        clip = flow_lib.segment_flow(frames, flow_method)
+        clip = flow_lib.segment_flow(frames, flow_method).astype(np.float32, copy=False)
     else:
-        clip = video.to_float(frames)
-    clip = clip.astype(np.float32, copy=False)
+        clip = frames if dtype == "uint8" else video.to_float(frames)
     if return_info:
         return clip, sample, info
     return clip, sample
+
+
+def _frame_transform(short_side, crop_size, crop_mode, rng):
+    """Returns `video.transform_frames` (uint8) for one frame, one crop window for all.
+
+    The window is drawn on the first frame, from the frame size after resizing, as
+    `video.crop` draws it for a stack of frames.
+    """
+    window = []
+
+    def transform(frame):
+        frame = video.resize_short_side(frame, short_side)
+        if not window:
+            window.extend(video.crop_offsets(*frame.shape[:2], crop_size, crop_mode, rng))
+        top, left = window
+        return frame[top : top + crop_size, left : left + crop_size]
+
+    return transform
+
+
+def _check_output(modality, dtype):
+    """Raises ValueError for an unknown modality or dtype, or uint8 flow."""
+    check_choice("modality", modality, MODALITIES)
+    check_choice("dtype", dtype, DTYPES)
+    if modality == "flow" and dtype != "float32":
+        raise ValueError(f"flow clips are float32. Received: dtype={dtype!r}")
 
 
 def _as_items(items):
@@ -135,6 +160,7 @@ def video_dataset(
     seed=None,
     on_error="raise",
     num_parallel_calls=None,
+    dtype="float32",
     **clip_kwargs,
 ):
     """Builds a tf.data pipeline of (clip, label) from video files.
@@ -154,13 +180,23 @@ def video_dataset(
         seed: makes the order and the train-mode sampling/cropping reproducible.
         on_error: 'raise' stops on an unreadable video; 'skip' logs and drops it.
         num_parallel_calls: decode parallelism (default tf.data.AUTOTUNE).
-        **clip_kwargs: `stride`, `short`, passed to `load_clip`.
+        dtype: 'float32' (in [-1, 1]) or 'uint8' RGB clips, a quarter of the bytes, to
+            scale on the device with `video.to_float_tf` (see `load_clip`).
+        **clip_kwargs: `stride`, `short`, `threads`, passed to `load_clip`.
 
     Returns:
-        A `tf.data.Dataset` of (float32 (K_v, L, S, S, C), int32 label), prefetched.
+        A `tf.data.Dataset` of (`dtype` (K_v, L, S, S, C), int32 label), prefetched.
+
+    Example:
+        ```python
+        ds = video_dataset(items, root, 8, 16, dtype="uint8", batch_size=8)
+        for clips, labels in ds:
+            clips = video.to_float_tf(clips)  # on the GPU, after the copy
+        ```
     """
     check_choice("on_error", on_error, ("raise", "skip"))
     check_choice("mode", mode, sampling.MODES)
+    _check_output(modality, dtype)
     paths, labels = _as_items(items)
     paths = [os.path.join(os.fspath(data_dir), p) for p in paths]
     channels = 2 if modality == "flow" else 3
@@ -187,6 +223,7 @@ def video_dataset(
                 modality=modality,
                 flow_method=flow_method,
                 seed=int(element_seed) & 0xFFFFFFFFFFFF,
+                dtype=dtype,
                 **clip_kwargs,
             )
             return clip, np.bool_(True)
@@ -194,12 +231,12 @@ def video_dataset(
             if on_error == "raise":
                 raise
             logger.warning("skipping unreadable video: %s", err)
-            return np.zeros(shape, np.float32), np.bool_(False)
+            return np.zeros(shape, dtype), np.bool_(False)
 
     def _map(pair, element_seed):
         path, label = pair
         clip, ok = tf.numpy_function(
-            _load, [path, element_seed], (tf.float32, tf.bool), stateful=False
+            _load, [path, element_seed], (tf.as_dtype(dtype), tf.bool), stateful=False
         )
         clip.set_shape(shape)
         ok.set_shape(())

@@ -1,13 +1,14 @@
-"""Reads video frames with OpenCV: metadata probing, sparse decoding and frame transforms.
+"""Reads video frames: metadata probing, sparse decoding and frame transforms.
 
-Only OpenCV (its FFmpeg backend) is used, so any container and codec that FFmpeg decodes
-works: H.264 and HEVC in ``.mp4``/``.mov``/``.avi``, including files with audio and data
-streams (OpenCV only ever reads the first video stream).
+OpenCV (its FFmpeg backend) probes; PyAV (FFmpeg's own bindings) decodes, or OpenCV when
+PyAV is missing or a long gap calls for a seek. Any container and codec FFmpeg decodes
+works, with audio and data streams too (only the first video stream is read). Both give
+the same RGB bytes (the tests compare them); PyAV converts faster (bench/RESULTS.md).
 
-Decoding is sequential: ``read_frames`` calls ``VideoCapture.grab()`` for every frame and
-``retrieve()`` (the colour conversion) only for the frames asked for. It seeks only when the
-gap to the next wanted frame is larger than ``seek_threshold`` frames, because a seek has to
-decode from the previous key frame anyway and is frame-accurate only for well-formed files.
+Decoding is sequential: ``read_frames`` decodes every frame up to the last one asked for
+and colour-converts only those. It seeks (with OpenCV) only when the gap to the next
+wanted frame exceeds ``seek_threshold`` frames: a seek decodes from the previous key frame
+anyway and is frame-accurate only for well-formed files.
 
 The frame count a container announces is often wrong (variable frame rate, edit lists,
 truncated files), so readers must cope with getting fewer frames than announced: see
@@ -15,8 +16,9 @@ truncated files), so readers must cope with getting fewer frames than announced:
 
 Rotation: OpenCV >= 4.5 reads the display-matrix rotation (``CAP_PROP_ORIENTATION_META``)
 and, when ``CAP_PROP_ORIENTATION_AUTO`` is on (the default for the FFmpeg backend), returns
-frames already rotated to display orientation. ``VideoInfo.width``/``height`` are those of the
-frames as returned (display orientation), measured on the first decoded frame.
+frames already rotated to display orientation; the PyAV reader turns them the same way.
+``VideoInfo.width``/``height`` are those of the frames as returned (display orientation),
+measured on the first decoded frame.
 """
 
 import dataclasses
@@ -26,9 +28,16 @@ import pathlib
 import cv2
 import numpy as np
 
-from reslstm_tf.checks import check_choice
+try:  # the fast decoder (see the module docstring)
+    import av
+    import av.video.reformatter
+except ImportError:  # pragma: no cover - OpenCV alone still reads every video
+    av = None
+
+from reslstm_tf.checks import check_choice, check_positive_int
 
 ON_MISSING = ("error", "last", "loop")
+_OPEN_FAILED = "OpenCV/FFmpeg could not open it (not a video, or an unsupported/corrupt file)"
 CROP_MODES = ("center", "random")
 
 
@@ -115,15 +124,13 @@ def _check_file(path):
     return path
 
 
-def _open(path):
+def _open(path, params=()):
     """Opens a capture with the FFmpeg backend, raising `VideoReadError` on failure."""
     path = _check_file(path)
-    capture = cv2.VideoCapture(os.fspath(path), cv2.CAP_FFMPEG)
+    capture = cv2.VideoCapture(os.fspath(path), cv2.CAP_FFMPEG, list(params))
     if not capture.isOpened():
         capture.release()
-        raise VideoReadError(
-            path, "OpenCV/FFmpeg could not open it (not a video, or an unsupported/corrupt file)"
-        )
+        raise VideoReadError(path, _OPEN_FAILED)
     return capture
 
 
@@ -217,7 +224,9 @@ def count_frames(path):
     return probe(path, count_frames=True).frame_count
 
 
-def read_frames(path, indices, *, on_missing="error", seek_threshold=300):
+def read_frames(
+    path, indices, *, on_missing="error", seek_threshold=300, threads=None, transform=None
+):
     """Decodes only the frames at `indices`, returning them as uint8 RGB.
 
     Args:
@@ -229,12 +238,16 @@ def read_frames(path, indices, *, on_missing="error", seek_threshold=300):
             the real count, so the caller can re-sample), 'last' repeats the last decoded
             frame, 'loop' wraps around (index modulo the decoded count). 'last' and 'loop'
             have to decode up to the end of the file.
-        seek_threshold: seek instead of grabbing when the next wanted frame is more than
-            this many frames ahead (None: never seek). Seeking decodes from the previous
-            key frame, so it pays off only for long gaps.
+        seek_threshold: seek instead of decoding through when the next wanted frame is more
+            than this many frames ahead (None: never seek). Seeking decodes from the
+            previous key frame, so it pays off only for long gaps.
+        threads: decoder threads (None: the decoder's own choice, one per core; 1: the
+            calling thread only).
+        transform: a function applied to each wanted frame as it is decoded (e.g. a
+            resize and crop), so that only its output is kept.
 
     Returns:
-        uint8 array (N, H, W, 3), RGB, N = ``indices.size``.
+        uint8 array (N, H, W, 3), RGB (or what `transform` returns), N = ``indices.size``.
 
     Raises:
         VideoReadError: unreadable file or no decodable frame.
@@ -248,14 +261,79 @@ def read_frames(path, indices, *, on_missing="error", seek_threshold=300):
     flat = flat.astype(np.int64)
     if flat.size and flat.min() < 0:
         raise ValueError(f"indices must be >= 0. Received min index {int(flat.min())}")
-    wanted = np.unique(flat)
-    capture = _open(path)
-    frames = {}
-    decoded = 0  # number of frames consumed from the stream so far (next index = decoded)
+    if threads is not None:
+        check_positive_int("threads", threads)
+    wanted = [int(i) for i in np.unique(flat)]
+    skips = np.diff(wanted, prepend=-1) - 1  # frames decoded in vain before each wanted one
+    keep = transform or (lambda frame: frame)
+    if av is not None and (seek_threshold is None or not np.any(skips > seek_threshold)):
+        frames, decoded = _decode_pyav(path, wanted, threads, keep)
+    else:
+        frames, decoded = _decode_opencv(path, wanted, seek_threshold, threads, keep)
+    if decoded == 0:
+        raise VideoReadError(path, "the video stream has no decodable frame")
+    missing = [i for i in wanted if i not in frames]
+    if missing:
+        if on_missing == "error":
+            raise VideoTooShortError(path, decoded, max(missing), frames)
+        if on_missing == "loop":
+            frames.update(_read_wrapped(path, missing, decoded, frames, threads, keep))
+        else:  # 'last': the real last frame (a second pass if it was not kept)
+            if decoded - 1 not in frames:
+                frames.update(_read_wrapped(path, [decoded - 1], decoded, frames, threads, keep))
+            for index in missing:
+                frames[index] = frames[decoded - 1]
+    if flat.size == 0:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    return np.stack([frames[int(i)] for i in flat])
+
+
+def _decode_pyav(path, wanted, threads, keep):
+    """Decodes from the start with PyAV, converting only the `wanted` frames (sorted).
+
+    Returns:
+        ({index: keep(uint8 RGB frame)}, frames decoded): the count is the stream's real
+        length when a wanted frame is past its end.
+    """
+    _check_file(path)
+    try:
+        container = av.open(os.fspath(path))
+    except (av.FFmpegError, UnicodeDecodeError) as err:
+        raise VideoReadError(path, _OPEN_FAILED) from err
+    frames, decoded, want = {}, 0, set(wanted)
+    # One converter for the file (a frame's own `to_ndarray` sets up swscale every call),
+    # on one thread: the decoder's threads run beside it, and small frames lose by more.
+    reformatter = av.video.reformatter.VideoReformatter()
+    with container:
+        if not container.streams.video:
+            raise VideoReadError(path, _OPEN_FAILED)
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE" if threads == 1 else "AUTO"
+        stream.codec_context.thread_count = threads or 0
+        try:
+            for frame in container.decode(stream):
+                if decoded in want:
+                    rgb = reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+                    # the display matrix turns counter-clockwise, like np.rot90
+                    turns = int(round(frame.rotation / 90)) % 4
+                    rgb = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+                    frames[decoded] = keep(rgb)
+                decoded += 1
+                if len(frames) == len(want):
+                    break
+        except av.FFmpegError:  # damaged data: the stream ends at the first error
+            pass
+    return frames, decoded
+
+
+def _decode_opencv(path, wanted, seek_threshold, threads, keep):
+    """`_decode_pyav` with OpenCV, seeking over gaps longer than `seek_threshold`."""
+    params = [] if threads is None else [cv2.CAP_PROP_N_THREADS, threads]
+    capture = _open(path, params)
+    frames, decoded = {}, 0  # decoded: frames consumed from the stream (the next index)
     exhausted = False  # a grab failed: the stream ends here
     try:
         for index in wanted:
-            index = int(index)
             gap = index - decoded
             if seek_threshold is not None and gap > seek_threshold:
                 if capture.set(cv2.CAP_PROP_POS_FRAMES, index) and (
@@ -264,54 +342,35 @@ def read_frames(path, indices, *, on_missing="error", seek_threshold=300):
                     decoded = index
                 else:  # seek failed or landed elsewhere: start over and grab
                     capture.release()
-                    capture = _open(path)
+                    capture = _open(path, params)
                     decoded = 0
             while decoded < index and not exhausted:
                 exhausted = not capture.grab()
                 decoded += not exhausted
-            if exhausted or not capture.grab():
-                exhausted = True
-                break
-            ok, frame = capture.retrieve()
+            ok, frame = (False, None) if exhausted or not capture.grab() else capture.retrieve()
             if not ok or frame is None:
                 exhausted = True
                 break
             decoded += 1
-            frames[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        missing = [int(i) for i in wanted if int(i) not in frames]
+            frames[index] = keep(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
         # Finish counting the stream so the error/policy knows the real length. The
         # stream ends at the first failed grab: a damaged file's decoder can return
         # frames again after an error, but a sequential reader never reaches them.
-        while missing and not exhausted:
+        while len(frames) < len(wanted) and not exhausted:
             exhausted = not capture.grab()
             decoded += not exhausted
     finally:
         capture.release()
-    if decoded == 0:
-        raise VideoReadError(path, "the video stream has no decodable frame")
-    if missing:
-        if on_missing == "error":
-            raise VideoTooShortError(path, decoded, max(missing), frames)
-        if on_missing == "loop":
-            extra = _read_wrapped(path, missing, decoded, frames)
-            frames.update(extra)
-        else:  # 'last': the real last frame (a second pass if it was not kept)
-            if decoded - 1 not in frames:
-                frames.update(_read_wrapped(path, [decoded - 1], decoded, frames))
-            for index in missing:
-                frames[index] = frames[decoded - 1]
-    if flat.size == 0:
-        return np.zeros((0, 0, 0, 3), np.uint8)
-    return np.stack([frames[int(i)] for i in flat])
+    return frames, decoded
 
 
-def _read_wrapped(path, missing, decoded, have):
+def _read_wrapped(path, missing, decoded, have, threads, transform):
     """Reads frames ``i % decoded`` for the missing indices in a second pass."""
     targets = {int(i): int(i) % decoded for i in missing}
     need = sorted({t for t in targets.values() if t not in have})
     got = dict(have)
     if need:
-        arrays = read_frames(path, need, on_missing="error", seek_threshold=None)
+        arrays = read_frames(path, need, seek_threshold=None, threads=threads, transform=transform)
         got.update(zip(need, arrays))
     return {i: got[t] for i, t in targets.items()}
 
@@ -453,8 +512,14 @@ def transform_frames_tf(frames, *, short_side, crop_size):
     shape = tf.shape(resized)
     top = (shape[1] - crop_size) // 2
     left = (shape[2] - crop_size) // 2
-    cropped = resized[:, top : top + crop_size, left : left + crop_size, :]
-    return tf.cast(cropped, tf.float32) / 127.5 - 1.0
+    return to_float_tf(resized[:, top : top + crop_size, left : left + crop_size, :])
+
+
+def to_float_tf(frames):
+    """`to_float` in TensorFlow, e.g. on the GPU for ``dtype="uint8"`` clips from `load_clip`."""
+    import tensorflow as tf
+
+    return tf.cast(frames, tf.float32) / 127.5 - 1.0
 
 
 def _resize_short_side_tf(frames, size):
