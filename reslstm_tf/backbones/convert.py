@@ -72,22 +72,47 @@ def _progress(message):
     print(f"reslstm_tf.backbones: {message}", file=sys.stderr, flush=True)
 
 
+# Allocation caps of `SafeUnpickler`, far above the real checkpoint (230 arrays, 50.8 MB in
+# all, the largest 7.96 MB) and far below what a crafted 60-byte pickle could ask for.
+MAX_PICKLE_ARRAY_BYTES = 64 << 20
+MAX_PICKLE_TOTAL_BYTES = 512 << 20
+
+
 class SafeUnpickler(pickle.Unpickler):
-    """An unpickler that admits only the globals needed to rebuild numpy arrays.
+    """An unpickler that admits only the globals needed to rebuild numpy arrays, within limits.
 
     Any other global (e.g. `os.system`, `builtins.eval`) raises `pickle.UnpicklingError`
-    before it is looked up, so a malicious pickle cannot run code while being read.
+    before it is looked up, so a malicious pickle cannot run code while being read. The
+    numpy globals are wrapped so that every array the pickle declares is measured before it
+    is allocated: one over `max_array_bytes`, or a running total over `max_total_bytes`, or
+    an object dtype, is refused (a 60-byte pickle can otherwise ask for a 16 GiB array).
+    Array data copied from the stream itself is bounded by the file's size, which
+    `safe_load_pickle` checks against `max_total_bytes`.
+
+    Args:
+        file: the binary file to read.
+        max_array_bytes: the largest array allowed, in bytes.
+        max_total_bytes: the most all arrays may declare together, in bytes.
     """
 
+    def __init__(
+        self, file, max_array_bytes=MAX_PICKLE_ARRAY_BYTES, max_total_bytes=MAX_PICKLE_TOTAL_BYTES
+    ):
+        super().__init__(file)
+        self.max_array_bytes = max_array_bytes
+        self.max_total_bytes = max_total_bytes
+        self.total_bytes = 0
+        self._numpy = {}
+
     def find_class(self, module, name):
-        """Returns the allowed global `module.name` or raises `pickle.UnpicklingError`.
+        """Returns the allowed global `module.name` (size-checked) or raises.
 
         Args:
             module: str, the global's module.
             name: str, the global's name.
 
         Returns:
-            The object.
+            The object, or a wrapper of it that checks sizes and dtypes first.
 
         Raises:
             pickle.UnpicklingError: if `(module, name)` is not in `ALLOWED_GLOBALS`.
@@ -99,28 +124,92 @@ class SafeUnpickler(pickle.Unpickler):
             )
         if module.startswith("numpy.core") and np.lib.NumpyVersion(np.__version__) >= "2.0.0":
             module = "numpy._core" + module[len("numpy.core") :]
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        checked = {
+            "_reconstruct": self._reconstruct,
+            "ndarray": self._ndarray,
+            "scalar": self._scalar,
+            "_frombuffer": self._frombuffer,
+            "dtype": self._dtype,
+        }
+        self._numpy[name] = found
+        return checked.get(name, found)
 
     def persistent_load(self, pid):
         """Refuses persistent ids, which an array checkpoint never contains."""
         raise pickle.UnpicklingError(f"forbidden persistent id {pid!r} in pickle")
 
+    def charge(self, shape, dtype):
+        """Counts an array of `shape` and `dtype` against the limits, before it is allocated."""
+        dtype = self._dtype(dtype)
+        shape = (shape,) if isinstance(shape, int) else shape
+        if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise pickle.UnpicklingError(f"invalid array shape {shape!r} in pickle")
+        nbytes = dtype.itemsize * int(np.prod(shape, dtype=object))
+        self.total_bytes += nbytes
+        if nbytes > self.max_array_bytes or self.total_bytes > self.max_total_bytes:
+            raise pickle.UnpicklingError(
+                f"the pickle declares an array of {nbytes} bytes (shape {shape}, {dtype}); "
+                f"the limits are {self.max_array_bytes} bytes per array and "
+                f"{self.max_total_bytes} in all (a checkpoint needs far less). Refusing to "
+                "allocate it: the file is corrupt or crafted"
+            )
 
-def safe_load_pickle(path):
+    def _dtype(self, spec, *args):
+        """`numpy.dtype`, refusing object dtypes (their arrays hold arbitrary objects)."""
+        dtype = np.dtype(spec, *args)
+        if dtype.hasobject:
+            raise pickle.UnpicklingError(
+                f"forbidden object dtype {dtype} in pickle; only numeric arrays are allowed"
+            )
+        return dtype
+
+    def _ndarray(self, shape, dtype=float, *args, **kwargs):
+        """`numpy.ndarray(shape, dtype, ...)` after `charge`."""
+        self.charge(shape, dtype)
+        return np.ndarray(shape, dtype, *args, **kwargs)
+
+    def _reconstruct(self, subtype, shape, dtype):
+        """numpy's `_reconstruct` (the first step of unpickling an array) after `charge`."""
+        if subtype not in (np.ndarray, self._ndarray):
+            raise pickle.UnpicklingError(f"forbidden array type {subtype!r} in pickle")
+        self.charge(shape, dtype)
+        return self._numpy["_reconstruct"](np.ndarray, shape, dtype)
+
+    def _scalar(self, dtype, *args):
+        """numpy's `scalar` after `charge`."""
+        self.charge((), dtype)
+        return self._numpy["scalar"](dtype, *args)
+
+    def _frombuffer(self, buffer, dtype, shape, order):
+        """numpy's `_frombuffer` (protocol-5 arrays) after `charge`."""
+        self.charge(shape, dtype)
+        return self._numpy["_frombuffer"](buffer, dtype, shape, order)
+
+
+def safe_load_pickle(path, max_total_bytes=MAX_PICKLE_TOTAL_BYTES):
     """Reads a pickle of numpy arrays in nested dicts without running arbitrary code.
 
     Args:
         path: str or path-like, the pickle file.
+        max_total_bytes: the largest file, and the most its arrays may declare in all.
 
     Returns:
         The unpickled object.
 
     Raises:
         pickle.UnpicklingError: if the pickle references any global outside
-            `ALLOWED_GLOBALS`.
+            `ALLOWED_GLOBALS`, declares an object array, an array over
+            `MAX_PICKLE_ARRAY_BYTES` or arrays over `max_total_bytes` in all, or the file
+            is larger than `max_total_bytes`.
     """
     with open(path, "rb") as handle:
-        return SafeUnpickler(handle).load()
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_total_bytes:
+            raise pickle.UnpicklingError(
+                f"pickle {path} is {size} bytes, over the limit of {max_total_bytes}"
+            )
+        return SafeUnpickler(handle, max_total_bytes=max_total_bytes).load()
 
 
 def flatten_checkpoint(variables):

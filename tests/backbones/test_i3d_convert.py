@@ -56,6 +56,45 @@ def test_numpy_arrays_in_dicts_load(tmp_path):
         np.testing.assert_array_equal(flat["batch_stats/mean"], tree["batch_stats"]["mean"])
 
 
+def test_huge_array_pickle_is_refused_before_allocating(tmp_path):
+    import time
+    import tracemalloc
+
+    from tests.reliability.corpus import huge_array_pickle
+
+    path = huge_array_pickle(tmp_path / "huge.ckpt")  # 75 bytes asking for 16 GiB
+    assert path.stat().st_size < 100
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(pickle.UnpicklingError, match="declares an array of 17179869184"):
+            convert.safe_load_pickle(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - start < 1
+    assert peak < 1 << 20, f"{peak} bytes were allocated"
+
+
+@pytest.mark.parametrize("arrays", [1, 9])
+def test_arrays_over_the_total_are_refused(tmp_path, arrays):
+    tree = {f"w{i}": np.zeros(8 << 20 >> 2, "float32") for i in range(arrays)}  # 8 MiB each
+    path = tmp_path / "big.ckpt"
+    path.write_bytes(pickle.dumps(tree, protocol=4))
+    if arrays == 1:
+        assert convert.safe_load_pickle(path, max_total_bytes=64 << 20)["w0"].nbytes == 8 << 20
+        return
+    with pytest.raises(pickle.UnpicklingError, match="over the limit of 67108864|67108864 in all"):
+        convert.safe_load_pickle(path, max_total_bytes=64 << 20)
+
+
+def test_object_arrays_are_refused(tmp_path):
+    path = tmp_path / "objects.ckpt"
+    path.write_bytes(pickle.dumps({"x": np.array([1, "a"], dtype=object)}, protocol=4))
+    with pytest.raises(pickle.UnpicklingError, match="forbidden object dtype"):
+        convert.safe_load_pickle(path)
+
+
 def _add(archive, name, data=b"", kind=tarfile.REGTYPE, linkname=""):
     info = tarfile.TarInfo(name)
     info.type = kind
