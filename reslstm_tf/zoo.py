@@ -14,14 +14,24 @@ the wheel), in the cache (`$RESLSTM_HOME/zoo`, default
 file is sha256-verified, from the cache as after a download, and downloads are
 written atomically. `$RESLSTM_ZOO_MANIFEST` adds the entries of another manifest
 (a lab's own), separated by `os.pathsep`.
+
+A manifest is not trusted further than its checksums: entry names and weights file names
+must be plain names (`check_plain_name`), every path built from them must stay inside its
+folder, and a download stops at the entry's declared `bytes` (plus `DOWNLOAD_MARGIN`).
+Published weights are content-addressed, `<name>-<sha256[:8]>.weights.h5` as in timm, and
+`publish` writes them before it replaces the manifest atomically: killed at any point
+(`RESLSTM_FAULT=publish_weights_written` or `publish_manifest_written`), the entry still
+loads, the old weights or the new.
 """
 
+import contextlib
 import copy
 import difflib
 import json
 import os
 import pathlib
-import shutil
+import re
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,12 +39,19 @@ import urllib.request
 from reslstm_tf import files as cache
 from reslstm_tf.assets import asset_path
 from reslstm_tf.backbones.i3d import I3D
+from reslstm_tf.faults import fault_point
 from reslstm_tf.models import build_model, load_model
 
 MANIFEST_ENV = "RESLSTM_ZOO_MANIFEST"
 MIRROR_ENV = "RESLSTM_ZOO_URL"
 FORMAT_VERSION = 1
 _HEAD_KINDS = ("single_stream", "two_stream")
+# A download may exceed its entry's declared `bytes` by this much before it is refused.
+DOWNLOAD_MARGIN = 64 << 10
+# The cap of a download whose entry declares no size.
+MAX_DOWNLOAD_BYTES = 2 << 30
+_CHUNK = 1 << 20
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 class WeightsNotPublishedError(RuntimeError):
@@ -43,6 +60,49 @@ class WeightsNotPublishedError(RuntimeError):
 
 class WeightsUnavailableError(RuntimeError):
     """The weights are published but neither cached nor reachable."""
+
+
+class DownloadTooLargeError(ValueError):
+    """A download went past the size its manifest entry declares."""
+
+
+class UnknownEntryError(ValueError):
+    """No zoo entry has the name asked for; `hint(command)` names a close one and the list."""
+
+    def __init__(self, name, close, count, list_command="reslstm_tf.zoo.list()"):
+        self.name, self.close, self.count = name, close, count
+        super().__init__(self.hint(list_command))
+
+    def hint(self, list_command):
+        """The message, naming `list_command` as the way to see every entry."""
+        close = f" Did you mean {' or '.join(map(repr, self.close))}?" if self.close else ""
+        return (
+            f"unknown zoo entry {self.name!r}.{close} {list_command} gives all "
+            f"{self.count} entries."
+        )
+
+
+def check_plain_name(what, value):
+    """Returns `value` if it is a plain file or entry name, else raises a ValueError.
+
+    A plain name has no path separator, is not `.`, `..`, hidden or absolute, and uses
+    letters, digits and `._+-` only, so joining it to a folder stays in that folder.
+    """
+    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"{what} must be a plain name (letters, digits, '._+-', no path, not hidden). "
+            f"Received: {value!r}"
+        )
+    return value
+
+
+def _inside(folder, file_name, what):
+    """`folder/file_name`, refused unless it resolves (links followed) inside `folder`."""
+    folder = pathlib.Path(folder)
+    path = folder / check_plain_name(what, file_name)
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{what} {file_name!r} resolves outside {folder}: refused")
+    return path
 
 
 def default_manifest_path():
@@ -63,7 +123,8 @@ def _read_manifest(path):
             f"zoo manifest {path} has format_version={manifest.get('format_version')!r}; "
             f"expected {FORMAT_VERSION} with an 'entries' mapping"
         )
-    for entry in manifest["entries"].values():
+    for name, entry in manifest["entries"].items():
+        check_plain_name(f"zoo manifest {path}: entry name", name)
         entry["_manifest_dir"] = str(path.parent)
     return manifest["entries"]
 
@@ -90,11 +151,7 @@ def info(name):
     entries = _all_entries()
     if name not in entries:
         close = difflib.get_close_matches(str(name), entries, n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(
-            f"unknown zoo entry {name!r}.{hint} reslstm_tf.zoo.list() gives all "
-            f"{len(entries)} entries."
-        )
+        raise UnknownEntryError(name, close, len(entries))
     entry = copy.deepcopy(entries[name])
     entry.pop("_manifest_dir", None)
     entry["name"] = name
@@ -123,12 +180,32 @@ def read_class_names(file_name, manifest_dir=None):
     raise FileNotFoundError(f"class list {file_name!r} not found in {candidates}")
 
 
-def _download(url, destination, expected_sha256):
-    """Downloads `url` (http(s) or file://) atomically to `destination` and verifies it."""
+def _copy_capped(response, out, limit, url):
+    """Copies `response` into `out`; raises `DownloadTooLargeError` past `limit` bytes."""
+    declared = response.headers.get("Content-Length") if response.headers else None
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise DownloadTooLargeError(f"{url} announces {declared} bytes, over the {limit} allowed")
+    copied = 0
+    while chunk := response.read(min(_CHUNK, limit + 1 - copied)):
+        copied += len(chunk)
+        if copied > limit:
+            raise DownloadTooLargeError(
+                f"{url} sent more than {limit} bytes, the size its manifest entry declares "
+                "plus a margin: refused and deleted"
+            )
+        out.write(chunk)
+
+
+def _download(url, destination, expected_sha256, max_bytes=MAX_DOWNLOAD_BYTES):
+    """Downloads `url` (http(s) or file://) atomically to `destination` and verifies it.
+
+    At most `max_bytes` are read; past that the download stops with `DownloadTooLargeError`
+    and, as on any failure, nothing is left behind.
+    """
     tmp = cache.atomic_path(destination)
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out)
+            _copy_capped(response, out, max_bytes, url)
         cache.verify_sha256(tmp, expected_sha256)
         os.replace(tmp, destination)
     finally:
@@ -153,11 +230,14 @@ def weights_path(name):
     if not weights:
         raise WeightsNotPublishedError(_not_published_message(name, entry))
     expected = weights["sha256"]
-    shipped = pathlib.Path(entry["_manifest_dir"]) / weights["file"]
+    what = f"zoo entry {name!r}: weights file"
+    shipped = _inside(entry["_manifest_dir"], weights["file"], what)
     if shipped.is_file():
         cache.verify_sha256(shipped, expected)
         return shipped
-    cached = cache.cache_dir("zoo") / weights["file"]
+    cached = _inside(cache.cache_dir("zoo"), weights["file"], what)
+    declared = weights.get("bytes")
+    limit = declared + DOWNLOAD_MARGIN if isinstance(declared, int) else MAX_DOWNLOAD_BYTES
     if cached.is_file():
         try:
             cache.verify_sha256(cached, expected)
@@ -167,9 +247,9 @@ def weights_path(name):
     errors = []
     for url in _candidate_urls(weights):
         try:
-            _download(url, cached, expected)
+            _download(url, cached, expected, limit)
             return cached
-        except (urllib.error.URLError, OSError, cache.ChecksumError) as error:
+        except (urllib.error.URLError, OSError, ValueError) as error:
             errors.append(f"{url}: {error}")
     raise WeightsUnavailableError(
         f"weights {weights['file']} of zoo entry {name!r} are not cached in "
@@ -258,12 +338,58 @@ def load(name, weights="auto"):
     return model
 
 
+def weights_file_name(name, sha256):
+    """The content-addressed weights file name of entry `name`: `<name>-<sha256[:8]>.weights.h5`."""
+    return f"{name}-{sha256[:8]}.weights.h5"
+
+
+def _save_weights(model, name, weights_dir):
+    """Saves `model`'s weights under their content-addressed name in `weights_dir`; returns it.
+
+    The weights are written to a temporary file (Keras needs the `.weights.h5` suffix),
+    flushed to disk, then renamed: the final name only ever holds complete weights.
+    """
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=weights_dir, prefix=f".{name}.", suffix=".partial.weights.h5")
+    os.close(fd)
+    try:
+        model.save_weights(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        target = weights_dir / weights_file_name(name, cache.sha256_of(tmp))
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return target
+
+
+def _remove_unreferenced(manifest, name, weights_dir):
+    """Deletes `name`'s weights files and temporary leftovers no manifest entry references."""
+    referenced = {
+        entry["weights"]["file"]
+        for entry in manifest["entries"].values()
+        if isinstance(entry.get("weights"), dict) and "file" in entry["weights"]
+    }
+    ours = re.compile(
+        rf"{re.escape(name)}(-[0-9a-f]{{8}})?\.weights\.h5|\.{re.escape(name)}\..*\.partial\.weights\.h5"
+    )
+    for path in weights_dir.iterdir():
+        if ours.fullmatch(path.name) and path.name not in referenced and path.is_file():
+            path.unlink()
+
+
 def publish(model, name, entry, manifest_path=None, weights_dir=None, url=None):
-    """Saves `model`'s weights as `<name>.weights.h5` and writes its entry into a manifest.
+    """Saves `model`'s weights as `<name>-<sha256[:8]>.weights.h5`, then records the entry.
+
+    The steps are ordered so a crash at any point leaves an entry that loads: the new
+    weights are written under their own content-addressed name (the old file untouched),
+    then the manifest is replaced atomically, then the entry's weights files that no entry
+    references any more (the old ones, leftovers of a crash) are deleted.
 
     Args:
         model: the trained Keras model.
-        name: str, the entry name, `<dataset>_<arch>`.
+        name: str, the entry name, `<dataset>_<arch>` (a plain name, see `check_plain_name`).
         entry: dict, the manifest entry without `weights` (description, dataset,
             architecture, features, metrics with the command that produced them,
             license). `build(name)` must be able to rebuild the model from it.
@@ -275,6 +401,7 @@ def publish(model, name, entry, manifest_path=None, weights_dir=None, url=None):
     Returns:
         The updated entry, with `weights` = {file, sha256, bytes[, url]}.
     """
+    check_plain_name("the entry name", name)
     manifest_path = pathlib.Path(manifest_path or default_manifest_path())
     manifest = (
         json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -282,17 +409,10 @@ def publish(model, name, entry, manifest_path=None, weights_dir=None, url=None):
         else {"format_version": FORMAT_VERSION, "entries": {}}
     )
     weights_dir = pathlib.Path(weights_dir or manifest_path.parent)
-    file_name = f"{name}.weights.h5"
-    target = weights_dir / file_name
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    tmp = weights_dir / f".{name}.partial.weights.h5"  # Keras needs the .weights.h5 suffix.
-    try:
-        model.save_weights(str(tmp))
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    weights = {"file": file_name, "sha256": cache.sha256_of(target), "bytes": target.stat().st_size}
+    target = _save_weights(model, name, weights_dir)
+    fault_point("publish_weights_written")
+    weights = {"file": target.name, "sha256": cache.sha256_of(target)}
+    weights["bytes"] = target.stat().st_size
     if url:
         weights["url"] = url
     entry = {k: v for k, v in entry.items() if not k.startswith("_") and k != "name"}
@@ -301,6 +421,8 @@ def publish(model, name, entry, manifest_path=None, weights_dir=None, url=None):
     manifest["entries"] = dict(sorted(manifest["entries"].items()))
     with cache.atomic_write(manifest_path, "w") as handle:
         handle.write(json.dumps(manifest, indent=2) + "\n")
+    fault_point("publish_manifest_written")
+    _remove_unreferenced(manifest, name, weights_dir)
     return entry
 
 
@@ -331,6 +453,7 @@ def publish_files(
     Returns:
         The published entry.
     """
+    check_plain_name("the entry name", name)
     with open(entry_json, encoding="utf-8") as handle:
         entry = json.load(handle)
     if model_dir is not None:

@@ -67,11 +67,11 @@ def lab_zoo(tmp_path, monkeypatch):
     }
     manifest = tmp_path / "lab" / "manifest.json"
     mirror = tmp_path / "mirror"
-    zoo.publish(model, "lab_res2", entry, manifest_path=manifest, weights_dir=mirror)
+    published = zoo.publish(model, "lab_res2", entry, manifest_path=manifest, weights_dir=mirror)
     monkeypatch.setenv("RESLSTM_ZOO_MANIFEST", str(manifest))
     monkeypatch.setenv("RESLSTM_ZOO_URL", mirror.as_uri())
     x = np.random.default_rng(0).random((2, 4, 8)).astype("float32")
-    return model, x, mirror / "lab_res2.weights.h5"
+    return model, x, mirror / published["weights"]["file"]
 
 
 def test_published_weights_download_verify_and_cache(lab_zoo, monkeypatch):
@@ -79,7 +79,7 @@ def test_published_weights_download_verify_and_cache(lab_zoo, monkeypatch):
     assert "lab_res2" in zoo.published()
     loaded = zoo.load("lab_res2")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
-    cached = files.cache_dir("zoo") / "lab_res2.weights.h5"
+    cached = files.cache_dir("zoo") / remote.name
     assert cached.is_file()
     # No network: the verified cache is used.
     monkeypatch.delenv("RESLSTM_ZOO_URL")
@@ -101,7 +101,7 @@ def test_tampered_download_is_refused_and_nothing_kept(lab_zoo):
 def test_tampered_cache_is_refused_and_refetched(lab_zoo, monkeypatch):
     model, x, remote = lab_zoo
     zoo.load("lab_res2")
-    cached = files.cache_dir("zoo") / "lab_res2.weights.h5"
+    cached = files.cache_dir("zoo") / remote.name
     cached.write_bytes(b"tampered")
     monkeypatch.delenv("RESLSTM_ZOO_URL")
     with pytest.raises(zoo.WeightsUnavailableError, match="not cached"):
@@ -117,7 +117,21 @@ def test_publish_records_sha256_and_metrics(lab_zoo, tmp_path):
     manifest = json.loads((tmp_path / "lab" / "manifest.json").read_text())
     weights = manifest["entries"]["lab_res2"]["weights"]
     assert weights["sha256"] == files.sha256_of(remote)
+    assert weights["file"] == f"lab_res2-{weights['sha256'][:8]}.weights.h5" == remote.name
+    assert weights["bytes"] == remote.stat().st_size
     assert manifest["entries"]["lab_res2"]["metrics"][0]["command"] == "pytest"
+
+
+def test_republish_writes_a_new_file_and_deletes_the_old(lab_zoo, tmp_path):
+    model, x, remote = lab_zoo
+    model.layers[-1].set_weights([w + 1 for w in model.layers[-1].get_weights()])
+    manifest = tmp_path / "lab" / "manifest.json"
+    entry = zoo.info("lab_res2")
+    new = zoo.publish(model, "lab_res2", entry, manifest_path=manifest, weights_dir=remote.parent)
+    assert new["weights"]["file"] != remote.name
+    assert sorted(p.name for p in remote.parent.iterdir()) == [new["weights"]["file"]]
+    loaded = zoo.load("lab_res2")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_bad_manifest_is_named(tmp_path, monkeypatch):

@@ -17,9 +17,10 @@ import json
 from absl import app, flags
 
 from reslstm_tf import zoo
-from reslstm_tf.cli import define_once
+from reslstm_tf.cli import UserError, define_once, run_tool
 
 FLAGS = flags.FLAGS
+NAME = "reslstm-zoo"
 VERBS = ("list", "info", "publish")
 
 
@@ -70,6 +71,7 @@ def _publish_flags():
 
 
 def main(argv):
+    """Runs the verb `argv[1]` (list, info or publish)."""
     if len(argv) < 2 or argv[1] not in VERBS:
         raise app.UsageError(f"give one of {', '.join(VERBS)}. Received: {argv[1:]}")
     verb = argv[1]
@@ -78,7 +80,11 @@ def main(argv):
     elif verb == "info":
         if len(argv) != 3:
             raise app.UsageError("info takes one entry name, e.g. reslstm-zoo info hmdb51_res3")
-        print(json.dumps(zoo.info(argv[2]), indent=2))
+        try:
+            entry = zoo.info(argv[2])
+        except zoo.UnknownEntryError as error:
+            raise UserError(error.hint(f"`{NAME} list`")) from None
+        print(json.dumps(entry, indent=2))
     else:
         weights = zoo.publish_files(**_publish_flags())["weights"]
         print(f"published {FLAGS.name}: {weights['file']} sha256 {weights['sha256']}")
@@ -86,8 +92,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    define_flags()
-    app.run(main)
+    run_tool(NAME, main, define_flags, doc=__doc__)
 
 
 if __name__ == "__main__":

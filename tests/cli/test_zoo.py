@@ -8,6 +8,12 @@ from reslstm_tf import zoo
 from tests.cli.helpers import run_cli
 
 
+def _error_lines(stderr):
+    """The tool's own lines of stderr (TensorFlow's start-up logs aside), no traceback."""
+    assert "Traceback" not in stderr
+    return [line for line in stderr.splitlines() if line.startswith("reslstm-zoo")]
+
+
 @pytest.mark.slow
 def test_zoo_list_and_info():
     listed = run_cli("zoo", "list")
@@ -18,17 +24,26 @@ def test_zoo_list_and_info():
     info = run_cli("zoo", "info", "ucf101_twostream_res3")
     assert json.loads(info.stdout)["architecture"]["fusion"] == "product"
     bad = run_cli("zoo", "info", "ucf101_rez3")
-    assert bad.returncode != 0 and "Did you mean 'ucf101_res3'" in bad.stderr
+    assert bad.returncode == 2 and "Did you mean 'ucf101_res3'" in bad.stderr
+    (line,) = _error_lines(bad.stderr)
+    assert line.startswith("reslstm-zoo: error: unknown zoo entry 'ucf101_rez3'. Did you mean ")
+    assert line.endswith(f"? `reslstm-zoo list` gives all {len(zoo.list())} entries.")
 
 
 @pytest.mark.slow
 def test_bad_verbs_and_missing_flags_are_refused():
     result = run_cli("zoo", "launch")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "give one of list, info, publish. Received: ['launch']" in result.stdout + result.stderr
     result = run_cli("zoo", "publish", "--name=x")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "publish needs --entry_json, --model or --model_dir" in result.stdout + result.stderr
+    result = run_cli("zoo", "publish", "--name=../x", "--model=m.keras", "--entry_json=e.json")
+    assert result.returncode == 2
+    assert _error_lines(result.stderr) == [
+        "reslstm-zoo: error: the entry name must be a plain name (letters, digits, '._+-', "
+        "no path, not hidden). Received: '../x'"
+    ]
 
 
 @pytest.mark.slow
@@ -56,4 +71,6 @@ def test_publish_from_the_shell(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     sha256 = json.loads(manifest.read_text())["entries"]["lab_res2"]["weights"]["sha256"]
-    assert f"published lab_res2: lab_res2.weights.h5 sha256 {sha256}" in result.stdout
+    assert f"published lab_res2: lab_res2-{sha256[:8]}.weights.h5 sha256 {sha256}" in (
+        result.stdout
+    )
