@@ -126,3 +126,44 @@ def test_load_clip_resamples_when_container_over_announces(shared_data):
         crop_size=32,
     )
     np.testing.assert_array_equal(clip.reshape(expected.shape), expected)
+
+
+def test_load_clip_uint8_is_the_float_clip_before_scaling(shared_data):
+    # Portrait 256x456: resized (short side 128 for a 112 crop) and cropped, repeats frames.
+    path = shared_data / "skateboard" / "Ollie" / "Ollie23.mp4"
+    args = dict(frame_size=112, short="overlap")
+    floats, sample = pipeline.load_clip(path, 4, 16, **args)
+    raw, raw_sample = pipeline.load_clip(path, 4, 16, dtype="uint8", threads=1, **args)
+    assert raw.dtype == np.uint8 and raw.shape == floats.shape == (4, 16, 112, 112, 3)
+    np.testing.assert_array_equal(raw_sample.indices, sample.indices)
+    np.testing.assert_array_equal(video.to_float(raw), floats)
+    # the per-frame crop equals the stacked transform of the sampled frames
+    frames = video.read_frames(path, sample.indices)
+    expected = video.transform_frames(frames, short_side=128, crop_size=112, as_float=False)
+    np.testing.assert_array_equal(raw.reshape(expected.shape), expected)
+    with pytest.raises(ValueError, match="flow clips are float32"):
+        pipeline.load_clip(path, 2, 2, modality="flow", dtype="uint8")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        pipeline.load_clip(path, 2, 2, dtype="float16")
+
+
+def test_video_dataset_uint8_scaled_on_the_device(videos):
+    items = [("A/a.avi", 0), ("B/b.avi", 1)]
+    floats = pipeline.video_dataset(items, videos, 2, 4, frame_size=16, batch_size=2)
+    raw = pipeline.video_dataset(
+        items, videos, 2, 4, frame_size=16, batch_size=2, dtype="uint8", threads=1
+    )
+    (clips, labels), (raw_clips, raw_labels) = next(iter(floats)), next(iter(raw))
+    assert raw_clips.dtype == tf.uint8 and raw_clips.shape == clips.shape
+    np.testing.assert_array_equal(raw_labels.numpy(), labels.numpy())
+    np.testing.assert_allclose(video.to_float_tf(raw_clips).numpy(), clips.numpy(), atol=1e-7)
+    skipped = pipeline.video_dataset(
+        [("B/bad.avi", 1), ("A/a.avi", 0)],
+        videos,
+        2,
+        4,
+        frame_size=16,
+        dtype="uint8",
+        on_error="skip",
+    )
+    assert [int(label) for _, label in skipped] == [0]
