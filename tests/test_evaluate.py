@@ -17,6 +17,7 @@ from reslstm_tf.training import run_training
 from tests.training.helpers import (
     NUM_CLASSES,
     TINY_RUN,
+    separable_features,
     write_cache,
     write_cache_root,
     write_features,
@@ -246,3 +247,76 @@ def test_a_run_without_final_weights_is_evaluated_from_its_checkpoint(tmp_path, 
         partial.model.predict(data["features"][:4], verbose=0),
         atol=1e-6,
     )
+
+
+# ---------------------------------------------------- class ids by name, feature specs
+
+SPEC = dict(
+    backbone="i3d", weights="kinetics400", num_segments=6, segment_len=8, frame_size=224,
+    short="loop", feature_dim=16,
+)  # fmt: skip
+
+
+@pytest.fixture
+def spec_run(tmp_path):
+    """A run trained on a cache with a full feature spec; returns (run_dir, ids, x, y)."""
+    x, y = separable_features(num_videos=48)
+    ids = [f"video_{i:03d}" for i in range(48)]
+    write_cache(tmp_path / "train", ids, x, y, "rgb", **SPEC)
+    run_dir = tmp_path / "run"
+    run_training(model_dir=run_dir, features_dir=tmp_path / "train", **{**TINY_RUN, "epochs": 4})
+    assert RunDir(run_dir).feature_spec()["rgb"] == {
+        **SPEC,
+        "modality": "rgb",
+        "precision": "float32",
+    }
+    return run_dir, ids, x, y
+
+
+def test_a_cache_of_some_classes_keeps_the_runs_class_ids(spec_run, tmp_path):
+    run_dir, ids, x, y = spec_run
+    # A cache of class "c" videos only: its own class list is ["c"], so its label is 0.
+    only_c = y == 2
+    cache = tmp_path / "c_only"
+    write_cache(cache, [i for i, keep in zip(ids, only_c) if keep], x[only_c],
+                np.zeros(only_c.sum(), "int64"), "rgb", classes=["c"], **SPEC)  # fmt: skip
+    metrics = evaluate_lib.run_evaluation(
+        model_dir=run_dir, features_dir=cache, out_dir=tmp_path / "out", progress=False
+    )
+    model, _ = evaluate_lib.load_trained_model(run_dir)
+    predicted = model.predict(x[only_c], verbose=0).argmax(-1)
+    assert metrics["top1"] == pytest.approx(np.mean(predicted == 2))
+    with open(tmp_path / "out" / "per_class_accuracy.csv", newline="") as handle:
+        rows = {row["class_name"]: row for row in csv.DictReader(handle)}
+    assert rows["c"]["num_videos"] == str(only_c.sum()) and rows["a"]["num_videos"] == "0"
+    assert rows["c"]["num_correct"] == str(int(np.sum(predicted == 2)))
+
+
+def test_a_cache_of_other_classes_is_refused(spec_run, tmp_path):
+    run_dir, ids, x, y = spec_run
+    write_cache(tmp_path / "zoo", ids[:4], x[:4], np.array([0, 1, 0, 1]), "rgb",
+                classes=["c", "zebra"], **SPEC)  # fmt: skip
+    with pytest.raises(evaluate_lib.EvaluationInputError, match=r"not trained on: \['zebra'\]"):
+        evaluate_lib.run_evaluation(model_dir=run_dir, features_dir=tmp_path / "zoo")
+
+
+def test_features_of_another_spec_are_refused_naming_each_field(spec_run, tmp_path):
+    run_dir, ids, x, y = spec_run
+    other = dict(SPEC, segment_len=32, short="pad")
+    write_cache(tmp_path / "long", ids[:8], x[:8], y[:8], "rgb", precision="mixed_bfloat16",
+                **other)  # fmt: skip
+    with pytest.raises(ValueError) as info:
+        evaluate_lib.run_evaluation(model_dir=run_dir, features_dir=tmp_path / "long")
+    message = str(info.value)
+    for field in ("segment_len: 8 (training) vs 32", "short: 'loop' (training) vs 'pad'",
+                  "precision: 'float32' (training) vs 'mixed_bfloat16'"):  # fmt: skip
+        assert field in message
+    assert str(tmp_path / "long") in message
+    assert not (run_dir / "eval_test").exists()
+
+
+def test_top5_is_reported_only_with_more_than_five_classes():
+    probs = np.eye(4)[[0, 1, 2, 3]]
+    assert "top5" not in evaluate_lib.compute_metrics(probs, [0, 1, 2, 3])
+    probs = np.eye(6)[[0, 1, 2, 3]]
+    assert evaluate_lib.compute_metrics(probs, [0, 1, 2, 3])["top5"] == 1.0

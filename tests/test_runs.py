@@ -1,5 +1,6 @@
 """The run folder's layout: every file's name, and reading/writing them without TensorFlow."""
 
+import errno
 import json
 import subprocess
 import sys
@@ -75,3 +76,55 @@ def test_importing_runs_does_not_import_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert runs.checkpoint_slots(["a", "b"]) == {"v00000": "a", "v00001": "b"}
+
+
+def test_feature_specs_name_every_differing_field():
+    train = {"backbone": "i3d", "weights": "kinetics400", "modality": "rgb", "segment_len": 8}
+    spec = runs.feature_spec({**train, "classes": ["a"], "short": None, "sampling": "eval"})
+    assert spec == {**train, "precision": "float32"}  # what extraction left at its default
+    runs.check_feature_spec(spec, dict(spec), "same")
+    other = dict(spec, segment_len=32, precision="mixed_bfloat16", short="pad")
+    with pytest.raises(runs.FeatureSpecError) as info:
+        runs.check_feature_spec(spec, other, "features_dir 'test'")
+    message = str(info.value)
+    assert "features_dir 'test'" in message
+    assert "segment_len: 8 (training) vs 32" in message
+    assert "precision: 'float32' (training) vs 'mixed_bfloat16'" in message
+    assert "short" not in message  # recorded by one side only: not compared
+
+
+def test_config_changes_list_what_alters_the_result():
+    old = {
+        "model": {"dropout": 0.1, "units": 8},
+        "seed": 0,
+        "learning_rate": 1e-3,
+        "progress": True,
+    }
+    new = {"model": {"dropout": 0.3, "units": 8}, "seed": 0, "learning_rate": 1e-2}
+    new |= {"progress": False, "max_steps": 5, "features_npz": "moved.npz"}
+    assert runs.config_changes(old, new) == [
+        ("learning_rate", 1e-3, 1e-2),
+        ("model.dropout", 0.1, 0.3),
+    ]
+    assert runs.config_changes(old, old) == []
+
+
+def test_clear_deletes_the_layouts_files_only(tmp_path):
+    run = RunDir(tmp_path).create()
+    run.write_config({"a": 1})
+    run.checkpoint_dir.mkdir()
+    (run.checkpoint_dir / "ckpt-1.index").write_text("")
+    run.eval_dir("test").create().write_metrics({"top1": 1.0})
+    run.lock_file.write_text("")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert run.clear() == ["train_config.json", "checkpoints", "eval_test"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "notes.txt"]
+    assert run.size_bytes() == 4
+
+
+def test_free_space_is_checked_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "free_bytes", lambda folder: 1000)
+    with pytest.raises(OSError, match="No space left on device: the weights need") as info:
+        runs.check_free_space(tmp_path, 2**20, "the weights")
+    assert info.value.errno == errno.ENOSPC
+    runs.check_free_space(tmp_path, 999, "the weights")

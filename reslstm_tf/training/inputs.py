@@ -120,6 +120,15 @@ def _label_range(labels, num_classes, source):
     return count
 
 
+def _reason(error):
+    """The readable part of a tf.data error: the failed assertion's text, if any."""
+    text = " ".join(str(error.message).split())
+    if "assertion failed:" in text:
+        text = text.split("assertion failed:", 1)[1].replace("[", "").replace("]", "").strip()
+        text += "; re-extract that video or remove it from the features"
+    return text
+
+
 def check_labels(dataset, num_classes, source="dataset", labels=None):
     """Returns N after checking the labels are in [0, C); reads the dataset once unless given.
 
@@ -147,8 +156,7 @@ def check_labels(dataset, num_classes, source="dataset", labels=None):
             lambda s, y: (s[0] + 1, tf.minimum(s[1], y), tf.maximum(s[2], y)),
         )
     except tf.errors.InvalidArgumentError as error:
-        message = " ".join(str(error.message).split("\n")[0].split())
-        raise TrainingInputError(f"{source} cannot be read: {message}") from None
+        raise TrainingInputError(f"{source} cannot be read: {_reason(error)}") from None
     return _label_range(stats, num_classes, source)
 
 

@@ -8,8 +8,10 @@ from tests.cli.helpers import run_cli
 @pytest.mark.slow
 def test_bad_flags_are_refused():
     result = run_cli("demo", "--epochs=0")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "flag --epochs=0: 0 is not a positive integer" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert run_cli("demo", "--help").returncode == 0
 
 
 @pytest.mark.slow

@@ -52,8 +52,25 @@ def test_eval_cli_writes_the_metrics_of_a_trained_run(tmp_path, features_npz):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert f"top-1 {metrics['top1']:.4f}" in result.stdout
+    assert "top-5" not in result.stdout and "top5" not in metrics  # 4 classes: always 1
+    assert f"outputs in {out_dir}: metrics.json" in result.stdout
     data = np.load(features_npz)
     predicted = trained.model.predict(data["features"], verbose=0).argmax(axis=1)
     assert metrics["top1"] == pytest.approx(np.mean(predicted == data["labels"]))
     for name in ("per_class_accuracy.csv", "confusion_matrix.png", "top5_predictions.png"):
         assert (out_dir / name).is_file()
+
+
+def test_eval_cli_mistakes_are_one_line_and_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "reslstm_tf.cli.eval", f"--model_dir={tmp_path / 'none'}"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        f"reslstm-eval: error: model_dir '{tmp_path / 'none'}' has no train_config.json; "
+        "pass the folder of a reslstm-train run"
+    ]

@@ -13,7 +13,9 @@ from tests.training.helpers import (
     free_ports,
     max_weight_diff,
     run_cli,
+    tool_lines,
     train_command,
+    user_env,
     write_features,
 )
 
@@ -41,9 +43,81 @@ def test_train_refuses_bad_flags_before_training(tmp_path, features_npz, flags, 
     if not any(f.startswith("--features_dir") for f in flags):
         base.append(f"--features_npz={features_npz}")
     result = run_cli(*base, *flags)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr[-3000:]
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_help_lists_the_flags_and_exits_0():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for flag in (
+        "--features_npz",
+        "--model_dir",
+        "--[no]restart",
+        "--max_checkpoints",
+        "--tf_logs",
+    ):
+        assert flag in result.stdout
+
+
+def test_a_truncated_npz_is_one_line_and_exit_2(tmp_path, features_npz):
+    data = features_npz.read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    result = subprocess.run(
+        train_command(f"--features_npz={truncated}", f"--model_dir={tmp_path / 'run'}"),
+        env=user_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = tool_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("reslstm-train: error: features file")
+    assert str(truncated) in lines[0] and "truncated" in lines[0]
+
+
+def test_starts_quiet_resume_refuses_changed_flags_and_restart_starts_over(tmp_path, features_npz):
+    run_dir = tmp_path / "run"
+    flags = [f"--features_npz={features_npz}", f"--model_dir={run_dir}", *TINY_FLAGS]
+    env = user_env()
+    first = subprocess.run(
+        train_command(*flags, "--epochs=2", "--max_steps=3", "--jit_compile"),
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    for noise in ("XLA", "Ignoring Assert", "oneDNN", "cuda"):
+        assert not [line for line in tool_lines(first.stderr) if noise in line], first.stderr
+    assert "MiB)" in first.stdout  # the run folder's size
+    changed = run_cli(*flags, "--epochs=2", "--learning_rate=0.01", "--dropout=0.2")
+    assert changed.returncode == 2, changed.stderr[-3000:]
+    assert "learning_rate: 0.001 -> 0.01" in changed.stderr
+    assert "model.dropout: None -> 0.2" in changed.stderr and "Traceback" not in changed.stderr
+    restarted = run_cli(*flags, "--epochs=2", "--learning_rate=0.01", "--restart")
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "restart: deleted train_config.json, checkpoints" in restarted.stderr
+    assert "resuming" not in restarted.stderr
+    assert json.loads((run_dir / "train_config.json").read_text())["learning_rate"] == 0.01
+
+
+def test_two_trainings_in_one_model_dir_the_second_is_refused(tmp_path, features_npz):
+    run_dir = tmp_path / "run"
+    common = [f"--features_npz={features_npz}", f"--model_dir={run_dir}", *TINY_FLAGS]
+    commands = [
+        train_command(*common, "--epochs=40", "--batch_size=4", "--seed=1", "--nojit_compile"),
+        train_command(*common, "--epochs=40", "--batch_size=4", "--seed=2", "--nojit_compile"),
+    ]
+    runs = [
+        subprocess.Popen(c, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for c in commands
+    ]  # fmt: skip
+    outputs = [run.communicate(timeout=600) for run in runs]
+    codes = sorted(run.returncode for run in runs)
+    assert codes == [0, 2], [err[-2000:] for _, err in outputs]
+    refused = next(err for run, (_, err) in zip(runs, outputs) if run.returncode == 2)
+    assert f"model_dir '{run_dir}' is in use by pid" in refused, refused[-2000:]
+    winner = next(i for i, run in enumerate(runs) if run.returncode == 0)
+    assert json.loads((run_dir / "train_config.json").read_text())["seed"] == winner + 1
 
 
 # ------------------------------------------------------------------------- exact resume

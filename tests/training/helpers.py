@@ -5,6 +5,7 @@ caches, `reslstm-train` subprocesses, weight files and free ports.
 """
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -46,11 +47,14 @@ def write_features(path, num_videos=48):
     return path
 
 
-def write_cache(folder, ids, x, y, modality, shard_size=7):
-    """Writes a feature cache of `modality` (class names `CLASS_NAMES`) into `folder`."""
+def write_cache(folder, ids, x, y, modality, shard_size=7, **metadata):
+    """Writes a feature cache of `modality` (class names `CLASS_NAMES`) into `folder`.
+
+    Keyword arguments are further index metadata (e.g. `classes`, `segment_len`).
+    """
     from reslstm_tf.data.feature_cache import FeatureCacheWriter
 
-    metadata = {"modality": modality, "classes": CLASS_NAMES}
+    metadata = {"modality": modality, "classes": CLASS_NAMES, **metadata}
     with FeatureCacheWriter(folder, shard_size=shard_size, metadata=metadata) as writer:
         for video_id, features, label in zip(ids, x, y):
             writer.add(video_id, int(label), features)
@@ -78,6 +82,28 @@ def cli_env(**extra):
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
+
+
+def user_env(**extra):
+    """A CLI subprocess's environment as a user's shell gives it: no TF_CPP_MIN_LOG_LEVEL."""
+    env = cli_env(**extra)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return env
+
+
+_STARTUP = re.compile(
+    r"^([IWE]\d{4} \S+ +\d+ \S+:\d+\]|WARNING: All log messages before absl::InitializeLog"
+    r"|To enable the following instructions)"
+)
+
+
+def tool_lines(stderr):
+    """The lines of a CLI's stderr without TensorFlow's C++ start-up lines.
+
+    TensorFlow 2.21 prints those (oneDNN, CUDA probing, CPU features) while it is being
+    imported, before any log level applies; only the tool's own lines are checked.
+    """
+    return [line for line in stderr.strip().splitlines() if not _STARTUP.match(line)]
 
 
 def train_command(*flags):

@@ -89,3 +89,59 @@ def test_unwritable_model_dir_is_refused(tmp_path, features_npz):
     blocker.write_text("")
     with pytest.raises(TrainingInputError, match="model_dir .* is not a writable"):
         _run(tmp_path, features_npz, model_dir=blocker / "run")
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+def test_resuming_with_changed_settings_is_refused_and_restart_starts_over(tmp_path, features_npz):
+    first = _run(tmp_path, features_npz, epochs=2, max_steps=3, seed=1, dropout=0.1)
+    assert first.global_step == 3
+    recorded = RunDir(tmp_path / "run").config()
+    for change, listed in (
+        ({"learning_rate": 1e-2}, "learning_rate: 0.001 -> 0.01"),
+        ({"seed": 2}, "seed: 1 -> 2"),
+        ({"dropout": 0.3}, "model.dropout: 0.1 -> 0.3"),  # was a RestoreV2 traceback
+    ):
+        kwargs = dict(epochs=2, seed=1, dropout=0.1) | change
+        with pytest.raises(TrainingInputError) as info:
+            _run(tmp_path, features_npz, **kwargs)
+        assert listed in str(info.value) and "--restart" in str(info.value)
+        assert RunDir(tmp_path / "run").config() == recorded  # nothing rewritten
+    # Settings that do not change the result may change.
+    resumed = _run(tmp_path, features_npz, epochs=2, seed=1, dropout=0.1, max_steps=4)
+    assert resumed.resumed_from and resumed.global_step == 4
+    again = _run(tmp_path, features_npz, epochs=2, seed=2, dropout=0.3, restart=True)
+    assert again.resumed_from is None and again.global_step == 12
+    record = RunDir(tmp_path / "run").config()
+    assert record["seed"] == 2 and record["model"]["dropout"] == 0.3
+    fresh = run_training(
+        **dict(TINY_RUN, epochs=2), model_dir=tmp_path / "fresh", features_npz=features_npz,
+        seed=2, dropout=0.3,
+    )  # fmt: skip
+    assert again.history == fresh.history
+
+
+def test_a_run_keeps_one_checkpoint_and_its_final_files(tmp_path, features_npz):
+    _run(tmp_path, features_npz, epochs=3)
+    run = RunDir(tmp_path / "run")
+    assert sorted(p.name for p in run.checkpoint_dir.glob("*.index")) == ["ckpt-18.index"]
+    assert run.weights_file.is_file() and run.model_file.is_file()
+    assert not list(run.path.glob(".tmp-*"))
+
+
+def test_nan_features_in_a_cache_are_a_training_input_error(tmp_path):
+    from tests.reliability.corpus import write_raw_cache
+
+    write_raw_cache(tmp_path / "cache", num_videos=8, steps=6, dim=16, nan_video=5)
+    with pytest.raises(TrainingInputError, match="video Ollie/clip5.mp4 hold NaN"):
+        _run(tmp_path, None, features_dir=tmp_path / "cache", num_classes=2)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_truncated_npz_is_named(tmp_path, features_npz):
+    data = features_npz.read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TrainingInputError, match="truncated.npz.*cannot be read"):
+        _run(tmp_path, truncated)

@@ -233,6 +233,66 @@ def test_xla_compiled_steps_match_the_plain_ones(tmp_path, strategy):
     assert _max_diff(_weights(plain.model), _weights(jitted.model)) < 1e-5
 
 
+# ------------------------------------------------------------- per-epoch data, any rank
+
+
+def _grid_model_fn():
+    """A model of (T, 4, 4) elements: each step's 4x4 grid flattened, then the tiny LSTM."""
+
+    def build():
+        inputs = keras.Input((STEPS, 4, 4))
+        flat = keras.layers.Reshape((STEPS, DIM))(inputs)
+        return keras.Model(inputs, _model_fn()()(flat))
+
+    return build
+
+
+def test_dataset_fn_gives_each_epoch_its_data_and_elements_of_any_rank(tmp_path):
+    x, y = separable_features(num_videos=16)
+    grids = x.reshape(16, STEPS, 4, 4)
+    calls = []
+
+    def dataset_fn(epoch):
+        calls.append(epoch)
+        return numpy_dataset(grids * (1.0 + epoch), y)
+
+    options = dict(num_classes=NUM_CLASSES, epochs=3, batch_size=8, seed=5, progress=False)
+    trainer = Trainer(_grid_model_fn(), model_dir=tmp_path / "fn", **options)
+    result = trainer.fit(dataset_fn, labels=y)
+    assert calls == [0, 0, 1, 2] and result.global_step == 6
+    # The same as three runs of one epoch each on the epoch's own data, resumed in a folder.
+    step_by_step = tmp_path / "by_epoch"
+    for epoch in range(3):
+        resumed = Trainer(
+            _grid_model_fn(), model_dir=step_by_step, max_steps=2 * (epoch + 1), **options
+        )
+        resumed.epoch_dataset = lambda e, data: numpy_dataset(grids * (1.0 + e), y)
+        last = resumed.fit(numpy_dataset(grids, y))
+    assert _max_diff(_weights(result.model), _weights(last.model)) == 0.0
+
+
+def test_labels_given_are_checked_without_reading_the_data(tmp_path):
+    x, y = separable_features(num_videos=16)
+
+    def refuse(features, label):
+        with tf.control_dependencies([tf.debugging.Assert(False, ["the data was read"])]):
+            return tf.identity(features), label
+
+    bad = tf.data.Dataset.from_tensor_slices((x, y)).map(refuse)
+    trainer = Trainer(_model_fn(), num_classes=NUM_CLASSES, epochs=1, progress=False)
+    with pytest.raises(TrainingInputError, match="label 9 outside the class range"):
+        trainer.fit(bad, labels=np.r_[y[:-1], 9])
+
+
+def test_elements_of_another_shape_are_refused():
+    x, y = separable_features(num_videos=16)
+    trainer = Trainer(
+        _grid_model_fn(), num_classes=NUM_CLASSES, epochs=1, batch_size=8, progress=False
+    )
+    with pytest.raises(TrainingInputError, match=r"shape \(6, 2, 8\) but the model expects"):
+        trainer.fit(x.reshape(16, STEPS, 2, 8), y)
+
+
 # Two logical CPU devices must be configured before TensorFlow initialises its devices,
 # so the two-replica comparison runs in a fresh interpreter.
 _TWO_REPLICAS = """
