@@ -157,3 +157,70 @@ def test_disk_full_mid_run_gives_a_clear_error_and_keeps_the_checkpoints(tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed_step(resumed.stderr) == last, resumed.stderr[-3000:]
     assert recorded_checkpoint(copy) == last + 3
+
+
+# Kills a run right after its last checkpoint (the final files not written), fills the disk
+# to $LEFT KB, then resumes it three times: the resumed run has nothing left to train and
+# writes only history.json, train_config.json and the final files, which do not fit. With
+# $UNCHECKED the free-space check is bypassed, so the write itself meets the full disk.
+# Then frees the disk and resumes once more.
+_FULL_AT_FINAL = """
+set -u
+mount -t tmpfs -o size=8m tmpfs "$DISK" || exit 90
+RESLSTM_FAULT=checkpoint_saved:2 "$PYTHON" -m reslstm_tf.cli.train "$@" --model_dir="$DISK/run" \
+  2> /dev/null
+echo "killed=$?"
+free_kb=$(df -k --output=avail "$DISK" | tail -n 1)
+dd if=/dev/zero of="$DISK/filler" bs=1k count=$((free_kb - LEFT)) 2>/dev/null
+for attempt in 1 2 3; do
+  if [ -n "$UNCHECKED" ]; then
+    "$PYTHON" -c "$UNCHECKED" "$@" --model_dir="$DISK/run" 2>> "$LOG"
+  else
+    "$PYTHON" -m reslstm_tf.cli.train "$@" --model_dir="$DISK/run" 2>> "$LOG"
+  fi
+  echo "full=$?"
+done
+ls -la "$DISK/run" "$DISK/run/checkpoints"
+rm "$DISK/filler"
+"$PYTHON" -m reslstm_tf.cli.train "$@" --model_dir="$DISK/run" 2>> "$LOG"
+echo "freed=$?"
+cp -a "$DISK/run" "$COPY"
+"""
+# The free-space check replaced by "plenty", so the write path itself is exercised.
+_UNCHECKED = (
+    "import sys; import reslstm_tf.runs as runs; runs.free_bytes = lambda folder: 1 << 40; "
+    "from reslstm_tf.cli.train import run; sys.argv[0] = 'reslstm-train'; run()"
+)
+
+
+@pytest.mark.parametrize("checked", [True, False], ids=["free_space_check", "write_fails"])
+def test_disk_full_at_the_final_weights_is_a_clean_error(tmp_path, checked):
+    """No room for the final files: the documented one-line error (exit 1), never a crash."""
+    disk, copy, log = tmp_path / "disk", tmp_path / "copy", tmp_path / "stderr.txt"
+    disk.mkdir()
+    flags = [
+        f"--features_npz={write_features(tmp_path / 'features.npz')}",
+        *TINY_FLAGS,
+        "--epochs=2",
+        "--batch_size=8",
+        "--nojit_compile",
+    ]
+    env = dict(DISK=str(disk), COPY=str(copy), LOG=str(log), LEFT="24")
+    env["UNCHECKED"] = "" if checked else _UNCHECKED
+    result = _in_private_mount(_FULL_AT_FINAL, flags, **env)
+    print(result.stdout)
+    stderr = log.read_text()
+    assert "killed=137" in result.stdout, result.stderr[-3000:]
+    assert result.stdout.count("full=1") == 3, stderr[-3000:]  # never 139 (SIGSEGV)
+    assert "Segmentation fault" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("reslstm-train: error:")]
+    assert len(errors) == 3, stderr[-3000:]
+    print("final weights, disk full:", errors[0])
+    assert f"model_dir {disk}/run:" in errors[0]
+    assert "disk is full (no space left on device)" in errors[0]
+    assert "the last checkpoint, ckpt-12, is intact" in errors[0]
+    # Nothing saved before is lost, and the same command finishes once there is room.
+    assert "freed=0" in result.stdout, stderr[-3000:]
+    assert recorded_checkpoint(copy) == 12
+    assert (copy / "final.weights.h5").is_file() and (copy / "model.keras").is_file()
+    assert not list(copy.glob(".tmp-*"))
