@@ -8,14 +8,18 @@ entry point; ``reslstm-extract`` (`reslstm_tf.cli.extract`) maps its flags onto 
 `ExtractConfig` and calls it.
 
 Bad videos never stop the run: a missing, empty, truncated-to-nothing or non-video file, a
-file without a video stream, or one declaring frames larger than `MAX_FRAME_PIXELS` is
-reported by name with its reason (in the summary and in ``failures.json``) and skipped;
-every other video is extracted. A rerun skips the videos already cached and retries the
+file without a video stream, or one whose header declares frames larger than
+`MAX_FRAME_PIXELS`, more elongated than `MAX_ASPECT_RATIO` (a 4096x2 video would be resized
+to 256x524288 pixels a frame) or a clip over `MAX_CLIP_BYTES` once resized, is reported by
+name with its reason (in the summary and in ``failures.json``) and skipped; every other
+video is extracted. A rerun skips the videos already cached and retries the
 failed ones. A container is recognised by its content, not its extension.
 
 Crash safety: the run can be killed at any point (preemption, OOM killer) and resumed by
 running it again with the same settings; every video then ends up in the cache exactly
-once. The points the reliability tests kill it at (``RESLSTM_FAULT=<point>[:N]``,
+once. One writer at a time: a second run into the same `out_dir` (and `shard_index`) while
+one is running is refused with `FolderBusyError` naming the running one's pid. The points
+the reliability tests kill it at (``RESLSTM_FAULT=<point>[:N]``,
 `reslstm_tf.faults`) are:
 
 * ``extract_decoded``: a batch of videos is decoded, its features are not yet written;
@@ -52,13 +56,19 @@ from reslstm_tf.data.pipeline import load_clip
 from reslstm_tf.data.sampling import SHORT_POLICIES, sample_segments
 from reslstm_tf.data.video import VideoReadError
 from reslstm_tf.faults import fault_point
-from reslstm_tf.files import atomic_write
+from reslstm_tf.files import atomic_write, folder_lock
 
 logger = logging.getLogger(__name__)
 
 # Frames larger than 8K DCI (8192x4320) are refused before decoding: a corrupt or hostile
 # header can declare e.g. 16000x16000, which FFmpeg decodes into gigabytes per frame.
 MAX_FRAME_PIXELS = 8192 * 4320
+# Long side over short side: 32:9 screens are 3.6, a 360-degree panorama 2; more than this
+# is a corrupt or hostile header (resizing the short side would make the long one huge).
+MAX_ASPECT_RATIO = 16
+# The resized uint8 frames of one video, estimated from the header before decoding: a
+# 16:9 video at 256 pixels and 16 segments of 16 frames needs 89 MiB.
+MAX_CLIP_BYTES = 2 << 30
 
 # How many failures `report` prints by name (all of them are in failures.json).
 REPORT_FAILURES = 50
@@ -163,8 +173,12 @@ class ExtractConfig:
             )
 
 
-def check_frame_size(path, max_pixels=MAX_FRAME_PIXELS):
-    """Raises `VideoReadError` if the video's header declares frames over `max_pixels`."""
+def check_frame_size(path, max_pixels=MAX_FRAME_PIXELS, max_aspect=MAX_ASPECT_RATIO):
+    """Raises `VideoReadError` if the video's header declares frames too large or elongated.
+
+    Returns:
+        The header's `VideoInfo`.
+    """
     info = video_lib.probe(path, decode_first=False)
     if info.width * info.height > max_pixels:
         raise VideoReadError(
@@ -173,7 +187,37 @@ def check_frame_size(path, max_pixels=MAX_FRAME_PIXELS):
             f"({info.width * info.height / 1e6:.0f} Mpixel), over the limit of "
             f"{max_pixels / 1e6:.1f} Mpixel (8192x4320); refusing to decode it",
         )
+    short, long = sorted((info.width, info.height))
+    if short > 0 and long / short > max_aspect:
+        raise VideoReadError(
+            path,
+            f"its header declares {info.width}x{info.height} frames, an aspect ratio of "
+            f"{long / short:.0f}:1, over the limit of {max_aspect}:1; refusing to decode it",
+        )
     return info
+
+
+def check_clip_memory(path, info, config, max_bytes=MAX_CLIP_BYTES):
+    """Raises `VideoReadError` if the video's resized frames would need over `max_bytes`.
+
+    The estimate, from the header: frames read (at most K_v segments of `segment_len`, or
+    `segment_len + 1` for flow) x the frame resized to the short side `load_clip` uses x 3.
+    """
+    short, long = sorted((info.width, info.height))
+    if short <= 0:
+        return
+    side = max(video_lib.default_short_side(config.frame_size), config.frame_size)
+    frames = config.num_segments * (config.segment_len + int(config.modality == "flow"))
+    if info.frame_count > 0:
+        frames = min(frames, info.frame_count)
+    needed = frames * side * -(-side * long // short) * 3
+    if needed > max_bytes:
+        raise VideoReadError(
+            path,
+            f"its {frames} frames of {info.width}x{info.height} resized to a {side}-pixel "
+            f"short side need {needed / 2**30:.1f} GiB, over the limit of "
+            f"{max_bytes / 2**30:.1f} GiB; refusing to decode it",
+        )
 
 
 def load_videos(config):
@@ -245,6 +289,7 @@ def extract(config, *, videos=None, extractor=None, progress=True):
         FeatureCacheWriteError: the output folder cannot be written (checked before any
             decoding) or the disk filled up; the shards written before stay readable.
         FeatureCacheError: `out_dir` holds a cache made with other settings.
+        FolderBusyError: another run is writing the same files of `out_dir`.
     """
     if videos is None:
         videos = load_videos(config)
@@ -255,6 +300,19 @@ def extract(config, *, videos=None, extractor=None, progress=True):
         skipped = f" ({len(problems)} split-file lines skipped)" if problems else ""
         raise ExtractError(f"no videos to extract: the video list is empty{skipped}")
     check_writable(config.out_dir)  # before building the backbone or decoding anything
+    with folder_lock(config.out_dir, "feature cache", lock_name=f".lock{_suffix(config)}"):
+        return _extract_locked(config, videos, extractor, progress, problems)
+
+
+def _suffix(config):
+    """The file-name suffix of this worker's files: '' or '-00001-of-00004'."""
+    if config.num_shards == 1:
+        return ""
+    return f"-{config.shard_index:05d}-of-{config.num_shards:05d}"
+
+
+def _extract_locked(config, videos, extractor, progress, problems):
+    """`extract` once this worker holds the lock of its files in `out_dir`."""
     metadata = dict(config.metadata or {})
     if extractor is None:
         extractor = build_extractor(config)
@@ -291,10 +349,7 @@ def _extract_share(config, videos, extractor, progress):
         items = items[: config.limit]
     start = time.monotonic()
     failures = []
-    suffix = (
-        "" if config.num_shards == 1 else f"-{config.shard_index:05d}-of-{config.num_shards:05d}"
-    )
-    failures_file = os.path.join(os.fspath(config.out_dir), f"failures{suffix}.json")
+    failures_file = os.path.join(os.fspath(config.out_dir), f"failures{_suffix(config)}.json")
     writer = FeatureCacheWriter(
         config.out_dir,
         shard_size=config.shard_size,
@@ -340,7 +395,7 @@ def _decode(item, config):
     """Returns (item, clip, sample, info, error) for one video; never raises on bad input."""
     path = os.path.join(os.fspath(config.data_dir), item.path)
     try:
-        check_frame_size(path)
+        check_clip_memory(path, check_frame_size(path), config)
         clip, sample, info = load_clip(
             path,
             config.num_segments,

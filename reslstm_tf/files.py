@@ -100,8 +100,12 @@ def atomic_path(path):
     return pathlib.Path(tmp_name)
 
 
-class FolderBusyError(RuntimeError):
-    """Another process holds the folder's lock."""
+class FolderBusyError(ValueError):
+    """Another process holds the folder's lock.
+
+    A ValueError: two jobs given one output folder is the user's mistake, which the
+    command-line tools report in one line with exit status 2.
+    """
 
 
 @contextlib.contextmanager
@@ -137,8 +141,9 @@ def folder_lock(folder, what="folder", wait=False, lock_name=".lock"):
                 f"{what} {str(folder)!r} is in use by {holder}; wait for it to finish, "
                 "or use another folder"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]})\n".encode(), 0)
+        with contextlib.suppress(OSError):  # only the error message needs it (a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]})\n".encode(), 0)
         yield path
     finally:
         os.close(fd)

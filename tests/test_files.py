@@ -105,6 +105,8 @@ def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path):
         with pytest.raises(FolderBusyError, match=rf"feature cache '{folder}' is in use by pid"):
             with folder_lock(folder, "feature cache"):
                 pass
+        # The user's mistake (two jobs, one folder): the tools report it with exit status 2.
+        assert issubclass(FolderBusyError, ValueError)
     finally:
         holder.kill()
         holder.wait()

@@ -4,10 +4,12 @@ Maps its flags onto `reslstm_tf.extract.ExtractConfig`, runs `reslstm_tf.extract
 and prints the failed videos and skipped split lines by name, then the totals (the library
 docstring tells how bad videos, crashes and resumption are handled).
 
-Exit status: 0 when the run finished (some videos may have failed: they are listed); 1 when
-it stopped or nothing could be extracted: bad flags or split files, an output folder that
-cannot be written (checked before anything is decoded), a full disk, or every video
-failing. After a stop the shards written so far stay readable and the same command resumes.
+Exit status: 0 when the run finished (some videos may have failed: they are listed); 2 for
+the user's mistakes, in one line: bad flags or split files, an output folder another
+`reslstm-extract` is writing; 1 when the run stopped or nothing could be extracted: an
+output folder that cannot be written (checked before anything is decoded), a full disk, a
+cache of other settings, or every video failing. After a stop the shards written so far stay
+readable and the same command resumes.
 """
 
 import sys
@@ -15,10 +17,11 @@ import sys
 from absl import app, flags
 
 from reslstm_tf import extract as extract_lib
-from reslstm_tf.cli import define_once
+from reslstm_tf.cli import define_once, run_tool
 from reslstm_tf.data.feature_cache import FeatureCacheError
 
 FLAGS = flags.FLAGS
+NAME = "reslstm-extract"
 
 
 def define_flags():
@@ -118,7 +121,7 @@ def _config():
 
 def _error(message):
     """Prints a one-paragraph error for the user; returns the exit status 1."""
-    print(f"reslstm-extract: error: {message}", file=sys.stderr)
+    print(f"{NAME}: error: {message}", file=sys.stderr)
     return 1
 
 
@@ -146,8 +149,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    define_flags()
-    app.run(main)
+    run_tool(NAME, main, define_flags, doc=__doc__)
 
 
 if __name__ == "__main__":

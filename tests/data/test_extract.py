@@ -229,3 +229,19 @@ def test_segment_features_cuts_the_segments_extraction_cuts():
     np.testing.assert_allclose(looped[:, 0], [0.15, 0.55, 0.45], atol=1e-5)
     with pytest.raises(ValueError, match="rank 4"):
         extract_lib.segment_features(MeanExtractor(), frames[0], 3)
+
+
+def test_clip_memory_is_estimated_from_the_header_before_decoding(tmp_path):
+    from reslstm_tf.data.video import VideoReadError
+
+    config = extract_lib.ExtractConfig(
+        data_dir="d", out_dir="o", num_segments=32, segment_len=32, frame_size=224
+    )
+    normal = types.SimpleNamespace(width=1920, height=1080, frame_count=300)
+    extract_lib.check_clip_memory("normal.mp4", normal, config)  # 300 frames: 100 MiB
+    wide = types.SimpleNamespace(width=4096, height=256, frame_count=0)  # 16:1, count unknown
+    with pytest.raises(VideoReadError, match=r"its 1024 frames of 4096x256 .* need 3\.0 GiB"):
+        extract_lib.check_clip_memory("wide.mp4", wide, config)
+    extract_lib.check_clip_memory("wide.mp4", wide, config, max_bytes=4 << 30)
+    few = types.SimpleNamespace(width=4096, height=256, frame_count=100)  # 100 frames read
+    extract_lib.check_clip_memory("few.mp4", few, config)

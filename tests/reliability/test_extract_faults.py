@@ -94,7 +94,8 @@ def check_cache(out_dir, expected_ids):
     listed = {os.path.basename(f) for f in index["files"]}
     on_disk = {p.name for p in out_dir.glob("*.tfrecord")}
     assert on_disk == listed, f"unindexed shard files: {sorted(on_disk - listed)}"
-    leftovers = sorted(p.name for p in out_dir.glob(".*"))
+    # The writer's lock file stays: the lock itself died with the process.
+    leftovers = sorted(p.name for p in out_dir.glob(".*") if p.name != ".lock")
     assert not leftovers, f"temporary files left: {leftovers}"
     stored = json.loads((out_dir / "index.json").read_text())
     by_id = {}
