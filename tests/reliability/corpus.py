@@ -51,6 +51,10 @@ VIDEO_CASES = {
     "wrong_extension_avi": ("Ollie/wrong_extension.avi", "a real mp4 named .avi"),
     "wrong_extension_txt": ("Ollie/wrong_extension.txt", "a real mp4 named .txt"),
     "missing_on_disk": ("Kickflip/missing_on_disk.mp4", "listed, but no such file"),
+    "extreme_aspect": (
+        "Ollie/extreme_aspect.avi",
+        "3 real frames squeezed to 4096x2 in an MJPEG avi (3 KB, under the 8K cap)",
+    ),
 }
 
 # Cases the reader must refuse with `VideoReadError` (the rest decode, possibly fewer frames).
@@ -60,6 +64,7 @@ UNREADABLE = (
     "audio_only",
     "huge_resolution",
     "missing_on_disk",
+    "extreme_aspect",
 )
 
 
@@ -317,6 +322,17 @@ def huge_resolution(data, width_mbs=1000, height_mbs=1000):
     return splice(data, avcc + 14, start + length, struct.pack(">H", len(sps)) + sps)
 
 
+def extreme_aspect_video(path, frame, size=(4096, 2), count=3):
+    """Writes `count` copies of `frame` resized to `size` (width, height) as an MJPEG avi."""
+    writer = cv2.VideoWriter(os.fspath(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, size)
+    if not writer.isOpened():
+        raise RuntimeError("cv2.VideoWriter cannot write MJPG")
+    for _ in range(count):
+        writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
+    writer.release()
+    return path
+
+
 def one_frame_video(path, frame):
     """Writes a one-frame mp4 of `frame` (BGR) with cv2.VideoWriter."""
     height, width = frame.shape[:2]
@@ -368,6 +384,7 @@ def build_video_corpus(shared_data, out_dir, good=4):
         if name in contents:
             path.write_bytes(contents[name])
     one_frame_video(cases["one_frame"], first_frame(clips / SOURCE_CLIP))
+    extreme_aspect_video(cases["extreme_aspect"], first_frame(clips / SOURCE_CLIP))
     return cases, good_paths
 
 
@@ -533,6 +550,13 @@ def malicious_pickle(path, marker):
     return path
 
 
+def huge_array_pickle(path, nbytes=16 << 30):
+    """A 75-byte protocol-0 pickle asking numpy for an uninitialised `nbytes`-byte array."""
+    data = f"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(I{nbytes}\ntS'b'\ntR."
+    pathlib.Path(path).write_bytes(data.encode())
+    return path
+
+
 # --- the tally -----------------------------------------------------------------------------
 
 
@@ -591,6 +615,8 @@ def main(argv=None):
     print(f"npz    wrong_dimension        {write_feature_npz(args.out_dir / 'dim.npz', dim=5)}")
     evil = malicious_pickle(args.out_dir / "evil.ckpt", args.out_dir / "pwned")
     print(f"pickle malicious              {evil}")
+    huge = huge_array_pickle(args.out_dir / "huge.ckpt")
+    print(f"pickle 16 GiB array           {huge}")
     return 0
 
 

@@ -21,7 +21,6 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from reslstm_tf import extract as extract_lib
 from reslstm_tf import files as cache_lib
@@ -138,6 +137,7 @@ UNREADABLE_PROBLEMS = {
     "audio_only": "could not open it (not a video",
     "huge_resolution": "its header declares 16000x16000 frames",
     "missing_on_disk": "file does not exist",
+    "extreme_aspect": "4096x2 frames, an aspect ratio of 2048:1, over the limit of 16:1",
 }
 
 
@@ -304,7 +304,8 @@ def test_bad_features(results):
     assert_error(
         out["cache_nan_read"], FeatureCacheError, root / "cache_nan", "Kickflip/clip2.mp4", "NaN"
     )
-    assert_error(out["cache_nan_train"], tf.errors.InvalidArgumentError, "Kickflip/clip2.mp4")
+    # The trainer reports the dataset's failed assertion as a TrainingInputError.
+    assert_error(out["cache_nan_train"], train_lib.TrainingInputError, "Kickflip/clip2.mp4")
     assert "hold NaN or infinite values" in str(out["cache_nan_train"].error)
     assert_error(
         out["cache_dim"],
@@ -330,7 +331,7 @@ def _tampered_zoo_load(root):
     lab = root / "tampered_zoo"
     lab.mkdir(exist_ok=True)
     shutil.copyfile(manifest, lab / "manifest.json")
-    name = "skateboard_lstm3.weights.h5"
+    name = zoo.info("skateboard_lstm3")["weights"]["file"]
     corpus.tampered_copy(manifest.parent / name, lab / name)
     old = {k: os.environ.get(k) for k in (zoo.MANIFEST_ENV, cache_lib.CACHE_ENV)}
     os.environ[zoo.MANIFEST_ENV] = os.fspath(lab / "manifest.json")
@@ -348,9 +349,11 @@ def _tampered_zoo_load(root):
 def weights_outcomes(results):
     root = results.made["root"]
     evil = corpus.malicious_pickle(root / "evil.ckpt", root / "pwned")
+    huge = corpus.huge_array_pickle(root / "huge.ckpt")
     return {
         "zoo": results.get("weights:tampered zoo file", _tampered_zoo_load, root),
         "pickle": results.get("pickle:os.system payload", convert.safe_load_pickle, evil),
+        "huge": results.get("pickle:16 GiB array", convert.safe_load_pickle, huge),
     }
 
 
@@ -360,12 +363,13 @@ def test_tampered_weights_and_malicious_pickle(results):
     assert_error(
         out["zoo"],
         cache_lib.ChecksumError,
-        root / "tampered_zoo" / "skateboard_lstm3.weights.h5",
+        root / "tampered_zoo" / zoo.info("skateboard_lstm3")["weights"]["file"],
         "tampered",
     )
     assert_error(out["pickle"], pickle.UnpicklingError, "forbidden global")
     assert "system" in str(out["pickle"].error)
     assert not (root / "pwned").exists()  # the payload never ran
+    assert_error(out["huge"], pickle.UnpicklingError, "declares an array of 17179869184 bytes")
 
 
 # --- command-line flags --------------------------------------------------------------------
@@ -449,7 +453,8 @@ def test_out_of_range_flags(results):
     runs = flag_outcomes(results)
     for case, _, message in flag_cases(results.made):
         code, err = runs[case]
-        assert code == 1, (case, code, err[-2000:])
+        # A mistake is one line with exit status 2 (`reslstm_tf.cli.run_tool`).
+        assert code == 2, (case, code, err[-2000:])
         assert message in err, (case, err[-2000:])
         assert "Traceback" not in err, (case, err[-2000:])
     assert not (results.made["root"] / "flag_run" / "checkpoints").exists()
