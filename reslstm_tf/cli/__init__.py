@@ -22,7 +22,7 @@ import sys
 import textwrap
 import traceback
 
-from absl import app, flags
+from absl import app, flags, logging
 
 LOG_FLAG = "--tf_logs"
 HELP_ARGS = ("--help", "-h", "-?", "--helpshort")
@@ -43,11 +43,42 @@ def _wants_logs(argv):
     return False
 
 
+def _import_silently():
+    """Imports TensorFlow and Keras and finds the devices with file descriptor 2 captured.
+
+    TensorFlow 2.21 logs through absl's C++ logging before `absl::InitializeLog()` runs, and
+    those lines (oneDNN notes, CUDA probing, `cuInit` failures on CPU machines) ignore
+    TF_CPP_MIN_LOG_LEVEL. What they write while the libraries load is discarded; if loading
+    fails, it is shown with the error.
+    """
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def quiet_tensorflow(argv=None):
-    """Silences TensorFlow's C++ logs for this process unless the command line asks for them."""
+    """Silences TensorFlow's start-up logs unless the command line asks for them."""
     argv = sys.argv if argv is None else argv
     if not _wants_logs(argv):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        if "tensorflow" not in sys.modules:
+            _import_silently()
 
 
 quiet_tensorflow()
@@ -100,7 +131,7 @@ def _fail(name, error, status):
 def _environment_error(error):
     """True for OS errors that are the machine's (full disk, I/O), not the user's input."""
     return isinstance(error, OSError) and not isinstance(
-        error, (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+        error, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
     )
 
 
@@ -122,9 +153,11 @@ def run_tool(name, main, define_flags, doc=None, user_errors=()):
     if any(arg in HELP_ARGS for arg in sys.argv[1:]):
         print(tool_help(name, doc, own))
         sys.exit(0)
-    mistakes = (app.UsageError, ValueError, FileNotFoundError, *user_errors)
+    mistakes = (app.UsageError, ValueError, FileNotFoundError, FileExistsError, *user_errors)
 
     def guarded(argv):
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
         except mistakes as error:

@@ -1,4 +1,8 @@
-"""`reslstm-export`: writes a zoo entry or a `.keras` model as a SavedModel for TF Serving.
+"""`reslstm-export`: writes a zoo entry or a `.keras` model for serving: SavedModel, LiteRT, ONNX.
+
+`--format=saved_model` (default, TF Serving), `litert` (model.tflite and step.tflite, float32
+or `--quantization=float16|dynamic_int8`) or `onnx` (model.onnx and step.onnx); see
+docs/export.md. For the SavedModel:
 
 One-stream and two-stream heads: `serving_default` on the feature sequence(s), `serve_step`
 one segment at a time with the LSTM states, and for one-stream heads `serve_video` on raw
@@ -51,22 +55,45 @@ def define_flags():
         "Also export serve_video (raw uint8 frames through the I3D backbone; one-stream only).",
     )
     define_once(flags.DEFINE_bool, "overwrite", False, "Replace an existing export_dir.")
+    define_once(
+        flags.DEFINE_enum, "format", "saved_model", ["saved_model", "litert", "onnx"], "Format."
+    )
+    define_once(
+        flags.DEFINE_enum,
+        "quantization",
+        "none",
+        ["none", "float16", "dynamic_int8"],
+        "LiteRT weights: float32 (none), float16 or dynamic-range int8.",
+    )
+    define_once(
+        flags.DEFINE_bool,
+        "streaming",
+        True,
+        "LiteRT and ONNX: also write the streaming step (features and LSTM states in and out).",
+    )
 
 
 def main(argv):
-    """Maps the flags onto `export_model` and prints where the SavedModel went."""
+    """Maps the flags onto `reslstm_tf.export.export` and prints where the files went."""
     del argv
-    from reslstm_tf.export.saved_model import export_model
+    from reslstm_tf.export import export
 
-    path = export_model(
+    written = export(
         FLAGS.model,
         FLAGS.export_dir,
+        FLAGS.format,
         classes=FLAGS.classes,
         top_k=FLAGS.top_k,
         video_signature=FLAGS.video_signature,
+        quantization=FLAGS.quantization,
+        streaming=FLAGS.streaming,
         overwrite=FLAGS.overwrite,
     )
-    print(f"SavedModel written to {path}")
+    if isinstance(written, dict):
+        for kind, path in written.items():
+            print(f"{FLAGS.format} {kind} written to {path}")
+    else:
+        print(f"SavedModel written to {written}")
 
 
 def run():

@@ -13,3 +13,69 @@ def test_flags_are_defined_at_run_time_only():
 
     assert not {"export_dir", "entry_json", "sheet", "hop"} & set(flags.FLAGS)
     keras.backend.clear_session()
+
+
+TOOLS = (
+    "ablate",
+    "classify",
+    "demo",
+    "eval",
+    "export",
+    "extract",
+    "finetune",
+    "stream",
+    "train",
+    "zoo",
+)
+
+
+def _tool(module, *args):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-m", f"reslstm_tf.cli.{module}", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_every_tool_lists_its_own_flags_on_help_and_exits_0():
+    import concurrent.futures
+
+    from absl import flags
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = dict(zip(TOOLS, pool.map(lambda m: _tool(m, "--help"), TOOLS)))
+    for module, result in results.items():
+        assert result.returncode == 0, (module, result.stderr[-2000:])
+        # Each tool's own flags are listed with their help text, not only absl's usage line.
+        flag_lines = [line for line in result.stdout.splitlines() if line.startswith("  --")]
+        assert len(flag_lines) >= 2, (module, result.stdout[:2000])
+        assert "Try --helpfull" in result.stdout
+    assert "--export_dir" in results["export"].stdout and "--format" in results["export"].stdout
+    assert "--learning_rate" in results["train"].stdout
+    assert "export_dir" not in flags.FLAGS  # the subprocesses defined them, not this one
+
+
+def test_tools_start_quiet_and_tf_logs_brings_the_logs_back():
+    quiet = _tool("zoo", "list")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "kinetics400_i3d" in quiet.stdout
+    assert quiet.stderr.strip() == "", quiet.stderr[-2000:]
+    loud = _tool("zoo", "list", "--tf_logs")
+    assert loud.returncode == 0
+    assert loud.stderr.strip() != "", "--tf_logs showed no TensorFlow start-up log"
+
+
+def test_a_user_mistake_is_one_line_with_exit_2():
+    result = _tool("zoo", "info", "no_such_entry")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("reslstm-zoo: error:"), result.stderr
+    assert "reslstm-zoo list" in lines[0]
+    assert "Traceback" not in result.stderr
