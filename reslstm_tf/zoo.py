@@ -22,6 +22,11 @@ Published weights are content-addressed, `<name>-<sha256[:8]>.weights.h5` as in 
 `publish` writes them before it replaces the manifest atomically: killed at any point
 (`RESLSTM_FAULT=publish_weights_written` or `publish_manifest_written`), the entry still
 loads, the old weights or the new.
+
+Why not `keras.utils.get_file(file_hash=...)`: it checks the hash of a download, but joins
+the file name to its cache folder unchecked, reads the response with no size limit, and
+downloads under the final name, where a file that failed its hash check stays. The zoo needs
+path containment, a size cap and atomic writes, so `_download` streams the file itself.
 """
 
 import contextlib
