@@ -143,7 +143,9 @@ def run_tool(name, main, define_flags, doc=None, user_errors=()):
         main: the tool's `main(argv)`.
         define_flags: defines the tool's flags.
         doc: the help text's first part (usually the tool module's docstring).
-        user_errors: further exception classes that are the user's mistakes (exit 2).
+        user_errors: further exception classes that are the user's mistakes (exit 2), besides
+            `ValueError`, missing or existing files and the zoo's unpublished or unavailable
+            weights.
     """
     before = set(flags.FLAGS)
     define_flags()
@@ -153,7 +155,17 @@ def run_tool(name, main, define_flags, doc=None, user_errors=()):
     if any(arg in HELP_ARGS for arg in sys.argv[1:]):
         print(tool_help(name, doc, own))
         sys.exit(0)
-    mistakes = (app.UsageError, ValueError, FileNotFoundError, FileExistsError, *user_errors)
+    from reslstm_tf.zoo import WeightsNotPublishedError, WeightsUnavailableError
+
+    mistakes = (
+        app.UsageError,
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        WeightsNotPublishedError,
+        WeightsUnavailableError,
+        *user_errors,
+    )
 
     def guarded(argv):
         if not flags.FLAGS["verbosity"].present:

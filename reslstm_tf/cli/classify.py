@@ -15,7 +15,6 @@ from absl import flags
 
 from reslstm_tf.cli import define_once, run_tool
 from reslstm_tf.predict import DEFAULT_MODEL, classify
-from reslstm_tf.zoo import WeightsNotPublishedError, WeightsUnavailableError
 
 NAME = "reslstm-classify"
 FLAGS = flags.FLAGS
@@ -67,13 +66,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    run_tool(
-        NAME,
-        main,
-        define_flags,
-        doc=__doc__,
-        user_errors=(WeightsNotPublishedError, WeightsUnavailableError),
-    )
+    run_tool(NAME, main, define_flags, doc=__doc__)
 
 
 if __name__ == "__main__":

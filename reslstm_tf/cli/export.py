@@ -13,7 +13,6 @@ frames. `--overwrite` keeps the old version serving until the new one is complet
 from absl import flags
 
 from reslstm_tf.cli import define_once, run_tool
-from reslstm_tf.zoo import WeightsNotPublishedError, WeightsUnavailableError
 
 NAME = "reslstm-export"
 FLAGS = flags.FLAGS
@@ -98,13 +97,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    run_tool(
-        NAME,
-        main,
-        define_flags,
-        doc=__doc__,
-        user_errors=(WeightsNotPublishedError, WeightsUnavailableError),
-    )
+    run_tool(NAME, main, define_flags, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from absl import app, flags
 from reslstm_tf.cli import define_once, run_tool
 from reslstm_tf.predict import DEFAULT_MODEL, load_classifier, sample_video_path
 from reslstm_tf.streaming import stream_report
-from reslstm_tf.zoo import WeightsNotPublishedError, WeightsUnavailableError
 
 NAME = "reslstm-stream"
 FLAGS = flags.FLAGS
@@ -82,13 +81,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    run_tool(
-        NAME,
-        main,
-        define_flags,
-        doc=__doc__,
-        user_errors=(WeightsNotPublishedError, WeightsUnavailableError),
-    )
+    run_tool(NAME, main, define_flags, doc=__doc__)
 
 
 if __name__ == "__main__":
