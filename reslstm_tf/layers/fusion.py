@@ -14,8 +14,19 @@ def check_fusion_method(method):
     return check_choice("fusion", method, FUSION_METHODS)
 
 
+class _FusionConfig:
+    """The config both fusion layers share: their constructor arguments, as attributes."""
+
+    CONFIG_KEYS = ("method", "flow_weight", "rgb_weight", "learnable")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({key: getattr(self, key) for key in self.CONFIG_KEYS})
+        return config
+
+
 @keras.saving.register_keras_serializable(package="reslstm_tf")
-class StreamFusion(keras.layers.Layer):
+class StreamFusion(_FusionConfig, keras.layers.Layer):
     """Fuses an RGB and a flow tensor of the same shape element-wise or by concatenation.
 
     Called on a list `[rgb, flow]` (in that order):
@@ -116,18 +127,6 @@ class StreamFusion(keras.layers.Layer):
             return tuple(rgb_shape[:-1]) + (rgb_shape[-1] + flow_shape[-1],)
         return tuple(rgb_shape)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "method": self.method,
-                "flow_weight": self.flow_weight,
-                "rgb_weight": self.rgb_weight,
-                "learnable": self.learnable,
-            }
-        )
-        return config
-
 
 def _log_add_exp(a, b):
     """log(exp(a) + exp(b)), stable, with the gradient shared by softmax weight.
@@ -139,7 +138,7 @@ def _log_add_exp(a, b):
 
 
 @keras.saving.register_keras_serializable(package="reslstm_tf")
-class LateFusion(keras.layers.Layer):
+class LateFusion(_FusionConfig, keras.layers.Layer):
     """Fuses two streams' class logits through their probabilities; returns log-scores.
 
     Each stream's logits become probabilities (softmax); the probabilities are fused
@@ -222,15 +221,3 @@ class LateFusion(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "method": self.method,
-                "flow_weight": self.flow_weight,
-                "rgb_weight": self.rgb_weight,
-                "learnable": self.learnable,
-            }
-        )
-        return config
