@@ -1,11 +1,16 @@
 """Input pipeline and feature extraction: frames/s against ffmpeg, videos/s, peak memory.
 
 1. Decoding, one thread each, the same real clips: ours is `load_clip` (header probe,
-   segment sampling, sparse decode, short-side resize, centre crop, scaling to
-   [-1, 1]); the peers are the ffmpeg binary of the `imageio-ffmpeg` package (bench
-   extra) decoding every frame to the null muxer (`-f null`: no colour conversion, the
-   floor of any decoder-based pipeline) and decoding to RGB (`-pix_fmt rgb24 -f
-   rawvideo`), each timed by ffmpeg's own `-benchmark` (process start-up excluded).
+   segment sampling, sparse decode, short-side resize, centre crop) with its decoder on
+   one thread, returning uint8 clips (the GPU input path: scaled to [-1, 1] on the device)
+   and float32 clips (the default); the peers are the ffmpeg binary (of the
+   `imageio-ffmpeg` package of the bench extra, else on PATH) decoding every frame to the
+   null muxer (`-f null`: no colour conversion, the floor of any decoder-based pipeline)
+   and decoding to RGB (`-pix_fmt rgb24 -f rawvideo`), each timed by ffmpeg's own
+   `-benchmark` (process start-up excluded). `pipeline=` is the uint8 path over
+   `ffmpeg -f null`. The same with every decoder on its own thread choice, and
+   `load_clip` with OpenCV as the decoder against PyAV, side by side. Ours and the peers
+   run alternately, best of `--rounds` (the machine is shared).
 2. Decoding only the frames used: `load_clip` against decoding and converting every
    frame, on the two full-resolution originals and a 1000-frame video.
 3. Parallel decode and prefetch: `video_dataset` clips/s with one decode call at a time
@@ -16,7 +21,7 @@
 5. Peak memory `load_clip` adds (over the process after its imports) on synthetic
    videos of growing length, each in a fresh process: it must not grow with the length.
 
-    python bench/pipeline.py [--videos DIR] [--limit 30] [--extract-limit 12]
+    python bench/pipeline.py [--videos DIR] [--limit 30] [--extract-limit 12] [--rounds 5]
 """
 
 import argparse
@@ -53,38 +58,123 @@ def announced_frames(paths):
     return sum(probe(p, decode_first=False).frame_count for p in paths)
 
 
-def ours_seconds(paths, segments=8, segment_len=16, all_frames=False):
-    """Returns the seconds `load_clip` (or a decode-every-frame variant) takes, one thread."""
+def ours_seconds(paths, all_frames=False, dtype="float32", threads=1, decoder="pyav"):
+    """Returns the seconds `load_clip` (or a decode-every-frame variant) takes.
+
+    Args:
+        paths: the videos.
+        all_frames: decode and transform every frame instead (`read_frames` + transform).
+        dtype: `load_clip`'s output, 'float32' or 'uint8'.
+        threads: decoder threads (1: one thread, None: the decoder's choice).
+        decoder: 'pyav' (the reader's default) or 'opencv' (the reader without PyAV).
+    """
     import cv2
     import numpy as np
 
     from reslstm_tf.data import video
     from reslstm_tf.data.pipeline import load_clip
 
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(1 if threads == 1 else cv2.getNumberOfCPUs())
+    pyav, video.av = video.av, (video.av if decoder == "pyav" else None)
     start = time.perf_counter()
-    for path in paths:
-        if all_frames:
-            count = video.probe(path, decode_first=False).frame_count
-            frames = video.read_frames(path, np.arange(count), on_missing="last")
-            video.transform_frames(frames, short_side=256, crop_size=224)
-        else:
-            load_clip(path, segments, segment_len, short="overlap")
+    try:
+        for path in paths:
+            if all_frames:
+                count = video.probe(path, decode_first=False).frame_count
+                frames = video.read_frames(path, np.arange(count), on_missing="last")
+                video.transform_frames(frames, short_side=256, crop_size=224)
+            else:
+                load_clip(path, 8, 16, short="overlap", dtype=dtype, threads=threads)
+    finally:
+        video.av = pyav
     return time.perf_counter() - start
 
 
-def ffmpeg_seconds(paths, exe, rgb=False):
-    """Returns ffmpeg's own decode time (-benchmark rtime, start-up excluded), one thread."""
+def ffmpeg_seconds(paths, exe, rgb=False, threads=1):
+    """Returns ffmpeg's own decode time (-benchmark rtime, start-up excluded).
+
+    Args:
+        paths: the videos.
+        exe: the ffmpeg binary.
+        rgb: convert to rgb24 (else decode to the null muxer).
+        threads: decoder threads (0: ffmpeg's choice).
+    """
     total = 0.0
     for path in paths:
         output = ["-pix_fmt", "rgb24", "-f", "rawvideo", "-y", os.devnull] if rgb else []
         output = output or ["-f", "null", "-"]
-        command = [exe, "-hide_banner", "-nostats", "-benchmark", "-threads", "1", "-i", str(path)]
-        command += output
+        command = [exe, "-hide_banner", "-nostats", "-benchmark", "-threads", str(threads)]
+        command += ["-i", str(path), *output]
         result = subprocess.run(command, check=True, capture_output=True, text=True)
         match = re.search(r"rtime=([0-9.]+)s", result.stdout + result.stderr)
         total += float(match.group(1))
     return total
+
+
+def alternate_best(timers, rounds):
+    """Returns {name: best seconds} over `rounds` rounds calling every timer in turn.
+
+    Alternating exposes each to the same machine load; the best drops the calls that
+    other processes slowed down. Each timer returns its own seconds.
+    """
+    best = {name: float("inf") for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            best[name] = min(best[name], timer())
+    return best
+
+
+def decode_rows(paths, exe, rounds):
+    """Returns (rows, ratios) of the decoding measurements (item 1 of the docstring)."""
+    frames = announced_frames(paths)
+    timers = {
+        "uint8": lambda: ours_seconds(paths, dtype="uint8"),
+        "float32": lambda: ours_seconds(paths, dtype="float32"),
+        "opencv": lambda: ours_seconds(paths, dtype="uint8", decoder="opencv"),
+        "uint8 auto": lambda: ours_seconds(paths, dtype="uint8", threads=None),
+        "opencv auto": lambda: ours_seconds(paths, dtype="uint8", threads=None, decoder="opencv"),
+    }
+    if exe:
+        timers["null"] = lambda: ffmpeg_seconds(paths, exe)
+        timers["rgb"] = lambda: ffmpeg_seconds(paths, exe, rgb=True)
+        timers["null auto"] = lambda: ffmpeg_seconds(paths, exe, threads=0)
+    ours_seconds(paths[:3], dtype="uint8")  # warm-up: imports, first decoder set-up
+    rate = {name: frames / seconds for name, seconds in alternate_best(timers, rounds).items()}
+    label = f"load_clip frames/s, {len(paths)} real clips"
+    rows = [
+        (
+            f"{label}, 1 thread: OpenCV decoding against PyAV (uint8)",
+            f"{rate['uint8']:.0f}",
+            f"{rate['opencv']:.0f} (OpenCV)",
+            f"{rate['uint8'] / rate['opencv']:.2f}x",
+        ),
+        (
+            f"{label}, decoder threads: OpenCV against PyAV (uint8)",
+            f"{rate['uint8 auto']:.0f}",
+            f"{rate['opencv auto']:.0f} (OpenCV)",
+            f"{rate['uint8 auto'] / rate['opencv auto']:.2f}x",
+        ),
+    ]
+    if not exe:
+        rows.append((f"{label}, 1 thread, uint8", f"{rate['uint8']:.0f}", "no ffmpeg", "-"))
+        return rows, {}
+    for name, peer, note in (
+        ("uint8", "null", "1 thread, uint8"),
+        ("uint8", "rgb", "1 thread, uint8"),
+        ("float32", "null", "1 thread, float32"),
+        ("uint8 auto", "null auto", "decoder threads, uint8"),
+    ):
+        what = {"null": "ffmpeg -f null", "rgb": "ffmpeg to rgb24"}[peer.split()[0]]
+        what += ", its threads" if peer.endswith("auto") else ""
+        ratio = rate[name] / rate[peer]
+        rows.append(
+            (f"{label}, {note}", f"{rate[name]:.0f}", f"{rate[peer]:.0f} ({what})", f"{ratio:.2f}x")
+        )
+    ratios = {
+        "pipeline": rate["uint8"] / rate["null"],
+        "pipeline_float32": rate["float32"] / rate["null"],
+    }
+    return rows, ratios
 
 
 def dataset_clips_per_second(paths, parallel):
@@ -195,27 +285,21 @@ def peak_memory_mb(path):
 
 
 def run(args):
-    """Runs every measurement; returns the result (ratio: ours over `ffmpeg -f null`)."""
+    """Runs every measurement; returns the result (`pipeline`: ours over `ffmpeg -f null`)."""
     print(machine_header())
     videos = pathlib.Path(args.videos)
     paths = sorted(videos.rglob("*.mp4"))[:: max(1, len(list(videos.rglob("*.mp4"))) // 30)]
     paths = paths[: args.limit]
     if not paths:
         raise SystemExit(f"no .mp4 files under {videos}; pass --videos")
-    frames = announced_frames(paths)
-    ours = frames / ours_seconds(paths)
-    rows = []
-    exe = ffmpeg_exe()
-    pipeline_ratio = None
-    if exe:
-        null = frames / ffmpeg_seconds(paths, exe)
-        rgb = frames / ffmpeg_seconds(paths, exe, rgb=True)
-        pipeline_ratio = ours / null
-        label = f"load_clip frames/s, {len(paths)} real clips, 1 thread"
-        rows.append((label, f"{ours:.0f}", f"{null:.0f} (ffmpeg -f null)", f"{ours / null:.2f}x"))
-        rows.append((label, f"{ours:.0f}", f"{rgb:.0f} (ffmpeg to rgb24)", f"{ours / rgb:.2f}x"))
-    else:
-        rows.append(("load_clip frames/s", f"{ours:.0f}", "ffmpeg not found", "-"))
+    load = os.getloadavg()[0]
+    rows, ratios = decode_rows(paths, ffmpeg_exe(), args.rounds)
+    load = f"{load:.1f} -> {os.getloadavg()[0]:.1f}"
+    rows.append(
+        (f"load average (1 min) over the decode rows, {os.cpu_count()} cores", load, "-", "-")
+    )
+    if args.only_decode:
+        return {"title": "Input pipeline and extraction", "rows": rows, "ratios": ratios}
     serial = dataset_clips_per_second(paths, parallel=False)
     parallel = dataset_clips_per_second(paths, parallel=True)
     rows.append(
@@ -270,7 +354,6 @@ def run(args):
                     "-",
                 )
             )
-    ratios = {"pipeline": pipeline_ratio} if pipeline_ratio else {}
     return {"title": "Input pipeline and extraction", "rows": rows, "ratios": ratios}
 
 
@@ -280,6 +363,8 @@ def parse_args(argv=None):
     parser.add_argument("--videos", default=str(DEFAULT_VIDEOS))
     parser.add_argument("--limit", type=int, default=30, help="clips for the decode rows")
     parser.add_argument("--extract-limit", type=int, default=24, help="videos to extract")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds, best kept")
+    parser.add_argument("--only-decode", action="store_true", help="item 1 only")
     parser.add_argument("--json", help="also write the result to this JSON file")
     return parser.parse_args(argv)
 

@@ -122,7 +122,8 @@ def _frame_transform(short_side, crop_size, crop_mode, rng):
         if not window:
             window.extend(video.crop_offsets(*frame.shape[:2], crop_size, crop_mode, rng))
         top, left = window
-        return frame[top : top + crop_size, left : left + crop_size]
+        # a copy, so the full frame's memory is freed (and reused) at once
+        return frame[top : top + crop_size, left : left + crop_size].copy()
 
     return transform
 
