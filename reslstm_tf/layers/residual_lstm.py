@@ -234,6 +234,14 @@ class ResidualLSTM(keras.layers.Layer):
             lstm.build(shape)
             shape = shape[:-1] + (self.units,)
 
+    def _add_shortcut(self, index, x, h):
+        """Layer `index`'s output `h` plus its identity (or, first, projected) shortcut of `x`."""
+        if not self.residual:
+            return h
+        if index == 0 and self.shortcut_projection is not None:
+            x = self.shortcut_projection(x)
+        return h + x
+
     def call(self, inputs, mask=None, training=None):
         x = inputs
         for index, lstm in enumerate(self.lstm_layers):
@@ -242,12 +250,7 @@ class ResidualLSTM(keras.layers.Layer):
                 h = lstm(x, mask=mask, training=training)
             else:
                 h = self._fused_lstm(lstm.cell, x, mask, training=training)
-            if self.residual:
-                shortcut = x
-                if index == 0 and self.shortcut_projection is not None:
-                    shortcut = self.shortcut_projection(x)
-                h = h + shortcut
-            x = h
+            x = self._add_shortcut(index, x, h)
         if self.return_sequences:
             return x
         return _last_valid_step(x, mask)
@@ -332,12 +335,7 @@ class ResidualLSTM(keras.layers.Layer):
         for index, lstm in enumerate(self.lstm_layers):
             h, state = lstm.cell(x, list(states[index]), training=training)
             new_states.append(list(state))
-            if self.residual:
-                shortcut = x
-                if index == 0 and self.shortcut_projection is not None:
-                    shortcut = self.shortcut_projection(x)
-                h = h + shortcut
-            x = h
+            x = self._add_shortcut(index, x, h)
         return x, new_states
 
     def compute_mask(self, inputs, mask=None):
