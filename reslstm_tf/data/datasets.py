@@ -217,6 +217,15 @@ def ucf101_classes(split_dir):
     return [names[i] for i in range(1, len(names) + 1)]
 
 
+def _official_split_args(split, subset, split_dir, data_dir, check_files, on_error):
+    """Checks the arguments both official readers take; returns (split_dir, data_dir, collector)."""
+    check_choice("split", split, SPLITS)
+    check_choice("subset", subset, SUBSETS)
+    split_dir = _check_dir(split_dir, "split_dir")
+    data_dir = _check_dir(data_dir, "data_dir") if (data_dir is not None or check_files) else None
+    return split_dir, data_dir, _Collector(on_error)
+
+
 def ucf101(
     split_dir, split=1, subset="train", *, data_dir=None, check_files=False, on_error="raise"
 ):
@@ -233,11 +242,9 @@ def ucf101(
     Returns:
         A `VideoList` with 101 classes.
     """
-    check_choice("split", split, SPLITS)
-    check_choice("subset", subset, SUBSETS)
-    split_dir = _check_dir(split_dir, "split_dir")
-    data_dir = _check_dir(data_dir, "data_dir") if (data_dir is not None or check_files) else None
-    collector = _Collector(on_error)
+    split_dir, data_dir, collector = _official_split_args(
+        split, subset, split_dir, data_dir, check_files, on_error
+    )
     classes = ucf101_classes(split_dir)
     lookup = {name: i for i, name in enumerate(classes)}
     lookup_lower = {name.lower(): i for i, name in enumerate(classes)}
@@ -309,11 +316,9 @@ def hmdb51(
     Returns:
         A `VideoList` with 51 classes.
     """
-    check_choice("split", split, SPLITS)
-    check_choice("subset", subset, SUBSETS)
-    split_dir = _check_dir(split_dir, "split_dir")
-    data_dir = _check_dir(data_dir, "data_dir") if (data_dir is not None or check_files) else None
-    collector = _Collector(on_error)
+    split_dir, data_dir, collector = _official_split_args(
+        split, subset, split_dir, data_dir, check_files, on_error
+    )
     classes = list(classes) if classes is not None else load_class_names("hmdb51")
     wanted_ids = {"train": ("1",), "test": ("2",), "all": ("1", "2")}[subset]
     found = {}
