@@ -355,29 +355,18 @@ def draw_strip(events, out_png, columns=8):
     return save_figure(fig, out_png, dpi=90, pad=1.5)
 
 
-def stream_report(
-    source,
-    classifier,
-    segment_len=None,
-    frame_size=None,
-    hop=None,
-    top_k=3,
-    realtime=None,
-    max_segments=None,
-    strip=None,
-):
+def stream_report(source, classifier, strip=None, **stream_kwargs):
     """Streams `source`, prints each event and a real-time summary; returns (events, summary).
 
     Args:
         source: video path or camera index, as in `stream_video`.
         classifier: a `reslstm_tf.predict.Classifier`.
-        segment_len, frame_size, hop, top_k, realtime, max_segments: as in `stream_video`.
         strip: optional PNG path for `draw_strip`.
+        **stream_kwargs: `segment_len`, `frame_size`, `hop`, `top_k`, `realtime`,
+            `max_segments`, as in `stream_video`.
     """
     events = []
-    for event in stream_video(
-        source, classifier, segment_len, frame_size, hop, top_k, realtime, max_segments
-    ):
+    for event in stream_video(source, classifier, **stream_kwargs):
         ranked = ", ".join(f"{n} {p:.2f}" for n, p in event.ranked)
         print(
             f"segment {event.index + 1:3d} [{event.start_s:5.1f}-{event.end_s:5.1f} s] "
@@ -385,7 +374,8 @@ def stream_report(
             flush=True,
         )
         events.append(event)
-    summary = summarize(events, hop or segment_len or classifier.spec["segment_len"])
+    hop = stream_kwargs.get("hop") or stream_kwargs.get("segment_len")
+    summary = summarize(events, hop or classifier.spec["segment_len"])
     if summary["segments"]:
         verdict = "keeps up with" if summary["keeps_up"] else "CANNOT keep up with"
         print(
