@@ -62,7 +62,7 @@ def load_clip(
         dtype: 'float32' scales RGB to [-1, 1]; 'uint8' returns the RGB bytes (0-255) for
             scaling on the device (`video.to_float_tf`): a quarter of the host memory
             traffic. Flow is always float32.
-        threads: decoder threads (None: one per core; 1: the calling thread only).
+        threads: decoder threads (None: OpenCV's choice, one per core; 1: this thread).
 
     Returns:
         (clip, sample): float32 (K_v, L, S, S, C) in [-1, 1] (uint8 RGB with
@@ -73,23 +73,29 @@ def load_clip(
     _check_output(modality, dtype)
     rng = np.random.default_rng(seed)
     frames_per_segment = segment_len + 1 if modality == "flow" else segment_len
-    # The header's frame count, without decoding: read_frames decodes what is needed.
-    info = video.probe(path, decode_first=False)
-    if info.frame_count <= 0:  # no count in the container: count by decoding
-        info = video.probe(path, count_frames=True)
-    count = max(info.frame_count, 1)
     sample_args = dict(mode=mode, num_steps=num_steps, stride=stride, short=short, seed=rng)
-    sample = sampling.sample_segments(count, num_segments, frames_per_segment, **sample_args)
+    samples = []  # the sample of the count in the header (the sampler below draws it)
+
+    def sampler(count):
+        samples.append(
+            sampling.sample_segments(count, num_segments, frames_per_segment, **sample_args)
+        )
+        return samples[-1].indices
+
     short_side = default_short_side(frame_size) if short_side is None else short_side
     crop_mode = "random" if mode == "train" else "center"
     # Each distinct frame is resized and cropped as it is decoded (short videos repeat
-    # frames), and read_frames gathers the crops straight into the clip's order.
+    # frames), and the reader gathers the crops straight into the clip's order.
     crop = _frame_transform(max(short_side, frame_size), frame_size, crop_mode, rng)
-    try:
-        frames = video.read_frames(path, sample.indices, threads=threads, transform=crop)
+    try:  # one opening of the file: header, sampling, decoding
+        info, frames = video.read_clip(path, sampler, threads=threads, transform=crop)
+        sample = samples[-1]
     except video.VideoTooShortError as err:
         # The container over-announced its length: re-sample for the real count, reusing
         # the frames the first pass decoded and reading only the others again.
+        info = video.probe(path, decode_first=False)
+        if info.frame_count <= 0:  # as read_clip: counted by decoding
+            info = video.probe(path, count_frames=True)
         sample = sampling.sample_segments(
             err.decoded_frames, num_segments, frames_per_segment, **sample_args
         )

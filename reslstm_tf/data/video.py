@@ -1,14 +1,14 @@
 """Reads video frames: metadata probing, sparse decoding and frame transforms.
 
-OpenCV (its FFmpeg backend) probes; PyAV (FFmpeg's own bindings) decodes, or OpenCV when
-PyAV is missing or a long gap calls for a seek. Any container and codec FFmpeg decodes
-works, with audio and data streams too (only the first video stream is read). Both give
-the same RGB bytes (the tests compare them); PyAV converts faster (bench/RESULTS.md).
+Only OpenCV (its FFmpeg backend) is used, so any container and codec that FFmpeg decodes
+works, with audio and data streams too (OpenCV only ever reads the first video stream).
+PyAV was measured side by side and decodes no faster here (bench/RESULTS.md).
 
-Decoding is sequential: ``read_frames`` decodes every frame up to the last one asked for
-and colour-converts only those. It seeks (with OpenCV) only when the gap to the next
-wanted frame exceeds ``seek_threshold`` frames: a seek decodes from the previous key frame
-anyway and is frame-accurate only for well-formed files.
+Decoding is sequential: ``read_frames`` calls ``VideoCapture.grab()`` for every frame and
+``retrieve()`` (the colour conversion) only for the frames asked for. It seeks only when
+the gap to the next wanted frame exceeds ``seek_threshold`` frames: a seek decodes from
+the previous key frame anyway and is frame-accurate only for well-formed files.
+``read_clip`` samples and decodes with one opening (an opening costs several frames).
 
 The frame count a container announces is often wrong (variable frame rate, edit lists,
 truncated files), so readers must cope with getting fewer frames than announced: see
@@ -16,7 +16,7 @@ truncated files), so readers must cope with getting fewer frames than announced:
 
 Rotation: OpenCV >= 4.5 reads the display-matrix rotation (``CAP_PROP_ORIENTATION_META``)
 and, when ``CAP_PROP_ORIENTATION_AUTO`` is on (the default for the FFmpeg backend), returns
-frames already rotated to display orientation; the PyAV reader turns them the same way.
+frames already rotated to display orientation.
 ``VideoInfo.width``/``height`` are those of the frames as returned (display orientation),
 measured on the first decoded frame.
 """
@@ -27,12 +27,6 @@ import pathlib
 
 import cv2
 import numpy as np
-
-try:  # the fast decoder (see the module docstring)
-    import av
-    import av.video.reformatter
-except ImportError:  # pragma: no cover - OpenCV alone still reads every video
-    av = None
 
 from reslstm_tf.checks import check_choice, check_positive_int
 
@@ -174,26 +168,16 @@ def probe(path, count_frames=False, decode_first=True):
     """
     capture = _open(path)
     try:
-        announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = float(capture.get(cv2.CAP_PROP_FPS))
-        if not np.isfinite(fps) or fps < 0:
-            fps = 0.0
-        rotation, auto_rotated = _orientation(capture)
-        codec = _fourcc(capture)
+        info = _header_info(capture, path)
         if decode_first or count_frames:
             ok = capture.grab()
             frame = capture.retrieve()[1] if ok and decode_first else None
             if not ok or (decode_first and frame is None):
                 raise VideoReadError(path, "the video stream has no decodable frame")
         if decode_first:
-            height, width = frame.shape[:2]
-        else:
-            width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-            height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        frame_count = max(announced, 0)
-        duration = frame_count / fps if fps > 0 else 0.0
+            info = dataclasses.replace(info, width=frame.shape[1], height=frame.shape[0])
         if count_frames:
-            frame_count = 1
+            frame_count, duration = 1, info.duration
             first_ms = last_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
             while capture.grab():
                 frame_count += 1
@@ -201,21 +185,32 @@ def probe(path, count_frames=False, decode_first=True):
             if frame_count > 1 and last_ms > first_ms:
                 # timestamps span frame_count - 1 intervals; add one mean interval
                 duration = (last_ms - first_ms) / 1000.0 * frame_count / (frame_count - 1)
-            elif fps > 0:
-                duration = frame_count / fps
+            elif info.fps > 0:
+                duration = frame_count / info.fps
+            info = dataclasses.replace(
+                info, frame_count=frame_count, duration=duration, frame_count_exact=True
+            )
     finally:
         capture.release()
+    return info
+
+
+def _header_info(capture, path):
+    """Returns the `VideoInfo` an open capture's header gives, without decoding."""
+    fps = float(capture.get(cv2.CAP_PROP_FPS))
+    fps = fps if np.isfinite(fps) and fps > 0 else 0.0
+    frame_count = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+    rotation, auto_rotated = _orientation(capture)
     return VideoInfo(
         path=os.fspath(path),
         frame_count=frame_count,
         fps=fps,
-        width=int(width),
-        height=int(height),
+        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
         rotation=rotation,
         auto_rotated=auto_rotated,
-        duration=duration,
-        codec=codec,
-        frame_count_exact=bool(count_frames),
+        duration=frame_count / fps if fps > 0 else 0.0,
+        codec=_fourcc(capture),
     )
 
 
@@ -241,8 +236,7 @@ def read_frames(
         seek_threshold: seek instead of decoding through when the next wanted frame is more
             than this many frames ahead (None: never seek). Seeking decodes from the
             previous key frame, so it pays off only for long gaps.
-        threads: decoder threads (None: the decoder's own choice, one per core; 1: the
-            calling thread only).
+        threads: decoder threads (None: OpenCV's choice, one per core; 1: this thread).
         transform: a function applied to each wanted frame as it is decoded (e.g. a
             resize and crop), so that only its output is kept.
 
@@ -255,6 +249,54 @@ def read_frames(
         ValueError: bad arguments.
     """
     check_choice("on_missing", on_missing, ON_MISSING)
+    flat = _check_indices(indices, threads)
+    keep = transform or (lambda frame: frame)
+    capture = _open(path, _params(threads))
+    frames, decoded = _decode(path, capture, flat, seek_threshold, threads, keep)
+    return _gather(path, flat, frames, decoded, on_missing, threads, keep)
+
+
+def read_clip(path, sampler, *, threads=None, transform=None):
+    """Samples frame indices from a video's length and decodes them, opening it once.
+
+    Args:
+        path: the video file.
+        sampler: a function of the frame count (as the container announces it; counted by
+            decoding when it announces none) returning the frame indices to read.
+        threads: decoder threads, as in `read_frames`.
+        transform: applied to each frame as it is decoded, as in `read_frames`.
+
+    Returns:
+        (info, frames): ``probe(path, decode_first=False)`` (``count_frames=True`` when the
+        header has no count) and the frames at the sampler's indices, as `read_frames`.
+
+    Raises:
+        VideoReadError: unreadable file or no decodable frame.
+        VideoTooShortError: an index past the last decodable frame.
+    """
+    capture = _open(path, _params(threads))
+    try:
+        info = _header_info(capture, path)
+        if info.frame_count <= 0:  # no count in the container: count by decoding
+            capture.release()
+            info = probe(path, count_frames=True)
+            capture = _open(path, _params(threads))
+        flat = _check_indices(sampler(max(info.frame_count, 1)), threads)
+    except BaseException:
+        capture.release()
+        raise
+    keep = transform or (lambda frame: frame)
+    frames, decoded = _decode(path, capture, flat, 300, threads, keep)
+    return info, _gather(path, flat, frames, decoded, "error", threads, keep)
+
+
+def _params(threads):
+    """Returns the VideoCapture open parameters for `threads` decoder threads."""
+    return [] if threads is None else [cv2.CAP_PROP_N_THREADS, int(threads)]
+
+
+def _check_indices(indices, threads):
+    """Returns the indices as flat int64, raising ValueError for bad indices or threads."""
     flat = np.asarray(indices).reshape(-1)
     if flat.size and not np.issubdtype(flat.dtype, np.integer):
         raise ValueError(f"indices must be integers. Received dtype {flat.dtype}")
@@ -263,16 +305,14 @@ def read_frames(
         raise ValueError(f"indices must be >= 0. Received min index {int(flat.min())}")
     if threads is not None:
         check_positive_int("threads", threads)
-    wanted = [int(i) for i in np.unique(flat)]
-    skips = np.diff(wanted, prepend=-1) - 1  # frames decoded in vain before each wanted one
-    keep = transform or (lambda frame: frame)
-    if av is not None and (seek_threshold is None or not np.any(skips > seek_threshold)):
-        frames, decoded = _decode_pyav(path, wanted, threads, keep)
-    else:
-        frames, decoded = _decode_opencv(path, wanted, seek_threshold, threads, keep)
+    return flat
+
+
+def _gather(path, flat, frames, decoded, on_missing, threads, keep):
+    """Applies `on_missing` to the indices past the end and stacks the frames in order."""
     if decoded == 0:
         raise VideoReadError(path, "the video stream has no decodable frame")
-    missing = [i for i in wanted if i not in frames]
+    missing = sorted({int(i) for i in flat} - set(frames))
     if missing:
         if on_missing == "error":
             raise VideoTooShortError(path, decoded, max(missing), frames)
@@ -288,50 +328,14 @@ def read_frames(
     return np.stack([frames[int(i)] for i in flat])
 
 
-def _decode_pyav(path, wanted, threads, keep):
-    """Decodes from the start with PyAV, converting only the `wanted` frames (sorted).
+def _decode(path, capture, flat, seek_threshold, threads, keep):
+    """Returns ({index: keep(RGB frame)}, frames decoded), then releases `capture`.
 
-    Returns:
-        ({index: keep(uint8 RGB frame)}, frames decoded): the count is the stream's real
-        length when a wanted frame is past its end.
+    Grabs from the start, seeking over gaps longer than `seek_threshold`; the count is
+    the stream's real length when a wanted frame is past its end.
     """
-    _check_file(path)
-    try:
-        container = av.open(os.fspath(path))
-    except (av.FFmpegError, UnicodeDecodeError) as err:
-        raise VideoReadError(path, _OPEN_FAILED) from err
-    frames, decoded, want = {}, 0, set(wanted)
-    # One converter for the file (a frame's own `to_ndarray` sets up swscale every call),
-    # on one thread: the decoder's threads run beside it, and small frames lose by more.
-    reformatter = av.video.reformatter.VideoReformatter()
-    with container:
-        if not container.streams.video:
-            raise VideoReadError(path, _OPEN_FAILED)
-        stream = container.streams.video[0]
-        stream.thread_type = "SLICE" if threads == 1 else "AUTO"
-        stream.codec_context.thread_count = threads or 0
-        try:
-            for frame in container.decode(stream):
-                if decoded in want:
-                    rgb = reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
-                    # the display matrix turns counter-clockwise, like np.rot90
-                    turns = int(round(frame.rotation / 90)) % 4
-                    rgb = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
-                    frames[decoded] = keep(rgb)
-                decoded += 1
-                if len(frames) == len(want):
-                    break
-        except av.FFmpegError:  # damaged data: the stream ends at the first error
-            pass
-    return frames, decoded
-
-
-def _decode_opencv(path, wanted, seek_threshold, threads, keep):
-    """`_decode_pyav` with OpenCV, seeking over gaps longer than `seek_threshold`."""
-    params = [] if threads is None else [cv2.CAP_PROP_N_THREADS, threads]
-    capture = _open(path, params)
-    frames, decoded = {}, 0  # decoded: frames consumed from the stream (the next index)
-    exhausted = False  # a grab failed: the stream ends here
+    wanted = [int(i) for i in np.unique(flat)]
+    frames, decoded, exhausted = {}, 0, False  # decoded: the next index; exhausted: grab failed
     try:
         for index in wanted:
             gap = index - decoded
@@ -342,7 +346,7 @@ def _decode_opencv(path, wanted, seek_threshold, threads, keep):
                     decoded = index
                 else:  # seek failed or landed elsewhere: start over and grab
                     capture.release()
-                    capture = _open(path, params)
+                    capture = _open(path, _params(threads))
                     decoded = 0
             while decoded < index and not exhausted:
                 exhausted = not capture.grab()
@@ -353,9 +357,8 @@ def _decode_opencv(path, wanted, seek_threshold, threads, keep):
                 break
             decoded += 1
             frames[index] = keep(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-        # Finish counting the stream so the error/policy knows the real length. The
-        # stream ends at the first failed grab: a damaged file's decoder can return
-        # frames again after an error, but a sequential reader never reaches them.
+        # Count to the end so the error/policy knows the real length. The stream ends at
+        # the first failed grab (a damaged file's decoder may recover; we never look).
         while len(frames) < len(wanted) and not exhausted:
             exhausted = not capture.grab()
             decoded += not exhausted
@@ -368,10 +371,8 @@ def _read_wrapped(path, missing, decoded, have, threads, transform):
     """Reads frames ``i % decoded`` for the missing indices in a second pass."""
     targets = {int(i): int(i) % decoded for i in missing}
     need = sorted({t for t in targets.values() if t not in have})
-    got = dict(have)
-    if need:
-        arrays = read_frames(path, need, seek_threshold=None, threads=threads, transform=transform)
-        got.update(zip(need, arrays))
+    options = dict(seek_threshold=None, threads=threads, transform=transform)
+    got = {**have, **dict(zip(need, read_frames(path, need, **options) if need else []))}
     return {i: got[t] for i, t in targets.items()}
 
 

@@ -270,44 +270,24 @@ def test_tf_transform_on_real_frames(shared_data):
         assert np.abs(got.numpy() - expected).max() * 127.5 < 1e-3, (short_side, crop_size)
 
 
-@pytest.fixture
-def opencv_only(monkeypatch):
-    """The reader without PyAV: OpenCV decodes (as when PyAV is not installed)."""
-    monkeypatch.setattr(video, "av", None)
+def test_read_clip_opens_once_and_equals_probe_then_read_frames(clip, tmp_path):
+    counts = []
 
+    def sampler(count):
+        counts.append(count)
+        return np.array([[0, 7], [7, 29]])
 
-@pytest.mark.skipif(video.av is None, reason="PyAV is not installed")
-def test_pyav_and_opencv_decode_the_same_bytes(shared_data, clip, monkeypatch):
-    # The two decoders must be interchangeable: same frames, same count, same rotation.
-    clips = shared_data / "skateboard"
-    paths = [clip, clips / "Ollie" / "Ollie23.mp4", clips / "originals" / "Ollie6.mov"]
-    for path in paths:
-        count = video.count_frames(path)
-        indices = [0, 1, count // 2, count - 1]
-        pyav = video.read_frames(path, indices, seek_threshold=None)
-        one_thread = video.read_frames(path, indices, seek_threshold=None, threads=1)
-        with monkeypatch.context() as patch:
-            patch.setattr(video, "av", None)
-            opencv = video.read_frames(path, indices, seek_threshold=None)
-            with pytest.raises(VideoTooShortError) as from_opencv:
-                video.read_frames(path, [count])
-        np.testing.assert_array_equal(pyav, opencv, err_msg=str(path))
-        np.testing.assert_array_equal(one_thread, opencv, err_msg=str(path))
-        with pytest.raises(VideoTooShortError) as from_pyav:
-            video.read_frames(path, [count])
-        assert from_pyav.value.decoded_frames == from_opencv.value.decoded_frames == count
-
-
-@pytest.mark.parametrize("degrees", [90, 270])
-def test_opencv_reader_rotates_like_pyav(tmp_path, degrees, opencv_only):
-    frames = np.zeros((2, 48, 64, 3), np.uint8)
-    frames[:, :16, :16] = 255
-    plain = write_video(tmp_path / "plain.mp4", frames)
-    rotated = _rotate_mp4(plain, tmp_path / f"rot{degrees}.mp4", degrees)
-    got = video.read_frames(rotated, [1])
-    expected = np.rot90(decode_all(plain)[[1]], k=-degrees // 90, axes=(1, 2))
-    assert got.shape == expected.shape
-    assert np.abs(got.astype(int) - expected.astype(int)).mean() < 3
+    info, frames = video.read_clip(clip, sampler, threads=1)
+    assert counts == [30] and info == video.probe(clip, decode_first=False)
+    np.testing.assert_array_equal(frames, video.read_frames(clip, [0, 7, 7, 29]))
+    with pytest.raises(VideoTooShortError) as err:
+        video.read_clip(clip, lambda count: [count + 3])
+    assert err.value.decoded_frames == 30 and set(err.value.frames) == set()
+    with pytest.raises(ValueError, match=">= 0"):
+        video.read_clip(clip, lambda count: [-1])
+    (tmp_path / "text.mp4").write_text("not a video")
+    with pytest.raises(VideoReadError, match="text.mp4"):
+        video.read_clip(tmp_path / "text.mp4", lambda count: [0])
 
 
 def test_read_frames_transform_and_threads(clip):
