@@ -210,8 +210,10 @@ def main(argv):
     if result.is_chief:
         last = result.history[-1] if result.history else {}
         size = RunDir(FLAGS.model_dir).size_bytes() / 2**20
+        rate = result.steps_per_second
+        speed = f"{rate:.1f} steps/s" if rate == rate else "no steps left to train"
         print(
-            f"done: step {result.global_step}, {result.steps_per_second:.1f} steps/s, "
+            f"done: step {result.global_step}, {speed}, "
             f"last epoch loss {last.get('loss', float('nan')):.4f} "
             f"accuracy {last.get('accuracy', float('nan')):.4f}; outputs in {FLAGS.model_dir} "
             f"({size:.1f} MiB)"

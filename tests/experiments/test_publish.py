@@ -38,6 +38,7 @@ def test_selected_head_needs_a_head_and_a_known_dtype(tmp_path):
 def test_skateboard_entry_predicts_real_clips(shared_data):
     """Sanity check only: these clips were in the head's training set (not a held-out score)."""
     from reslstm_tf import zoo
+    from reslstm_tf.predict import predict_video
 
     folder = shared_data / "skateboard"
     entry = zoo.info(SKATEBOARD_ENTRY)
@@ -52,7 +53,7 @@ def test_skateboard_entry_predicts_real_clips(shared_data):
     assert len(clips) == 6
     correct = 0
     for name, path in clips:
-        ranked = zoo.predict(model, path, top_k=2)
+        ranked = predict_video(model, path, top_k=2).top_k
         assert abs(sum(p for _, p in ranked) - 1.0) < 1e-4
         correct += ranked[0][0] == name
     assert correct >= 5, f"{correct}/6 clips right"
