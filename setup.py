@@ -45,6 +45,8 @@ EXTRAS_REQUIRE = {
         "onnxruntime>=1.20",
         "tf2onnx>=1.17",
         "ai-edge-litert>=2.3",
+        # PyAV: the decoding peer of bench/pipeline.py (same FFmpeg work as load_clip).
+        "av>=14",
     ],
 }
 
