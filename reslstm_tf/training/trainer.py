@@ -28,8 +28,13 @@ which trains many small models of one architecture with one `Trainer`, calling
 `reset(seed)` between runs instead of tracing a new training step each time.
 
 Input: an unbatched `tf.data.Dataset` of `(features, label)` pairs, `features` a
-float32 `(T, d_f)` tensor or a dict `{"rgb": (T, d_rgb), "flow": (T, d_flow)}`, or the
-same as numpy arrays `fit(x, y)`.
+float32 `(T, d_f)` tensor (or `(T, ...)` of any rank, e.g. clips) or a dict
+`{"rgb": ..., "flow": ...}`, the same as numpy arrays `fit(x, y)`, or `fit(dataset_fn)`
+where `dataset_fn(epoch)` gives each epoch its own data (`epoch_dataset`).
+
+A run in a folder holds the folder's lock while it trains (a second training there is
+refused), refuses to resume with changed settings that alter the result, and
+`restart=True` starts over (`reslstm_tf.training.run_folder`).
 """
 
 import contextlib
