@@ -500,26 +500,6 @@ def check_features_spec(run, features_dir, split, modality, flow_dir=None, allow
             runs.check_feature_spec(expected[stream], runs.feature_spec(values), source)
 
 
-def class_id_map(run_names, data_names, source="the evaluation features"):
-    """Returns the run's class id of each class id of the data, by name; None if the same.
-
-    Raises:
-        EvaluationInputError: the data has classes the run was not trained on.
-    """
-    if not run_names or not data_names:
-        return None
-    run_names, data_names = [str(n) for n in run_names], [str(n) for n in data_names]
-    unknown = [name for name in data_names if name not in run_names]
-    if unknown:
-        raise EvaluationInputError(
-            f"{source} hold classes the run was not trained on: {unknown[:5]}"
-            f"{' ...' if len(unknown) > 5 else ''} (the run's classes: {run_names[:10]}"
-            f"{' ...' if len(run_names) > 10 else ''}); evaluate on the run's classes only"
-        )
-    mapping = np.asarray([run_names.index(name) for name in data_names], dtype="int64")
-    return None if np.array_equal(mapping, np.arange(len(mapping))) else mapping
-
-
 def _relabel(dataset, mapping):
     """Maps the dataset's labels through `mapping` (data class id -> run class id)."""
     import tensorflow as tf
@@ -542,7 +522,9 @@ def _evaluation_features(config, run_config, num_steps):
         config.features_npz, features_dir, config.split, modality, num_steps, flow_dir, allow_single
     )
     source = f"the features of {str(config.features_npz or features_dir)!r}"
-    mapping = class_id_map(run_config.get("class_names"), data_names, source)
+    mapping = runs.class_id_map(
+        run_config.get("class_names"), data_names, source, error=EvaluationInputError
+    )
     if mapping is not None:
         dataset = _relabel(dataset, mapping)
         data_names = run_config["class_names"]

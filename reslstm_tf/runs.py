@@ -418,3 +418,32 @@ class RunDir:
     def metrics(self):
         """Returns {split: metrics dict} of every `eval_<split>/metrics.json`, by split."""
         return {split: evaluation.metrics() for split, evaluation in self.eval_dirs().items()}
+
+
+def class_id_map(run_names, data_names, source="the evaluation data", error=ValueError):
+    """Returns the run's class id of each class id of the data, by name; None if the same.
+
+    A test list may hold fewer classes than the training list, so its own ids (their order
+    in the list) are not the run's: labels are mapped through the class names.
+
+    Args:
+        run_names: the class names the run was trained on, in its id order.
+        data_names: the class names of the data, in the data's id order.
+        source: how the error names the data.
+        error: the exception class to raise.
+
+    Raises:
+        error: the data has classes the run was not trained on.
+    """
+    if not run_names or not data_names:
+        return None
+    run_names, data_names = [str(n) for n in run_names], [str(n) for n in data_names]
+    unknown = [name for name in data_names if name not in run_names]
+    if unknown:
+        raise error(
+            f"{source} hold classes the run was not trained on: {unknown[:5]}"
+            f"{' ...' if len(unknown) > 5 else ''} (the run's classes: {run_names[:10]}"
+            f"{' ...' if len(run_names) > 10 else ''}); evaluate on the run's classes only"
+        )
+    mapping = np.asarray([run_names.index(name) for name in data_names], dtype="int64")
+    return None if np.array_equal(mapping, np.arange(len(mapping))) else mapping

@@ -398,7 +398,9 @@ def finetune(config, strategy=None):
     if config.eval_subset or config.eval_split_file:
         subset = config.eval_subset or "test"
         eval_videos = load_videos(config, subset, config.eval_split_file)
-        evaluation = evaluate_finetuned(config, classifier, eval_videos, split=subset)
+        evaluation = evaluate_finetuned(
+            config, classifier, eval_videos, split=subset, classes=videos.classes
+        )
     return FinetuneResult(result, classifier, list(videos.classes), evaluation)
 
 
@@ -413,7 +415,7 @@ def _eval_batches(config, model, clips, batch_size):
         yield element, np.asarray(labels)
 
 
-def evaluate_finetuned(config, model=None, videos=None, split="test", batch_size=4):
+def evaluate_finetuned(config, model=None, videos=None, split="test", batch_size=4, classes=None):
     """Scores a fine-tuned classifier on centred eval-mode clips.
 
     Args:
@@ -425,16 +427,26 @@ def evaluate_finetuned(config, model=None, videos=None, split="test", batch_size
         split: the name of the evaluation; with a model_dir the metrics and predictions go
             to `<model_dir>/eval_<split>/`.
         batch_size: videos per forward pass.
+        classes: the class names the model was trained on, in id order (default: those
+            recorded in `config.model_dir`); the videos' labels are mapped onto them by name.
 
     Returns:
         dict with "top1", "num_videos" and "predictions": [{"video", "label",
-        "predicted", "probabilities"}] in video order.
+        "predicted", "probabilities"}] in video order, labels in the run's class ids.
+
+    Raises:
+        FinetuneError: the videos hold classes the model was not trained on.
     """
     if videos is None:
         videos = load_videos(config, config.eval_subset or "test", config.eval_split_file)
+    if classes is None and config.model_dir is not None:
+        classes = runs.RunDir(config.model_dir).config().get("class_names")
+    classes = list(classes) if classes else list(videos.classes)
+    mapping = runs.class_id_map(classes, videos.classes, "the evaluation videos", FinetuneError)
     if model is None:
-        model = _load_trained(config, videos.num_classes)
+        model = _load_trained(config, len(classes))
     clips = prepare_clips(config, videos)
+    labels = clips.labels if mapping is None else mapping[np.asarray(clips.labels)]
     probabilities = []
     for inputs, _ in _eval_batches(config, model, clips, batch_size):
         logits = model(inputs, training=False)
@@ -443,13 +455,13 @@ def evaluate_finetuned(config, model=None, videos=None, split="test", batch_size
     predicted = probabilities.argmax(-1)
     predictions = [
         {"video": path, "label": int(label), "predicted": int(guess), "probabilities": p.tolist()}
-        for path, label, guess, p in zip(clips.paths, clips.labels, predicted, probabilities)
+        for path, label, guess, p in zip(clips.paths, labels, predicted, probabilities)
     ]
-    top1 = float(np.mean(predicted == clips.labels))
+    top1 = float(np.mean(predicted == labels))
     if config.model_dir is not None:
         folder = runs.RunDir(config.model_dir).eval_dir(split).create()
         folder.write_metrics({"top1": top1, "num_videos": len(predictions)})
-        folder.write_predictions(probabilities, clips.labels)
+        folder.write_predictions(probabilities, labels)
     return {"top1": top1, "num_videos": len(predictions), "predictions": predictions}
 
 

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from reslstm_tf.data import datasets
 from reslstm_tf.data import flow_cache as flow_cache_lib
 from reslstm_tf.training import finetune as finetune_lib
 from reslstm_tf.training.finetune import (
@@ -18,7 +19,7 @@ from reslstm_tf.training.finetune import (
     finetune,
     load_videos,
 )
-from tests.training.finetune_helpers import SMALL, write_dataset
+from tests.training.finetune_helpers import CLASSES, SMALL, write_dataset
 from tests.training.helpers import cli_env, max_weight_diff
 
 
@@ -58,6 +59,22 @@ def test_fine_tuning_learns_a_separable_toy_task(video_dir):
         "Bright/Bright0.avi",
         "Bright/Bright1.avi",
     ]
+    # A list of Dark videos only numbers Dark 0 itself; the run knows it as 1, by name.
+    everything = load_videos(config)
+    dark = [item for item in everything.items if item.class_name == "Dark"]
+    dark_only = datasets.VideoList(
+        [datasets.VideoItem(item.path, 0, "Dark") for item in dark], ["Dark"]
+    )
+    scored = evaluate_finetuned(config, result.classifier, dark_only, classes=CLASSES)
+    assert [p["label"] for p in scored["predictions"]] == [1] * len(dark)
+    assert scored["top1"] == 1.0
+    with pytest.raises(FinetuneError, match=r"not trained on: \['Zebra'\]"):
+        evaluate_finetuned(
+            config,
+            result.classifier,
+            datasets.VideoList([datasets.VideoItem(dark[0].path, 0, "Zebra")], ["Zebra"]),
+            classes=CLASSES,
+        )
     # The trunk below trainable_from did not move; a later block did.
     backbone = result.classifier.get_layer("segment_encoder").backbone
     keras.utils.set_random_seed(config.seed)
