@@ -100,7 +100,7 @@ def feature_spec(metadata):
     return spec
 
 
-def check_feature_spec(expected, actual, source):
+def check_feature_spec(expected, actual, source, fix="extract them with the training settings"):
     """Raises `FeatureSpecError` naming every field where two feature specs differ.
 
     Only fields both specs record are compared.
@@ -109,6 +109,7 @@ def check_feature_spec(expected, actual, source):
         expected: the spec the run trained on (`RunDir.feature_spec()[stream]`).
         actual: the spec of the features given now (`feature_spec(index["metadata"])`).
         source: how the message names the features, e.g. "features_dir 'cache/test'".
+        fix: what the message tells the user to do.
     """
     differ = [
         f"{field}: {expected[field]!r} (training) vs {actual[field]!r}"
@@ -118,7 +119,7 @@ def check_feature_spec(expected, actual, source):
     if differ:
         raise FeatureSpecError(
             f"{source} was extracted with other settings than the run was trained on: "
-            f"{'; '.join(differ)}; extract them with the training settings"
+            f"{'; '.join(differ)}; {fix}"
         )
 
 

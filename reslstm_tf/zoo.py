@@ -42,6 +42,7 @@ import urllib.parse
 import urllib.request
 
 from reslstm_tf import files as cache
+from reslstm_tf import runs
 from reslstm_tf.assets import asset_path
 from reslstm_tf.backbones.i3d import I3D
 from reslstm_tf.faults import fault_point
@@ -462,14 +463,42 @@ def publish_files(
     with open(entry_json, encoding="utf-8") as handle:
         entry = json.load(handle)
     if model_dir is not None:
-        model_dir = pathlib.Path(model_dir)
-        model_path = model_path or model_dir / "model.keras"
+        run = runs.RunDir(model_dir)
+        model_path = model_path or run.model_file
         if not pathlib.Path(model_path).is_file():
             raise FileNotFoundError(
                 f"{model_path} not found: is {model_dir} a reslstm-train model_dir?"
             )
-        for metrics_file in sorted(model_dir.glob("eval_*/metrics.json")):
-            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-            metrics["source"] = f"reslstm-eval, split {metrics_file.parent.name[len('eval_') :]}"
+        _check_entry_features(name, entry, run.feature_spec())
+        for split, metrics in sorted(run.metrics().items()):
+            metrics = dict(metrics, source=f"reslstm-eval, split {split}")
             entry.setdefault("metrics", []).append(metrics)
     return publish(load_model(model_path), name, entry, manifest, weights_dir, url)
+
+
+# The zoo's names for a few feature-spec fields, mapped onto those extraction records.
+_ENTRY_SPEC_NAMES = {"backbone_weights": "weights"}
+_ENTRY_SPEC_VALUES = {"kinetics400_rgb_cross_modality": "kinetics400"}
+
+
+def _check_entry_features(name, entry, trained):
+    """Refuses an entry whose declared features differ from those its run trained on.
+
+    Serving (`serve_video`, `predict_video`) cuts and embeds videos as the entry declares,
+    so the declaration must be what the head was trained on.
+    """
+    declared = entry.get("features") or {}
+    for stream, expected in trained.items():
+        spec = declared.get(stream)
+        if not isinstance(spec, dict):
+            continue
+        renamed = {_ENTRY_SPEC_NAMES.get(k, k): v for k, v in spec.items()}
+        renamed = {
+            k: _ENTRY_SPEC_VALUES.get(v, v) if isinstance(v, str) else v for k, v in renamed.items()
+        }
+        runs.check_feature_spec(
+            expected,
+            runs.feature_spec(renamed),
+            f"zoo entry {name!r} ({stream} features)",
+            fix="declare the features the run was trained on in the entry",
+        )

@@ -172,6 +172,31 @@ def test_publish_files_then_load(tmp_path, monkeypatch):
         zoo.publish_files(None, "x", tmp_path / "entry.json", manifest, model_dir=tmp_path)
 
 
+def test_publish_refuses_an_entry_declaring_other_features_than_the_run_trained_on(tmp_path):
+    model = build_single_stream(3, "res2", feature_dim=8, units=8, num_steps=4)
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    trained = {"backbone": "i3d", "weights": "kinetics400", "segment_len": 8, "frame_size": 224}
+    (run / "train_config.json").write_text(json.dumps({"feature_spec": {"rgb": trained}}))
+    declared = {"backbone": "i3d", "backbone_weights": "kinetics400", "segment_len": 32}
+    entry = {
+        **zoo.info("hmdb51_res2"),
+        "architecture": {"kind": "single_stream", "preset": "res2", "units": 8, "num_steps": 4},
+        "features": {"rgb": {**declared, "frame_size": 224}, "feature_dim": 8},
+    }
+    (tmp_path / "entry.json").write_text(json.dumps(entry))
+    manifest = tmp_path / "zoo" / "manifest.json"
+    with pytest.raises(ValueError, match=r"segment_len: 8 \(training\) vs 32") as refused:
+        zoo.publish_files(None, "lab", tmp_path / "entry.json", manifest, model_dir=run)
+    assert "frame_size" not in str(refused.value) and "weights" not in str(refused.value)
+    assert not manifest.exists()
+    entry["features"]["rgb"]["segment_len"] = 8
+    (tmp_path / "entry.json").write_text(json.dumps(entry))
+    published = zoo.publish_files(None, "lab", tmp_path / "entry.json", manifest, model_dir=run)
+    assert published["features"]["rgb"]["segment_len"] == 8
+
+
 def test_format_list_has_a_line_per_entry():
     lines = zoo.format_list().splitlines()
     assert len(lines) == len(zoo.list())
