@@ -94,6 +94,33 @@ def define_once(definer, name, *args, **kwargs):
         definer(name, *args, **kwargs)
 
 
+def define_feature_input_flags(split, purpose, npz_shapes="(N, T, d_f)"):
+    """Defines the feature-input flags `reslstm-train` and `reslstm-eval` share.
+
+    Args:
+        split: the default of --split.
+        purpose: what the split is for, e.g. "train on".
+        npz_shapes: the feature shapes --features_npz accepts, for its help text.
+    """
+    define_once(
+        flags.DEFINE_string, "features_dir", None, "Feature cache folder (sharded TFRecords)."
+    )
+    define_once(
+        flags.DEFINE_string,
+        "flow_features_dir",
+        None,
+        "two_stream: folder of the flow caches (default: inside --features_dir).",
+    )
+    define_once(flags.DEFINE_string, "split", split, f"Split of the feature cache to {purpose}.")
+    define_once(
+        flags.DEFINE_string,
+        "features_npz",
+        None,
+        f"Alternative input: a .npz with 'features' {npz_shapes} (or 'rgb' and 'flow'), "
+        "'labels' (N,) and optionally 'class_names'.",
+    )
+
+
 def _flag_help(flag):
     """One flag's help entry: name, help text, allowed values and default."""
     text = flag.help or ""

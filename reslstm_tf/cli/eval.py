@@ -12,7 +12,7 @@ Example:
 from absl import app, flags, logging
 
 from reslstm_tf import evaluate as evaluate_lib
-from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.cli import define_feature_input_flags, define_once, run_tool
 from reslstm_tf.runs import RunDir
 
 FLAGS = flags.FLAGS
@@ -28,23 +28,7 @@ def define_flags():
         None,
         "A .weights.h5 to evaluate (default: the run's final).",
     )
-    define_once(
-        flags.DEFINE_string, "features_dir", None, "Feature cache folder (sharded TFRecords)."
-    )
-    define_once(
-        flags.DEFINE_string,
-        "flow_features_dir",
-        None,
-        "two_stream: folder of the flow caches (default: inside --features_dir).",
-    )
-    define_once(flags.DEFINE_string, "split", "test", "Split of the feature cache to evaluate.")
-    define_once(
-        flags.DEFINE_string,
-        "features_npz",
-        None,
-        "Alternative input: a .npz with 'features' (N, T, d_f) or (N, clips, T, d_f) (or 'rgb' "
-        "and 'flow'), 'labels' and optionally 'class_names'.",
-    )
+    define_feature_input_flags("test", "evaluate", npz_shapes="(N, T, d_f) or (N, clips, T, d_f)")
     define_once(
         flags.DEFINE_string, "out_dir", None, "Output folder (default: <model_dir>/eval_<split>)."
     )

@@ -13,7 +13,7 @@ Example:
 from absl import app, flags, logging
 
 from reslstm_tf import training as train_lib
-from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.cli import define_feature_input_flags, define_once, run_tool
 from reslstm_tf.models import MODALITIES
 from reslstm_tf.runs import RunDir
 
@@ -32,23 +32,7 @@ def define_flags():
 
 def _define_input_flags():
     """The features to train on."""
-    define_once(
-        flags.DEFINE_string, "features_dir", None, "Feature cache folder (sharded TFRecords)."
-    )
-    define_once(
-        flags.DEFINE_string,
-        "flow_features_dir",
-        None,
-        "two_stream: folder of the flow caches (default: inside --features_dir).",
-    )
-    define_once(flags.DEFINE_string, "split", "train", "Split of the feature cache to train on.")
-    define_once(
-        flags.DEFINE_string,
-        "features_npz",
-        None,
-        "Alternative input: a .npz with 'features' (N, T, d_f) or 'rgb' and 'flow', 'labels' (N,) "
-        "and optionally 'class_names'.",
-    )
+    define_feature_input_flags("train", "train on")
     define_once(
         flags.DEFINE_integer,
         "num_classes",
