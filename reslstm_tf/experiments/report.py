@@ -133,8 +133,13 @@ def _header_lines(config, data_info, timings):
     ]
 
 
+def _section(title, protocol, *notes):
+    """A results section's heading, protocol line and notes, each followed by a blank line."""
+    return [f"## {title}", "", f"Protocol: {protocol}.", *notes, ""]
+
+
 def _baseline_lines(summary, config):
-    lines = ["## Baselines (RGB)", "", f"Protocol: {protocol_text(config, 'cv')}.", ""]
+    lines = _section("Baselines (RGB)", protocol_text(config, "cv"))
     lines += [f"Hidden size {config.base_hidden}, T = {config.base_steps}.", ""]
     lines += ["| model | val accuracy (%) | runs | train accuracy (%) |", "|---|---|---|---|"]
     rows = _pick(summary, "baselines") or _pick(summary, "depth")
@@ -148,13 +153,11 @@ def _baseline_lines(summary, config):
 
 
 def _hidden_lines(summary, config):
-    lines = [
-        "## Hidden size",
-        "",
-        f"Protocol: {protocol_text(config, config.sweep_protocol)}.",
+    lines = _section(
+        "Hidden size",
+        protocol_text(config, config.sweep_protocol),
         f"T = {config.base_steps}. Plot: `hidden_size.png`.",
-        "",
-    ]
+    )
     header = "| depth | model | " + " | ".join(f"H={h}" for h in config.hidden) + " |"
     lines += [header, "|---|---|" + "---|" * len(config.hidden)]
     for depth in config.depths:
@@ -168,14 +171,12 @@ def _hidden_lines(summary, config):
 
 
 def _steps_lines(summary, config):
-    lines = [
-        "## Number of LSTM steps T",
-        "",
-        f"Protocol: {protocol_text(config, config.sweep_protocol)}.",
+    lines = _section(
+        "Number of LSTM steps T",
+        protocol_text(config, config.sweep_protocol),
         f"Depth {config.base_depth}, hidden {config.base_hidden}; step t reads segment "
         "`step_segment_map(T, K)[t]` of the K cached segments. Plot: `steps.png`.",
-        "",
-    ]
+    )
     header = "| model | " + " | ".join(f"T={t}" for t in config.steps) + " |"
     lines += [header, "|---|" + "---|" * len(config.steps)]
     for arch in RNN_ARCHS:
@@ -188,13 +189,12 @@ def _steps_lines(summary, config):
 
 
 def _fusion_lines(summary, config):
-    lines = [
-        "## Two-stream fusion",
-        "",
-        f"Protocol: {protocol_text(config, config.sweep_protocol)}.",
+    lines = _section(
+        "Two-stream fusion",
+        protocol_text(config, config.sweep_protocol),
         f"Head {config.fusion_arch}{config.base_depth}, hidden {config.base_hidden}, "
         f"T = {config.base_steps}.",
-        "",
+    ) + [
         "| input | fusion | level | val accuracy (%) | runs |",
         "|---|---|---|---|---|",
     ]
