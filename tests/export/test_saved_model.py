@@ -213,6 +213,38 @@ def test_streaming_client_example_keeps_states(exported, tmp_path):
 
 
 @pytest.mark.slow
+def test_streaming_client_reads_a_feature_cache_and_prints_class_names(exported, tmp_path):
+    from reslstm_tf.data.feature_cache import FeatureCacheWriter
+
+    model, _, path = exported
+    rng = np.random.default_rng(5)
+    clips = {f"{name}/{name}0.mp4": rng.random((5, 16)).astype("float32") for name in CLASSES}
+    with FeatureCacheWriter(tmp_path / "cache", metadata={"classes": CLASSES}) as writer:
+        for label, (video, features) in enumerate(clips.items()):
+            writer.add(video, label, features)
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "stream_client.py")
+    video = "sit/sit0.mp4"
+    result = subprocess.run(
+        [
+            sys.executable,
+            example,
+            f"--features_dir={tmp_path / 'cache'}",
+            f"--video={video}",
+            f"--saved_model={path}",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("segment")]
+    final = ref.softmax(keras.ops.convert_to_numpy(model(clips[video][None])))[0]
+    top = int(final.argmax())
+    assert lines[-1].startswith(f"segment 5: {CLASSES[top]} {final[top]:.2f}"), lines[-1]
+
+
+@pytest.mark.slow
 def test_export_cli_video_signature_runs_the_real_i3d(tmp_path, shared_data):
     """serve_video on the cricket clip equals I3D features then the head, in process."""
     import tensorflow as tf
