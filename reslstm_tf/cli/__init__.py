@@ -94,6 +94,18 @@ def define_once(definer, name, *args, **kwargs):
         definer(name, *args, **kwargs)
 
 
+def flag_values(*names, **renamed):
+    """The parsed values of the named flags, as keyword arguments of a library call.
+
+    Args:
+        *names: flags whose keyword has the flag's name.
+        **renamed: keyword=flag name, for keywords named otherwise.
+    """
+    values = {name: flags.FLAGS[name].value for name in names}
+    values.update({keyword: flags.FLAGS[name].value for keyword, name in renamed.items()})
+    return values
+
+
 def define_feature_input_flags(split, purpose, npz_shapes="(N, T, d_f)"):
     """Defines the feature-input flags `reslstm-train` and `reslstm-eval` share.
 

@@ -13,7 +13,7 @@ with a summary, and the accuracy when the true classes are known:
 
 from absl import flags
 
-from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.cli import define_once, flag_values, run_tool
 from reslstm_tf.predict import DEFAULT_MODEL, classify
 
 NAME = "reslstm-classify"
@@ -53,14 +53,16 @@ def main(argv):
     """Maps the arguments and flags onto `reslstm_tf.predict.classify`."""
     classify(
         videos=argv[1:] or None,
-        model=FLAGS.model,
-        top_k=FLAGS.top_k,
-        num_segments=FLAGS.segments,
-        sheet=FLAGS.sheet,
-        out_csv=FLAGS.out,
-        classes=FLAGS.classes,
-        flow_method=FLAGS.flow_method,
-        data_dir=FLAGS.data_dir,
+        **flag_values(
+            "model",
+            "top_k",
+            "sheet",
+            "classes",
+            "flow_method",
+            "data_dir",
+            num_segments="segments",
+            out_csv="out",
+        ),
     )
 
 

@@ -12,7 +12,7 @@ frames. `--overwrite` keeps the old version serving until the new one is complet
 
 from absl import flags
 
-from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.cli import define_once, flag_values, run_tool
 
 NAME = "reslstm-export"
 FLAGS = flags.FLAGS
@@ -81,12 +81,9 @@ def main(argv):
         FLAGS.model,
         FLAGS.export_dir,
         FLAGS.format,
-        classes=FLAGS.classes,
-        top_k=FLAGS.top_k,
-        video_signature=FLAGS.video_signature,
-        quantization=FLAGS.quantization,
-        streaming=FLAGS.streaming,
-        overwrite=FLAGS.overwrite,
+        **flag_values(
+            "classes", "top_k", "video_signature", "quantization", "streaming", "overwrite"
+        ),
     )
     if isinstance(written, dict):
         for kind, path in written.items():

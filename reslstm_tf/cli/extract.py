@@ -17,7 +17,7 @@ import sys
 from absl import app, flags
 
 from reslstm_tf import extract as extract_lib
-from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.cli import define_once, flag_values, run_tool
 from reslstm_tf.data.feature_cache import FeatureCacheError
 
 FLAGS = flags.FLAGS
@@ -95,27 +95,29 @@ def define_flags():
 def _config():
     """The `ExtractConfig` of the flags."""
     return extract_lib.ExtractConfig(
-        data_dir=FLAGS.data_dir,
-        out_dir=FLAGS.out_dir,
-        dataset=FLAGS.dataset,
-        split_dir=FLAGS.split_dir,
-        split=FLAGS.split,
-        split_file=FLAGS.split_file,
-        subset=FLAGS.subset,
-        backbone=FLAGS.backbone,
-        weights=FLAGS.weights,
-        precision=FLAGS.precision,
-        modality=FLAGS.modality,
-        flow_method=FLAGS.flow_method,
-        num_segments=FLAGS.segments,
-        segment_len=FLAGS.segment_len,
-        short=FLAGS.short,
-        batch_size=FLAGS.batch_size,
-        shard_size=FLAGS.shard_size,
-        num_shards=FLAGS.num_shards,
-        shard_index=FLAGS.shard_index,
-        limit=FLAGS.limit,
-        decode_workers=FLAGS.decode_workers,
+        **flag_values(
+            "data_dir",
+            "out_dir",
+            "dataset",
+            "split_dir",
+            "split",
+            "split_file",
+            "subset",
+            "backbone",
+            "weights",
+            "precision",
+            "modality",
+            "flow_method",
+            "segment_len",
+            "short",
+            "batch_size",
+            "shard_size",
+            "num_shards",
+            "shard_index",
+            "limit",
+            "decode_workers",
+            num_segments="segments",
+        )
     )
 
 

@@ -10,7 +10,7 @@ it (short clips: overlapping windows), so the last prediction is `reslstm-classi
 
 from absl import app, flags
 
-from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.cli import define_once, flag_values, run_tool
 from reslstm_tf.predict import DEFAULT_MODEL, load_classifier, sample_video_path
 from reslstm_tf.streaming import stream_report
 
@@ -69,13 +69,9 @@ def main(argv):
     stream_report(
         source=argv[1] if len(argv) == 2 else str(sample_video_path()),
         classifier=load_classifier(FLAGS.model),
-        segment_len=FLAGS.segment_len,
-        frame_size=FLAGS.frame_size,
-        hop=FLAGS.hop,
-        top_k=FLAGS.top_k,
-        realtime=FLAGS.realtime,
-        max_segments=FLAGS.max_segments,
-        strip=FLAGS.strip,
+        **flag_values(
+            "segment_len", "frame_size", "hop", "top_k", "realtime", "max_segments", "strip"
+        ),
     )
 
 

@@ -17,7 +17,7 @@ import json
 from absl import app, flags
 
 from reslstm_tf import zoo
-from reslstm_tf.cli import UserError, define_once, run_tool
+from reslstm_tf.cli import UserError, define_once, flag_values, run_tool
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-zoo"
@@ -59,14 +59,8 @@ def _publish_flags():
         missing.append("--model or --model_dir")
     if missing:
         raise app.UsageError(f"publish needs {', '.join(missing)}")
-    return dict(
-        model_path=FLAGS.model,
-        name=FLAGS.name,
-        entry_json=FLAGS.entry_json,
-        manifest=FLAGS.manifest,
-        weights_dir=FLAGS.weights_dir,
-        url=FLAGS.url,
-        model_dir=FLAGS.model_dir,
+    return flag_values(
+        "name", "entry_json", "manifest", "weights_dir", "url", "model_dir", model_path="model"
     )
 
 
