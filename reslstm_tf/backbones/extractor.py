@@ -103,7 +103,7 @@ class SegmentFeatureExtractor:
             jit_compile: bool or "auto", compile the forward pass with XLA. "auto"
                 (the default) compiles on GPU only: on CPU, TensorFlow's oneDNN
                 kernels without XLA were about 5x faster for I3D in `bench/backbone.py`.
-            segment_len: optional int, frames per segment for `from_frames` (default 16;
+            segment_len: optional int, frames per segment (default 16;
                 C3D allows only 16).
             c3d_layer: "fc6" or "fc7" for C3D.
             precision: "float32", or "mixed_bfloat16" (float32 weights, bfloat16
