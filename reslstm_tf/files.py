@@ -108,6 +108,18 @@ class FolderBusyError(ValueError):
     """
 
 
+def _lock_holder(fd, wait_s=2.0):
+    """The holder's record in a lock file; a holder that has just taken it gets a moment."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        if holder or time.monotonic() > deadline:
+            return holder or "another process"
+        time.sleep(0.02)
+
+
 @contextlib.contextmanager
 def folder_lock(folder, what="folder", wait=False, lock_name=".lock"):
     """Holds an exclusive lock on `folder` for the block, so two writers never share it.
@@ -136,14 +148,20 @@ def folder_lock(folder, what="folder", wait=False, lock_name=".lock"):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            holder = _lock_holder(fd)
             raise FolderBusyError(
                 f"{what} {str(folder)!r} is in use by {holder}; wait for it to finish, "
                 "or use another folder"
             ) from None
         with contextlib.suppress(OSError):  # only the error message needs it (a full disk)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]})\n".encode(), 0)
-        yield path
+            # Written before the old text is cut off, so a reader never sees it empty.
+            record = f"pid {os.getpid()} ({' '.join(sys.argv)[:200]})\n".encode()
+            os.pwrite(fd, record, 0)
+            os.ftruncate(fd, len(record))
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError):  # a finished holder leaves no record behind
+                os.ftruncate(fd, 0)
     finally:
         os.close(fd)

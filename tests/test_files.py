@@ -127,3 +127,28 @@ def test_waiting_writer_gets_the_lock_when_the_holder_ends(tmp_path):
     # The holder keeps the lock for 1 s after it said so.
     assert waited > 0.8, f"the lock was granted after {waited:.2f} s, while the holder held it"
     holder.wait()
+
+
+def test_a_holder_that_has_not_written_its_record_yet_is_still_named(tmp_path):
+    import fcntl
+    import threading
+
+    from reslstm_tf.files import FolderBusyError, folder_lock
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    # Another holder took the lock a moment ago and writes its record 0.2 s later.
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    writer = threading.Timer(0.2, lambda: os.pwrite(fd, b"pid 4242 (reslstm-extract)\n", 0))
+    writer.start()
+    try:
+        with pytest.raises(FolderBusyError, match=r"is in use by pid 4242 \(reslstm-extract\)"):
+            with folder_lock(folder, "feature cache"):
+                pass
+    finally:
+        writer.join()
+        os.close(fd)
+    with folder_lock(folder, "feature cache"):
+        assert "pid" in (folder / ".lock").read_text()
+    assert (folder / ".lock").read_text() == "", "a finished holder left its record"
