@@ -29,3 +29,14 @@ def shared_data():
             pytest.fail(message + "; CI must run the real-data tests")
         pytest.skip(message)
     return path
+
+
+def require(module):
+    """Imports `module`; fails under CI (which installs the test extra), skips elsewhere."""
+    try:
+        return __import__(module)
+    except ImportError:
+        message = f"{module} is not installed (it is in the test extra)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must run the export tests")
+        pytest.skip(message)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from reslstm_tf.models import build_single_stream
-from tests.export.test_litert import require, run_full
+from tests.conftest import require
+from tests.export.test_litert import run_full
 
 
 @pytest.fixture(scope="module")

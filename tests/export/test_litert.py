@@ -4,28 +4,16 @@ Float32 flatbuffers must match Keras within 1e-4 (full sequence, and the streami
 after T steps); quantised ones must rank the real skateboard clips as float32 does.
 """
 
-import os
-
 import numpy as np
 import pytest
 
 from reslstm_tf.export import signatures
 from reslstm_tf.export.litert import export_litert, interpreter
 from reslstm_tf.models import build_single_stream, build_two_stream
+from tests.conftest import require
 
 STEPS = 5
 TOLERANCE = 1e-4
-
-
-def require(module):
-    """Imports `module`; fails under CI (which installs the test extra), skips elsewhere."""
-    try:
-        return __import__(module)
-    except ImportError:
-        message = f"{module} is not installed (it is in the test extra)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the export tests")
-        pytest.skip(message)
 
 
 @pytest.fixture(autouse=True)

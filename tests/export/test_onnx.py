@@ -1,27 +1,15 @@
 """ONNX export: ONNX Runtime's outputs against Keras within 1e-4, for heads and the I3D."""
 
-import os
-
 import numpy as np
 import pytest
 
 from reslstm_tf.export import signatures
 from reslstm_tf.export.onnx import export_onnx
 from reslstm_tf.models import build_single_stream, build_two_stream
+from tests.conftest import require
 
 STEPS = 5
 TOLERANCE = 1e-4
-
-
-def require(module):
-    """Imports `module`; fails under CI (which installs the test extra), skips elsewhere."""
-    try:
-        return __import__(module)
-    except ImportError:
-        message = f"{module} is not installed (it is in the test extra)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the export tests")
-        pytest.skip(message)
 
 
 @pytest.fixture
