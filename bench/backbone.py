@@ -13,7 +13,6 @@ peak and a large matmul measured in the same run.
 Run: `python bench/backbone.py [--batch 2 --frames 16 --size 224 --repeat 5]`.
 """
 
-import argparse
 import os
 import pathlib
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
+    clip_parser,
     cpu_flags,
     fp32_peak_gflops,
     machine_header,
@@ -246,12 +246,7 @@ def cricket_probabilities(policies, clip_path):
 
 def parse_args(argv=None):
     """Parses the benchmark's options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2, help="clips per forward pass")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser = clip_parser(__doc__)
     parser.add_argument("--weights", default="kinetics400", help="'kinetics400' or 'none'")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all)")
     parser.add_argument("--only-keras", action="store_true", help="the default path only")

@@ -163,3 +163,19 @@ def report(result, json_path=None):
     if json_path:
         with open(json_path, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=1)
+
+
+def clip_parser(doc):
+    """Returns an argument parser with the options every I3D clip benchmark takes.
+
+    Batch, frames, frame size, warm-up and timed calls; the script adds its own.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=2, help="clips per forward pass")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5)
+    return parser

@@ -11,7 +11,6 @@ Run: `python bench/onnx_peer.py [--batch 2 --frames 16 --size 224 --repeat 5 --p
 Needs the `onnx` extra and onnxruntime.
 """
 
-import argparse
 import collections
 import json
 import os
@@ -21,7 +20,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_header, paired_best, report  # noqa: E402
+from common import clip_parser, machine_header, paired_best, report  # noqa: E402
 
 TITLE = "I3D in ONNX Runtime (same weights)"
 
@@ -109,12 +108,7 @@ def run(args):
 
 def parse_args(argv=None):
     """Parses the benchmark's options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2, help="clips per forward pass")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser = clip_parser(__doc__)
     parser.add_argument("--profile", action="store_true", help="ONNX Runtime time by operator")
     parser.add_argument("--json", help="also write the result to this JSON file")
     return parser.parse_args(argv)
