@@ -179,3 +179,31 @@ def clip_parser(doc):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     return parser
+
+
+def keras_step_and_forward(model, optimizer, x, y, forward_x=None, jit_compile=False):
+    """Returns (train_step, forward) closures of `model` on one fixed batch, giving numpy.
+
+    train_step is one forward, backward and `optimizer` update with sparse cross-entropy on
+    logits; forward runs `forward_x` (default `x`) in inference mode. Both are tf.functions,
+    XLA-compiled with `jit_compile`.
+    """
+    import keras
+    import tensorflow as tf
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    forward_x = x if forward_x is None else forward_x
+
+    @tf.function(jit_compile=jit_compile)
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    @tf.function(jit_compile=jit_compile)
+    def forward():
+        return model(forward_x, training=False)
+
+    return (lambda: train_step().numpy()), (lambda: forward().numpy())

@@ -21,7 +21,13 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_header, paired_best, report, set_threads  # noqa: E402
+from common import (  # noqa: E402
+    keras_step_and_forward,
+    machine_header,
+    paired_best,
+    report,
+    set_threads,
+)
 
 TARGET = 3.5
 
@@ -44,24 +50,9 @@ def _config(args, trainable_from):
 def step_and_forward(model, x, y):
     """Returns (train_step, forward) tf.functions of `model` on one fixed batch."""
     import keras
-    import tensorflow as tf
 
     optimizer = keras.optimizers.SGD(1e-3, momentum=0.9)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    @tf.function
-    def train_step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply(grads, model.trainable_variables)
-        return loss
-
-    @tf.function
-    def forward():
-        return model(x, training=False)
-
-    return (lambda: train_step().numpy()), (lambda: forward().numpy())
+    return keras_step_and_forward(model, optimizer, x, y)
 
 
 def measure(args, trainable_from):

@@ -18,6 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     cpu_flags,
+    keras_step_and_forward,
     machine_header,
     paired_best,
     report,
@@ -45,25 +46,13 @@ def keras_head(args, jit_compile, policy="float32"):
             dropout=args.dropout,
         )
     optimizer = keras.optimizers.Adam(1e-4)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.random((args.batch, args.steps, args.dim), dtype=np.float32))
     y = tf.constant(rng.integers(0, args.classes, args.batch))
-    one = tf.constant(x[:1])
-
-    @tf.function(jit_compile=jit_compile)
-    def train_step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply(grads, model.trainable_variables)
-        return loss
-
-    @tf.function(jit_compile=jit_compile)
-    def infer():
-        return model(one, training=False)
-
-    return (lambda: train_step().numpy()), (lambda: infer().numpy()), model
+    train_step, infer = keras_step_and_forward(
+        model, optimizer, x, y, forward_x=x[:1], jit_compile=jit_compile
+    )
+    return train_step, infer, model
 
 
 def torch_head(args):
