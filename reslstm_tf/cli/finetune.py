@@ -49,6 +49,7 @@ _FLAGS = [
     (_S, "level", "late", "two_stream: mid or late fusion."),
     (_B, "trunk_cache", False, "Train on cached trunk outputs (frozen BatchNorm, I3D)."),
     (_I, "trunk_views", 1, "Clip views cached per video with --trunk_cache."),
+    (_S, "trunk_cache_dir", None, "Keep trunk views here, shared by runs (e.g. folds)."),
     (_I, "epochs", 10, "Passes over the training videos."),
     (_I, "batch_size", 8, "Global batch (videos) over all replicas."),
     (_S, "optimizer", "sgd", "sgd, adam or adamw."),

@@ -25,7 +25,6 @@ import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from reslstm_tf import runs
 from reslstm_tf.backbones.i3d import VALID_ENDPOINTS
@@ -38,9 +37,15 @@ from reslstm_tf.precision import dtype_policy
 from reslstm_tf.training import setup
 from reslstm_tf.training.options import TrainOptions
 from reslstm_tf.training.trainer import Trainer
+from reslstm_tf.training.trunk_cache import TrunkSource, TrunkViews, trunk_outputs
 from reslstm_tf.video_classifier import SegmentEncoder, build_video_classifier
 
 CLASSIFIER = "video_classifier"
+# The settings that make two runs' trunk views the same (with the videos and the views seed).
+_TRUNK_SPEC_FIELDS = (
+    "modality", "flow_method", "flow_short_side", "num_segments", "segment_len",
+    "frame_size", "short", "flip", "backbone", "backbone_weights", "trainable_from",
+)  # fmt: skip
 UPPER = "upper_classifier"
 
 
@@ -75,6 +80,9 @@ class FinetuneConfig:
         preset, fusion, level, head: the head's preset, two-stream fusion and overrides.
         trunk_cache: train the blocks from `trainable_from` on cached trunk outputs.
         trunk_views: clip views cached per video with `trunk_cache`.
+        trunk_cache_dir: keep the trunk views in this folder (computed once, shared by
+            every run over the same clips and trunk, e.g. cross-validation folds); None
+            keeps them in memory for this run only.
         epochs ... progress: the `TrainOptions` of the Trainer.
         strategy: "default", "mirrored" or "multi_worker".
         limit: use only the first N videos (smoke tests).
@@ -109,6 +117,7 @@ class FinetuneConfig:
     head: dict = dataclasses.field(default_factory=dict)
     trunk_cache: bool = False
     trunk_views: int = 1
+    trunk_cache_dir: str | None = None
     epochs: int = 10
     batch_size: int = 8
     optimizer: str = "sgd"
@@ -229,41 +238,6 @@ class ClipSource:
         return self.clips.dataset("train", epoch)
 
 
-class TrunkSource:
-    """Each epoch's cached trunk outputs: view e mod `views` of every video, in epoch order.
-
-    Args:
-        clips: the `VideoClips` to cut the views from.
-        trunk: a model mapping (n, L, S, S, C) segments to the trunk's output.
-        views: the number of views cached per video.
-        batch_size: videos per trunk call.
-    """
-
-    def __init__(self, clips, trunk, views=1, batch_size=4):
-        self.clips, self.views, self.labels = clips, views, clips.labels
-        encoder = SegmentEncoder(trunk)
-        self.features = [
-            _trunk_features(encoder, clips.dataset("train", view), batch_size)
-            for view in range(views)
-        ]
-
-    def train_data(self, epoch):
-        """The unbatched trunk outputs of `epoch` (epoch order of the clips)."""
-        order = self.clips.order("train", epoch)
-        features = self.features[epoch % self.views]
-        unshuffle = np.argsort(self.clips.order("train", epoch % self.views))
-        rows = unshuffle[order]
-        return tf.data.Dataset.from_tensor_slices((features[rows], self.clips.labels[order]))
-
-
-def _trunk_features(encoder, dataset, batch_size):
-    """Runs the trunk on every clip of a dataset; returns float32 (N, T, *trunk output)."""
-    out = []
-    for clips, _ in dataset.batch(batch_size):
-        out.append(np.asarray(encoder(clips, training=False), np.float32))
-    return np.concatenate(out)
-
-
 # ---------------------------------------------------------------------------- the model
 
 
@@ -352,6 +326,17 @@ def _record(config, classes):
     return {"finetune": dataclasses.asdict(config), "class_names": list(classes)}
 
 
+def _trunk_arrays(config, clips, num_classes):
+    """The trunk outputs of the training views: from `trunk_cache_dir` or computed now."""
+    trunk = _trunk(config, num_classes)
+    if not config.trunk_cache_dir:
+        return [trunk_outputs(clips, trunk, "train", v) for v in range(config.trunk_views)]
+    spec = {k: getattr(config, k) for k in _TRUNK_SPEC_FIELDS}
+    views = TrunkViews(config.trunk_cache_dir, clips, trunk, config.trunk_views, spec=spec)
+    views.fill(progress=config.progress)
+    return views
+
+
 def make_trainer(config, clips, classes, strategy=None):
     """Returns `(trainer, source)` of a run over `clips` (the training videos' `VideoClips`).
 
@@ -359,7 +344,7 @@ def make_trainer(config, clips, classes, strategy=None):
     """
     build = model_fn(config, len(classes))
     if config.trunk_cache:
-        source = TrunkSource(clips, _trunk(config, len(classes)), config.trunk_views)
+        source = TrunkSource(clips, _trunk_arrays(config, clips, len(classes)))
     else:
         source = ClipSource(clips)
     trainer = Trainer(

@@ -262,3 +262,25 @@ def test_the_command_line_maps_its_flags_onto_finetune(video_dir, tmp_path):
         cwd=PROJECT_ROOT, env=cli_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "modality must be one of" in bad.stderr
+
+
+def test_trunk_views_on_disk_are_computed_once_and_train_the_same(video_dir, tmp_path):
+    views_dir = tmp_path / "views"
+    config = _config(
+        video_dir, trainable_from="Mixed_5b", max_steps=2, learning_rate=1e-2, frame_size=64,
+        trunk_cache=True, trunk_views=2,
+    )  # fmt: skip
+    in_memory = finetune(config).classifier
+    on_disk = finetune(dataclasses.replace(config, trunk_cache_dir=str(views_dir))).classifier
+    for ours, theirs in zip(on_disk.weights, in_memory.weights):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-6)
+    files = sorted(p.name for p in views_dir.glob("*.npy"))
+    assert files == ["eval.npy", "view0.npy", "view1.npy"]
+    stamps = [p.stat().st_mtime_ns for p in views_dir.glob("*.npy")]
+    again = finetune(dataclasses.replace(config, trunk_cache_dir=str(views_dir), max_steps=1))
+    assert [p.stat().st_mtime_ns for p in views_dir.glob("*.npy")] == stamps
+    assert again.classifier is not None
+    with pytest.raises(ValueError, match="different: frame_size"):
+        finetune(dataclasses.replace(config, trunk_cache_dir=str(views_dir), frame_size=32))
+    with pytest.raises(ValueError, match="different: views_seed"):
+        finetune(dataclasses.replace(config, trunk_cache_dir=str(views_dir), seed=1))
