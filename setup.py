@@ -83,6 +83,7 @@ setup(
             "reslstm-extract=reslstm_tf.cli.extract:run",
             "reslstm-finetune=reslstm_tf.cli.finetune:run",
             "reslstm-stream=reslstm_tf.cli.stream:run",
+            "reslstm-study=reslstm_tf.cli.study:run",
             "reslstm-train=reslstm_tf.cli.train:run",
             "reslstm-zoo=reslstm_tf.cli.zoo:run",
         ],

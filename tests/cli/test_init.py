@@ -24,6 +24,7 @@ TOOLS = (
     "extract",
     "finetune",
     "stream",
+    "study",
     "train",
     "zoo",
 )

@@ -1,0 +1,91 @@
+r"""`reslstm-study`: the whole study on a labelled video folder, cross-validated, resumable.
+
+Usage (the SkateboardML clips; about 2 hours on a 2-core CPU, see docs/skateboard.md):
+    reslstm-study --data_dir=skateboard --split_file=skateboard/trainlist.txt \
+        --out_dir=runs/skateboard_study
+
+Computes the flow caches and the I3D trunk views once, then cross-validates every recipe
+(frozen features with and without augmented views, fine-tuned RGB and flow I3D, two-stream
+mid and late fusion, LSTM against Res-LSTM at each depth) and writes `results.md`,
+`results.json`, `runs.jsonl` and `depth.png` to --out_dir. The same command resumes a
+stopped study. See `reslstm_tf.experiments.study`.
+"""
+
+import dataclasses
+
+from absl import app, flags
+
+from reslstm_tf.cli import define_once, run_tool
+
+FLAGS = flags.FLAGS
+NAME = "reslstm-study"
+_LISTS = ("flow_methods", "depths", "recipes")
+
+_S, _I, _F, _B = flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float, flags.DEFINE_bool
+_FLAGS = [
+    (_S, "data_dir", None, "Folder of the videos (paths in the list are relative)."),
+    (_S, "split_file", None, "The labelled list of <Class>/<video> lines."),
+    (_S, "out_dir", None, "Where views, features, runs and results go (resumable)."),
+    (_S, "flow_methods", "farneback,tvl1", "Flow streams: farneback and/or tvl1; '' for none."),
+    (_S, "flow_cache_dir", None, "Flow caches, one folder per method (default <out_dir>/flow)."),
+    (_I, "num_segments", 4, "T, segments per video."),
+    (_I, "segment_len", 16, "L, frames per segment."),
+    (_I, "frame_size", 112, "S, the square crop side."),
+    (_I, "views", 3, "Training views stored per video."),
+    (_S, "trainable_from", "Mixed_5b", "First fine-tuned I3D block."),
+    (_I, "folds", 5, "Stratified cross-validation folds."),
+    (_I, "seeds", 3, "Training seeds per fold."),
+    (_I, "finetune_seeds", None, "Seeds of the fine-tuning runs (default --seeds)."),
+    (_I, "units", 256, "LSTM units of every head."),
+    (_S, "depths", "2,3,4", "Stacked layers compared."),
+    (_I, "head_epochs", 15, "Epochs of a head on features."),
+    (_I, "finetune_epochs", 8, "Epochs of a fine-tuning run."),
+    (_S, "recipes", "", "Comma-separated recipes to run (default all)."),
+    (_B, "progress", True, "Show progress bars."),
+]
+
+
+def define_flags():
+    """Defines the tool's absl flags (at run time, so importing this module defines none)."""
+    for definer, name, default, help_text in _FLAGS:
+        define_once(definer, name, default, help_text)
+
+
+def config_from_flags():
+    """The `StudyConfig` of the flags."""
+    from reslstm_tf.experiments.study import StudyConfig
+
+    names = {field.name for field in dataclasses.fields(StudyConfig)}
+    values = {name: FLAGS[name].value for name in names if name in FLAGS}
+    for name in _LISTS:
+        items = tuple(v.strip() for v in values[name].split(",") if v.strip())
+        values[name] = tuple(int(v) for v in items) if name == "depths" else items
+    if not values["recipes"]:
+        del values["recipes"]
+    return StudyConfig(**values)
+
+
+def main(argv):
+    """Maps the flags onto `run_study` and prints where the results are."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in ("data_dir", "split_file", "out_dir"):
+        if not FLAGS[name].value:
+            raise app.UsageError(f"{NAME} needs --{name}")
+    from reslstm_tf.experiments.study import run_study
+
+    report = run_study(config_from_flags())
+    print(f"{report['runs']} runs; results in {FLAGS.out_dir}/results.md")
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    from reslstm_tf.experiments.config import AblationError
+    from reslstm_tf.training.errors import TrainingInputError
+
+    run_tool(NAME, main, define_flags, doc=__doc__, user_errors=(AblationError, TrainingInputError))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,92 @@
+"""The study on 8 real skateboard clips: every recipe runs, features are I3D's, it resumes."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from reslstm_tf.experiments.study import StudyConfig, plan_study, run_study
+
+
+@pytest.fixture(scope="module")
+def study(shared_data, tmp_path_factory):
+    root = shared_data / "skateboard"
+    names = [line for line in (root / "trainlist.txt").read_text().split() if line]
+    few = [n for n in names if n.startswith("Kickflip")][:4]
+    few += [n for n in names if n.startswith("Ollie")][:4]
+    out = tmp_path_factory.mktemp("study")
+    split = out / "few.txt"
+    split.write_text("\n".join(few) + "\n")
+    config = StudyConfig(
+        data_dir=str(root), split_file=str(split), out_dir=str(out / "out"),
+        flow_methods=("farneback",), num_segments=2, segment_len=8, frame_size=64, views=1,
+        folds=2, seeds=1, depths=(2,), head_epochs=1, finetune_epochs=1,
+        finetune_batch_size=2, head_batch_size=4, progress=False,
+    )  # fmt: skip
+    return config, run_study(config)
+
+
+def _rows(config):
+    with open(f"{config.out_dir}/runs.jsonl", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def test_every_planned_run_has_one_result_and_the_report_is_written(study):
+    config, report = study
+    planned = {run[0] for run in plan_study(config).runs}
+    rows = _rows(config)
+    assert {row["key"] for row in rows} == planned and len(rows) == len(planned)
+    recipes = {row["recipe"] for row in rows}
+    assert recipes == {"logreg", "frozen", "frozen_aug", "finetuned", "finetuned_features",
+                       "mid_product", "late_product", "late_sum"}  # fmt: skip
+    assert all(0.0 <= row["val_accuracy"] <= 1.0 and row["n_val"] == 4 for row in rows)
+    assert report["runs"] == len(planned)
+    for name in ("results.md", "results.json", "depth.png"):
+        assert pathlib.Path(config.out_dir, name).stat().st_size
+
+
+def test_frozen_features_equal_the_whole_pretrained_i3d_on_the_centred_clip(study):
+    from reslstm_tf.backbones.extractor import feature_model
+    from reslstm_tf.data import datasets
+    from reslstm_tf.training import finetune as ft
+
+    config, _ = study
+    frozen = np.load(f"{config.out_dir}/features/rgb_frozen.npy")
+    ft_config = config.finetune_config("rgb")
+    videos = datasets.load_dataset("folder", data_dir=config.data_dir,
+                                   split_file=config.split_file)  # fmt: skip
+    clips = ft.prepare_clips(ft_config, videos)
+    i3d = feature_model("i3d", "rgb", "kinetics400")
+    for index in (0, 5):
+        (clip,) = clips.load(index, "eval")
+        expected = np.asarray(i3d(clip, training=False))  # (T, 1024): segments as a batch
+        np.testing.assert_allclose(frozen[0, index], expected, atol=1e-4)
+    assert not np.allclose(frozen[0], frozen[1], atol=1e-3)  # the training view differs
+
+
+def test_late_fusion_is_the_product_of_the_stored_stream_probabilities(study):
+    config, _ = study
+    rows = {row["key"]: row for row in _rows(config)}
+    labels = np.array([0] * 4 + [1] * 4)
+    from reslstm_tf.experiments.splits import stratified_folds
+
+    folds = stratified_folds(labels, 2, 0)
+    for fold in range(2):
+        probs = [
+            np.load(f"{config.out_dir}/finetuned/{s}_fold{fold}_seed0.npz")["val_probabilities"]
+            for s in ("rgb", "farneback")
+        ]
+        expected = np.mean((probs[0] * probs[1]).argmax(-1) == labels[folds[fold]])
+        key = f"late_product|rgb+farneback|res3|fold{fold}|seed0"
+        assert rows[key]["val_accuracy"] == pytest.approx(expected)
+
+
+def test_a_finished_study_resumes_without_running_or_computing_anything(study):
+    config, _ = study
+    before = _rows(config)
+    views = sorted(pathlib.Path(config.out_dir, "views").rglob("*.npy"))
+    stamps = [p.stat().st_mtime_ns for p in views]
+    run_study(config)
+    assert _rows(config) == before
+    assert [p.stat().st_mtime_ns for p in views] == stamps
