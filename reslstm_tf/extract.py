@@ -15,6 +15,17 @@ name with its reason (in the summary and in ``failures.json``) and skipped; ever
 video is extracted. A rerun skips the videos already cached and retries the
 failed ones. A container is recognised by its content, not its extension.
 
+Augmented views (``views=V``): besides the centred evaluation view, each video gets V
+training-mode views, as fine-tuning cuts its clips (`reslstm_tf.data.clips.VideoClips`,
+``mode="train"``): a random window in each of the K_v parts (TSN), the short side resized
+to ``frame_size * 256 / 224`` and a random ``frame_size`` crop, and a horizontal flip with
+probability 1/2 (flow: mirrored, its x component negated). View v of the video at position
+i of the video list (before sharding) is ``VideoClips(videos, ..., seed=seed).load(i,
+"train", epoch=v)``: a function of (seed, v, i) only, so reruns, resumed runs and parallel
+workers cut the same views. They are stored in the video's one record (`feature_cache`),
+written only once all its views are computed; the run costs (V + 1) times the extraction
+without views.
+
 Crash safety: the run can be killed at any point (preemption, OOM killer) and resumed by
 running it again with the same settings; every video then ends up in the cache exactly
 once. One writer at a time: a second run into the same `out_dir` (and `shard_index`) while
@@ -22,7 +33,8 @@ one is running is refused with `FolderBusyError` naming the running one's pid. T
 the reliability tests kill it at (``RESLSTM_FAULT=<point>[:N]``,
 `reslstm_tf.faults`) are:
 
-* ``extract_decoded``: a batch of videos is decoded, its features are not yet written;
+* ``extract_decoded``: a batch of videos is decoded (their centred clips, or one of their
+  views), its features are not yet written;
 * ``shard_record_written``: a record is in the temporary shard file, which is not yet
   complete nor renamed (`reslstm_tf.data.feature_cache`);
 * ``shard_finalised``: the shard is renamed into place, the index does not list it yet;
@@ -51,6 +63,7 @@ import numpy as np
 from reslstm_tf.checks import check_choice, check_positive_int
 from reslstm_tf.data import datasets
 from reslstm_tf.data import video as video_lib
+from reslstm_tf.data.clips import VideoClips
 from reslstm_tf.data.feature_cache import FeatureCacheWriteError, FeatureCacheWriter, check_writable
 from reslstm_tf.data.pipeline import load_clip
 from reslstm_tf.data.sampling import SHORT_POLICIES, sample_segments
@@ -117,6 +130,9 @@ class ExtractConfig:
         limit: at most this many videos of this worker's share (None: all).
         decode_workers: decoding threads (OpenCV releases the GIL).
         metadata: extra JSON-serialisable settings stored in the cache index.
+        views: V, training-mode views per video stored beside the centred one (module
+            docstring); 0 (the default) stores the centred view only.
+        seed: the seed of the views' random choices.
     """
 
     data_dir: str
@@ -142,6 +158,8 @@ class ExtractConfig:
     limit: int = None
     decode_workers: int = 2
     metadata: dict = None
+    views: int = 0
+    seed: int = 0
 
     def __post_init__(self):
         """Checks every setting; raises `ExtractInputError` naming the bad one."""
@@ -163,9 +181,8 @@ class ExtractConfig:
         for name in ("segment_len", "frame_size", "limit"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name), error=ExtractInputError)
-        check_positive_int(
-            "shard_index", self.shard_index, allow_zero=True, error=ExtractInputError
-        )
+        for name in ("shard_index", "views", "seed"):
+            check_positive_int(name, getattr(self, name), allow_zero=True, error=ExtractInputError)
         if self.shard_index >= self.num_shards:
             raise ExtractInputError(
                 f"shard_index must be in [0, num_shards). Received: shard_index="
@@ -338,13 +355,16 @@ def _cache_settings(config):
         "flow_method": config.flow_method if config.modality == "flow" else None,
         "sampling": "eval",
         "short": config.short,
+        # recorded only with views, so caches without them resume as before
+        **({"views": config.views, "view_seed": config.seed} if config.views else {}),
         **(config.metadata or {}),
     }
 
 
 def _extract_share(config, videos, extractor, progress):
     """Extracts this worker's share of `videos`; writes failures.json; returns the summary."""
-    items = videos[config.shard_index :: config.num_shards]
+    # (position in the list, video): the position seeds the video's views
+    items = list(enumerate(videos))[config.shard_index :: config.num_shards]
     if config.limit is not None:
         items = items[: config.limit]
     start = time.monotonic()
@@ -357,8 +377,9 @@ def _extract_share(config, videos, extractor, progress):
         num_shards=config.num_shards,
         shard_index=config.shard_index,
     )
+    views = _view_clips(videos, config) if config.views else None
     try:
-        done, skipped = _extract_into(writer, items, extractor, failures, config, progress)
+        done, skipped = _extract_into(writer, items, extractor, failures, config, progress, views)
     except FeatureCacheWriteError:
         try:  # best effort: the disk may be full
             _write_failures(failures_file, failures)
@@ -391,11 +412,47 @@ def _write_failures(path, failures):
         json.dump({"failures": failures}, handle, indent=1)
 
 
-def _decode(item, config):
-    """Returns (item, clip, sample, info, error) for one video; never raises on bad input."""
+def _view_clips(videos, config):
+    """The `VideoClips` whose train-mode clips of epoch v are the videos' views v."""
+    return VideoClips(
+        videos,
+        config.data_dir,
+        modality=config.modality,
+        num_segments=config.num_segments,
+        segment_len=config.segment_len,
+        frame_size=config.frame_size,
+        flow_method=config.flow_method,
+        short=config.short,
+        flip=True,
+        seed=config.seed,
+        num_parallel_calls=1,
+    )
+
+
+@dataclasses.dataclass
+class _Decoded:
+    """One clip of one video: the centred one (view None) or a view; or why it failed."""
+
+    position: int
+    item: object
+    clip: np.ndarray = None
+    sample: object = None
+    info: object = None
+    error: str = None
+
+
+def _decode(position, item, config, view=None, views=None):
+    """Decodes the centred clip (view None) or view `view` of a video; never raises on bad input.
+
+    The header checks (frame size, clip memory) come first, for views too: they are cheap,
+    and no decoding ever starts without them.
+    """
     path = os.path.join(os.fspath(config.data_dir), item.path)
     try:
         check_clip_memory(path, check_frame_size(path), config)
+        if view is not None:
+            (clip,) = views.load(position, "train", epoch=view)
+            return _Decoded(position, item, clip)
         clip, sample, info = load_clip(
             path,
             config.num_segments,
@@ -407,9 +464,10 @@ def _decode(item, config):
             short=config.short,
             return_info=True,
         )
-        return item, clip, sample, info, None
+        return _Decoded(position, item, clip, sample, info)
     except (VideoReadError, ValueError, OSError, cv2.error, MemoryError) as err:
-        return item, None, None, None, f"{type(err).__name__}: {err}"
+        where = "" if view is None else f"view {view}: "
+        return _Decoded(position, item, error=f"{where}{type(err).__name__}: {err}")
 
 
 def _run_extractor(extractor, clips):
@@ -424,70 +482,113 @@ def _run_extractor(extractor, clips):
     return np.split(feats, np.cumsum(sizes)[:-1])
 
 
-def _embed_batch(extractor, good, failures):
-    """Features of the decoded videos `good`; a failing batch is retried video by video.
+def _embed_batch(extractor, good, failures, where=""):
+    """Features of the decoded clips `good`; a failing batch is retried video by video.
 
-    Removes from `good` (and records in `failures`) the videos the extractor fails on.
+    Returns {position: features} of the clips the extractor succeeds on, and records the
+    others in `failures` (their error prefixed with `where`, e.g. "view 2: ").
     """
     try:
-        return _run_extractor(extractor, [entry[1] for entry in good]) if good else []
+        outputs = _run_extractor(extractor, [entry.clip for entry in good]) if good else []
+        return {entry.position: feats for entry, feats in zip(good, outputs)}
     except Exception as err:  # noqa: BLE001 - isolate the failing video
         logger.warning("batch failed (%s); retrying video by video", err)
-    outputs = []
-    for entry in list(good):
+    outputs = {}
+    for entry in good:
         try:
-            outputs.append(_run_extractor(extractor, [entry[1]])[0])
+            outputs[entry.position] = _run_extractor(extractor, [entry.clip])[0]
         except Exception as single:  # noqa: BLE001
-            failures.append({"id": entry[0].path, "error": f"{type(single).__name__}: {single}"})
-            good.remove(entry)
+            error = f"{where}{type(single).__name__}: {single}"
+            failures.append({"id": entry.item.path, "error": error})
     return outputs
 
 
-def _write_batch(writer, good, outputs, failures):
-    """Adds the finite features of a batch to the cache; returns how many were new."""
+def _write_batch(writer, batch, features, failures, config):
+    """Adds the finite features of a batch to the cache; returns how many were new.
+
+    Args:
+        batch: the batch's centred `_Decoded` clips.
+        features: {position: [centred features, view 0, ..., view V-1]} of the videos
+            whose clips all made it through the backbone.
+    """
     done = 0
-    for (item, _, sample, info, _), feats in zip(good, outputs):
-        if not np.all(np.isfinite(feats)):
+    for entry in batch:
+        feats = features.get(entry.position)
+        if feats is None or len(feats) != config.views + 1:
+            continue  # failed (recorded) in one of its clips
+        item, sample = entry.item, entry.sample
+        if not all(np.all(np.isfinite(f)) for f in feats):
             error = "ValueError: the backbone returned NaN or infinite features"
             failures.append({"id": item.path, "error": error})
             continue
+        meta = {"class_name": item.class_name}
+        if config.views:
+            meta["view_index"] = entry.position
         added = writer.add(
             item.path,
             item.label,
-            feats,
+            feats[0],
             frame_indices=sample.indices,
             num_frames=sample.num_frames,
-            fps=info.fps,
-            meta={"class_name": item.class_name},
+            fps=entry.info.fps,
+            meta=meta,
+            views=np.stack(feats[1:]) if config.views else None,
         )
         done += int(added)  # False for a video listed twice
     return done
 
 
-def _extract_into(writer, items, extractor, failures, config, progress):
-    """The decode -> backbone -> cache loop; returns (done, skipped), appends to failures."""
+def _extract_into(writer, items, extractor, failures, config, progress, views):
+    """The decode -> backbone -> cache loop; returns (done, skipped), appends to failures.
+
+    Work goes in steps of one clip per video of a batch: the centred clips, then view 0,
+    ..., view V-1 of the same videos, then the next batch. The next step is decoded while
+    the backbone runs on this one, so at most two steps of clips are in memory. A video
+    is written once all its clips are embedded; one failing clip fails the video.
+    """
     from tqdm.auto import tqdm
 
     done, size = 0, config.batch_size
     with writer:
-        todo = [item for item in items if not writer.is_done(item.path)]
+        todo = [(pos, item) for pos, item in items if not writer.is_done(item.path)]
         skipped = len(items) - len(todo)
+        batches = [todo[start : start + size] for start in range(0, len(todo), size)]
+        steps = [(b, view) for b in range(len(batches)) for view in [None, *range(config.views)]]
         bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extract")
         with bar, concurrent.futures.ThreadPoolExecutor(config.decode_workers) as pool:
-            pending = [pool.submit(_decode, item, config) for item in todo[:size]]
-            position = len(pending)
-            while pending:
-                batch = [future.result() for future in pending]
+
+            def submit(step, alive):
+                b, view = step
+                return [
+                    pool.submit(_decode, pos, item, config, view, views)
+                    for pos, item in batches[b]
+                    if alive is None or pos in alive
+                ]
+
+            pending = submit(steps[0], None) if steps else []
+            for number, (b, view) in enumerate(steps):
+                decoded = [future.result() for future in pending]
                 fault_point("extract_decoded")
-                next_items = todo[position : position + size]
-                pending = [pool.submit(_decode, item, config) for item in next_items]
-                position += len(pending)
-                good = [entry for entry in batch if entry[4] is None]
-                failures.extend({"id": e[0].path, "error": e[4]} for e in batch if e[4])
-                outputs = _embed_batch(extractor, good, failures)
-                done += _write_batch(writer, good, outputs, failures)
-                bar.update(len(batch))
-                bar.set_postfix(failed=len(failures))
+                if view is None:  # a new batch: its centred clips
+                    features, centred = {}, decoded
+                    alive = {entry.position for entry in decoded}
+                decoded = [entry for entry in decoded if entry.position in alive]
+                failures.extend({"id": e.item.path, "error": e.error} for e in decoded if e.error)
+                good = [entry for entry in decoded if entry.error is None]
+                alive = {entry.position for entry in good}
+                following = steps[number + 1] if number + 1 < len(steps) else None
+                same_batch = following is not None and following[0] == b
+                if following is not None:
+                    pending = submit(following, alive if same_batch else None)
+                where = "" if view is None else f"view {view}: "
+                embedded = _embed_batch(extractor, good, failures, where)
+                for position, feats in embedded.items():
+                    features.setdefault(position, []).append(feats)
+                alive = set(embedded)
+                if not same_batch:
+                    done += _write_batch(writer, centred, features, failures, config)
+                    bar.update(len(batches[b]))
+                    bar.set_postfix(failed=len(failures))
     return done, skipped
 
 

@@ -10,6 +10,11 @@ the user's mistakes, in one line: bad flags or split files, an output folder ano
 output folder that cannot be written (checked before anything is decoded), a full disk, a
 cache of other settings, or every video failing. After a stop the shards written so far stay
 readable and the same command resumes.
+
+Example (the centred view and 4 augmented views of every training video):
+
+    reslstm-extract --data_dir=videos --split_file=videos/trainlist.txt \\
+        --out_dir=features/train/rgb --segments=8 --views=4
 """
 
 import sys
@@ -90,6 +95,16 @@ def define_flags():
         integer, "limit", None, "Process at most this many videos (smoke tests).", lower_bound=1
     )
     define_once(integer, "decode_workers", 2, "Threads decoding videos.", lower_bound=1)
+    define_once(
+        integer,
+        "views",
+        0,
+        "Also store V training-mode views per video (random segment windows, random crop, "
+        "flip) beside the centred one, for reslstm-train to draw one per epoch; costs "
+        "(V + 1) x the extraction time.",
+        lower_bound=0,
+    )
+    define_once(integer, "seed", 0, "Seed of the --views' random choices.", lower_bound=0)
 
 
 def _config():
@@ -116,6 +131,8 @@ def _config():
             "shard_index",
             "limit",
             "decode_workers",
+            "views",
+            "seed",
             num_segments="segments",
         )
     )

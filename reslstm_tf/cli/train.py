@@ -16,6 +16,7 @@ from reslstm_tf import training as train_lib
 from reslstm_tf.cli import define_feature_input_flags, define_once, run_tool
 from reslstm_tf.models import MODALITIES
 from reslstm_tf.runs import RunDir
+from reslstm_tf.training.run import TRAIN_VIEWS
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-train"
@@ -38,6 +39,14 @@ def _define_input_flags():
         "num_classes",
         None,
         "Classes C; default: the class names of the input.",
+    )
+    define_once(
+        flags.DEFINE_enum,
+        "train_views",
+        "auto",
+        list(TRAIN_VIEWS),
+        "auto: when the training cache holds augmented views (reslstm-extract --views), "
+        "each epoch feeds every video one of them; off: the centred view only.",
     )
 
 

@@ -20,7 +20,13 @@ key                type     content
 ``num_frames``     int64    frames the sampling was done for
 ``fps``            float    the video's frame rate
 ``meta``           bytes    JSON of any extra per-video metadata
+``views``          float    optional: V training-mode views (V, K_v, d_f), flattened
+``view_shape``     int64    [V, K_v, d_f] ([0, 0, 0]: no views, as in older caches)
 =================  =======  ===============================================================
+
+A cache with views (``reslstm-extract --views=V``) stores them in the video's one record,
+beside the centred evaluation view (``features``): a video is in the cache with all its
+views or not at all. Its index records ``num_views`` (absent: 0).
 
 Crash safety. A shard is written to a hidden temporary file, synced, and renamed into place;
 only then does the JSON index (written atomically, the last step) record the shard and the
@@ -73,6 +79,8 @@ FEATURE_SPEC = {
     "num_frames": tf.io.FixedLenFeature([], tf.int64, default_value=0),
     "fps": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
     "meta": tf.io.FixedLenFeature([], tf.string, default_value=b"{}"),
+    "views": tf.io.VarLenFeature(tf.float32),
+    "view_shape": tf.io.FixedLenFeature([3], tf.int64, default_value=[0, 0, 0]),
 }
 
 
@@ -154,19 +162,48 @@ def _floats(values):
     return tf.train.Feature(float_list=tf.train.FloatList(value=values))
 
 
+def _check_finite(values, video_id, what):
+    if not np.all(np.isfinite(values)):
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise FeatureCacheError(
+            f"{what} of {video_id!r} hold {bad} NaN or infinite values; refusing to cache them"
+        )
+
+
+def _check_views(views, feats, video_id):
+    """Returns float32 views (V, K_v, d_f) of one video, checked against its features."""
+    views = np.asarray(views, np.float32)
+    if views.ndim != 3 or views.shape[1:] != feats.shape or views.shape[0] == 0:
+        raise FeatureCacheError(
+            f"views must be (V, K_v, d_f) with V >= 1 and (K_v, d_f) = {feats.shape}, the "
+            f"features' shape. Received views of shape {views.shape} for {video_id!r}"
+        )
+    _check_finite(views, video_id, "views")
+    return views
+
+
 def make_example(
-    video_id, label, features, *, frame_indices=None, num_frames=0, fps=0.0, meta=None
+    video_id,
+    label,
+    features,
+    *,
+    frame_indices=None,
+    num_frames=0,
+    fps=0.0,
+    meta=None,
+    views=None,
 ):
     """Serialises one video's features as a `tf.train.Example` (see the module table).
 
     Args:
         video_id: a unique string id.
         label: int class index.
-        features: float array (K_v, d_f).
+        features: float array (K_v, d_f), the centred (evaluation) view.
         frame_indices: int array (K_v, L) of sampled frames, or None.
         num_frames: the frame count the sampling used.
         fps: the video's frame rate.
         meta: JSON-serialisable dict of extra metadata.
+        views: optional float array (V, K_v, d_f) of training-mode views.
 
     Returns:
         The serialised example (bytes).
@@ -176,11 +213,8 @@ def make_example(
         raise FeatureCacheError(
             f"features must be 2-D (K_v, d_f). Received shape {feats.shape} for {video_id!r}"
         )
-    if not np.all(np.isfinite(feats)):
-        bad = int(feats.size - np.count_nonzero(np.isfinite(feats)))
-        raise FeatureCacheError(
-            f"features of {video_id!r} hold {bad} NaN or infinite values; refusing to cache them"
-        )
+    _check_finite(feats, video_id, "features")
+    views = None if views is None else _check_views(views, feats, video_id)
     indices = np.zeros((0, 0), np.int64) if frame_indices is None else np.asarray(frame_indices)
     indices = indices.reshape(indices.shape[0], -1) if indices.ndim != 2 else indices
     example = tf.train.Example(
@@ -198,6 +232,9 @@ def make_example(
             }
         )
     )
+    if views is not None:  # absent otherwise: a cache without views is as before
+        example.features.feature["views"].CopyFrom(_floats(views.reshape(-1)))
+        example.features.feature["view_shape"].CopyFrom(_ints(views.shape))
     return example.SerializeToString()
 
 
@@ -351,7 +388,8 @@ class FeatureCacheWriter:
 
         Raises:
             FeatureCacheError: the features are not 2-D, not finite, or of another shape
-                than the cache's.
+                than the cache's; or its views (`views=`) are not finite, not of the
+                features' shape, or another number of views than the cache's.
             FeatureCacheWriteError: writing the full shard failed (see `flush`).
         """
         if self.is_done(video_id):
@@ -363,9 +401,18 @@ class FeatureCacheWriter:
                 f"features of {video_id!r} have shape {tuple(shape)}; the cache holds "
                 f"{tuple(expected)}"
             )
+        views = kwargs.get("views")
+        num_views = 0 if views is None else len(views)
+        if expected is not None and num_views != self._index.get("num_views", 0):
+            raise FeatureCacheError(
+                f"{video_id!r} comes with {num_views} views; the cache holds "
+                f"{self._index.get('num_views', 0)} per video"
+            )
         record = make_example(video_id, label, features, **kwargs)
         if expected is None:
             self._index["feature_shape"] = shape
+            if num_views:  # recorded only with views, so older caches resume unchanged
+                self._index["num_views"] = num_views
         self._buffer.append(record)
         self._pending_ids.add(video_id)
         if len(self._buffer) >= self.shard_size:
@@ -449,18 +496,19 @@ def read_index(cache_dir):
         cache_dir: the cache folder.
 
     Returns:
-        dict with 'files' (shard paths), 'ids' (list), 'feature_shape' [K_v, d_f] and
-        'metadata' (of the first index).
+        dict with 'files' (shard paths), 'ids' (list), 'feature_shape' [K_v, d_f],
+        'num_views' (training-mode views per video, 0 without) and 'metadata' (of the
+        first index).
 
     Raises:
         FeatureCacheError: no index, a corrupt index, a listed shard missing, duplicate ids,
-            or inconsistent shapes.
+            or inconsistent shapes or numbers of views.
     """
     cache_dir = pathlib.Path(cache_dir)
     index_files = sorted(glob.glob(os.path.join(glob.escape(os.fspath(cache_dir)), "index*.json")))
     if not index_files:
         raise FeatureCacheError(f"no feature cache index (index*.json) in {cache_dir}")
-    files, ids, shape, metadata = [], [], None, None
+    files, ids, shape, views, metadata = [], [], None, None, None
     for path in index_files:
         index = _read_json(path)
         if index.get("feature_shape") is None:
@@ -469,7 +517,11 @@ def read_index(cache_dir):
             raise FeatureCacheError(
                 f"{path} holds features of shape {index['feature_shape']}, others {shape}"
             )
-        shape = index["feature_shape"]
+        if views is not None and index.get("num_views", 0) != views:
+            raise FeatureCacheError(
+                f"{path} holds {index.get('num_views', 0)} views per video, others {views}"
+            )
+        shape, views = index["feature_shape"], index.get("num_views", 0)
         metadata = index.get("metadata", {}) if metadata is None else metadata
         for shard in index["shards"]:
             shard_path = cache_dir / shard["file"]
@@ -483,13 +535,19 @@ def read_index(cache_dir):
         raise FeatureCacheError(f"the cache in {cache_dir} lists some video ids twice")
     if shape is None:
         raise FeatureCacheError(f"the cache in {cache_dir} holds no finished shard")
-    return {"files": files, "ids": ids, "feature_shape": shape, "metadata": metadata or {}}
+    return {
+        "files": files,
+        "ids": ids,
+        "feature_shape": shape,
+        "num_views": views,
+        "metadata": metadata or {},
+    }
 
 
 def _parse_unchecked(serialized):
     """`parse_example` without the finiteness check."""
     parsed = tf.io.parse_single_example(serialized, FEATURE_SPEC)
-    for key in ("features", "frame_indices"):
+    for key in ("features", "frame_indices", "views"):
         parsed[key] = tf.sparse.to_dense(parsed[key])
     return parsed
 
@@ -498,15 +556,16 @@ def parse_example(serialized):
     """Parses a serialised example into dense tensors (features flat; see `FEATURE_SPEC`).
 
     Fails (``tf.errors.InvalidArgumentError`` when the dataset is read) naming the video if
-    its features are not finite.
+    its features or views are not finite. Without views, ``views`` is empty.
     """
     parsed = _parse_unchecked(serialized)
-    finite = tf.debugging.Assert(
-        tf.reduce_all(tf.math.is_finite(parsed["features"])),
-        ["feature cache: the features of video", parsed["id"], "hold NaN or infinite values"],
-    )
-    with tf.control_dependencies([finite]):
-        parsed["features"] = tf.identity(parsed["features"])
+    for key in ("features", "views"):
+        finite = tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(parsed[key])),
+            [f"feature cache: the {key} of video", parsed["id"], "hold NaN or infinite values"],
+        )
+        with tf.control_dependencies([finite]):
+            parsed[key] = tf.identity(parsed[key])
     return parsed
 
 
@@ -525,21 +584,24 @@ def read_features(cache_dir):
 
     Returns:
         A list of dicts: 'id' (str), 'label' (int), 'features' float32 (K_v, d_f),
-        'frame_indices' int64 (K_v, L), 'num_frames', 'fps', 'meta' (dict).
+        'frame_indices' int64 (K_v, L), 'num_frames', 'fps', 'meta' (dict), 'views'
+        float32 (V, K_v, d_f) or None (a cache without views).
 
     Raises:
-        FeatureCacheError: a video's features are not finite (naming it), or see
+        FeatureCacheError: a video's features or views are not finite (naming it), or see
             `read_index`.
     """
     records = []
     dataset = tf.data.TFRecordDataset(read_index(cache_dir)["files"])
     dataset = dataset.map(_parse_unchecked, num_parallel_calls=tf.data.AUTOTUNE)
     for example in dataset.as_numpy_iterator():
-        if not np.all(np.isfinite(example["features"])):
-            raise FeatureCacheError(
-                f"the feature cache in {cache_dir} holds NaN or infinite features for video "
-                f"{example['id'].decode()!r}; extract it again"
-            )
+        for key in ("features", "views"):
+            if not np.all(np.isfinite(example[key])):
+                raise FeatureCacheError(
+                    f"the feature cache in {cache_dir} holds NaN or infinite {key} for video "
+                    f"{example['id'].decode()!r}; extract it again"
+                )
+        view_shape = [int(v) for v in example["view_shape"]]
         records.append(
             {
                 "id": example["id"].decode(),
@@ -549,6 +611,7 @@ def read_features(cache_dir):
                 "num_frames": int(example["num_frames"]),
                 "fps": float(example["fps"]),
                 "meta": json.loads(example["meta"].decode()),
+                "views": example["views"].reshape(view_shape) if view_shape[0] else None,
             }
         )
     return records

@@ -9,6 +9,9 @@ The one place that turns stored segment features into model input:
   joined by video id (`FeatureSet`); `select_steps` maps its K segments onto T steps;
 * `split_dataset` gives the `(features, label)` dataset of a split and modality
   (one stream streamed, two streams joined by `load_feature_set`);
+* `view_schedule` / `epoch_views` / `view_dataset_fn`: the training-mode views a cache
+  may hold (`reslstm-extract --views=V`), one per video and epoch, for `Trainer.fit`;
+  `split_views` reads them for a split and modality;
 * `write_npz_features` / `load_npz_features` / `load_features`: the `.npz` alternative;
 * `synthetic_features`: a separable smoke-test input, no video needed.
 """
@@ -20,7 +23,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from reslstm_tf.checks import check_choice
+from reslstm_tf.checks import check_choice, check_positive_int
 from reslstm_tf.data import feature_cache, sampling
 from reslstm_tf.files import atomic_write
 from reslstm_tf.models import MODALITIES
@@ -155,10 +158,13 @@ class FeatureSet:
     Attributes:
         ids: list of N video ids (sorted).
         labels: int64 (N,).
-        rgb: float32 (N, K, d_f).
+        rgb: float32 (N, K, d_f), the centred (evaluation) view.
         flow: float32 (N, K, d_f) or None.
         class_names: list of class names from the cache metadata (may be empty).
         metadata: the RGB cache's metadata dict.
+        views: float32 (N, V, K, d_f), the RGB cache's training-mode views, or None (a
+            cache extracted without `views`).
+        flow_views: float32 (N, V, K, d_f) of the flow cache, or None.
     """
 
     ids: list
@@ -167,6 +173,8 @@ class FeatureSet:
     flow: np.ndarray = None
     class_names: list = dataclasses.field(default_factory=list)
     metadata: dict = dataclasses.field(default_factory=dict)
+    views: np.ndarray = None
+    flow_views: np.ndarray = None
 
 
 def _read_records(folder, modality):
@@ -191,6 +199,39 @@ def _stack(records, ids):
     return np.stack([records[i]["features"] for i in ids]).astype(np.float32)
 
 
+def _stack_views(records, ids, folder):
+    """Returns the views (N, V, K, d_f) of the records, or None if the cache has none."""
+    counts = {0 if records[i]["views"] is None else len(records[i]["views"]) for i in ids}
+    if counts == {0}:
+        return None
+    if len(counts) != 1 or 0 in counts:
+        raise FeatureInputError(
+            f"the feature cache {str(folder)!r} holds videos with different numbers of "
+            f"views {sorted(counts)}; extract it again with one --views"
+        )
+    return np.stack([records[i]["views"] for i in ids]).astype(np.float32)
+
+
+def _read_stream(folder, modality, ids=None, labels=None, other=None):
+    """Returns (records, index) of a cache, checked to hold `ids` with `labels` if given."""
+    records, index = _read_records(folder, modality)
+    if ids is None:
+        return records, index
+    differ = sorted(set(ids) ^ set(records))
+    if differ:
+        raise FeatureInputError(
+            f"the rgb cache {str(other)!r} and the flow cache {str(folder)!r} hold different "
+            f"videos ({len(differ)} in only one, e.g. {differ[:3]}); extract both streams for "
+            "the same list of videos"
+        )
+    if not np.array_equal(np.asarray([records[i]["label"] for i in ids], np.int64), labels):
+        raise FeatureInputError(
+            f"the rgb cache {str(other)!r} and the flow cache {str(folder)!r} give different "
+            "labels to some videos"
+        )
+    return records, index
+
+
 def load_feature_set(features_dir, flow_features_dir=None):
     """Reads an RGB feature cache (and optionally a flow cache) into a `FeatureSet`.
 
@@ -202,7 +243,7 @@ def load_feature_set(features_dir, flow_features_dir=None):
         flow_features_dir: optional flow feature cache folder.
 
     Returns:
-        A `FeatureSet`.
+        A `FeatureSet` (with `views` / `flow_views` when the caches hold them).
 
     Raises:
         FeatureInputError: a folder is missing or not a cache, or the caches disagree.
@@ -210,25 +251,22 @@ def load_feature_set(features_dir, flow_features_dir=None):
     rgb, index = _read_records(features_dir, "rgb")
     ids = sorted(rgb)
     labels = np.asarray([rgb[i]["label"] for i in ids], np.int64)
-    flow = None
+    flow = flow_views = None
     if flow_features_dir:
-        flow_records, _ = _read_records(flow_features_dir, "flow")
-        differ = sorted(set(ids) ^ set(flow_records))
-        if differ:
-            raise FeatureInputError(
-                f"the rgb cache {str(features_dir)!r} and the flow cache "
-                f"{str(flow_features_dir)!r} hold different videos ({len(differ)} in only one, "
-                f"e.g. {differ[:3]}); extract both streams for the same list of videos"
-            )
-        flow_labels = np.asarray([flow_records[i]["label"] for i in ids], np.int64)
-        if not np.array_equal(flow_labels, labels):
-            raise FeatureInputError(
-                f"the rgb cache {str(features_dir)!r} and the flow cache "
-                f"{str(flow_features_dir)!r} give different labels to some videos"
-            )
+        flow_records, _ = _read_stream(flow_features_dir, "flow", ids, labels, features_dir)
         flow = _stack(flow_records, ids)
+        flow_views = _stack_views(flow_records, ids, flow_features_dir)
     metadata = index["metadata"]
-    return FeatureSet(ids, labels, _stack(rgb, ids), flow, _class_names(metadata), metadata)
+    return FeatureSet(
+        ids,
+        labels,
+        _stack(rgb, ids),
+        flow,
+        _class_names(metadata),
+        metadata,
+        views=_stack_views(rgb, ids, features_dir),
+        flow_views=flow_views,
+    )
 
 
 def select_steps(features, num_steps):
@@ -239,6 +277,113 @@ def select_steps(features, num_steps):
 def numpy_dataset(features, labels):
     """Returns an unbatched `tf.data.Dataset` of `(features, label)` from numpy arrays."""
     return tf.data.Dataset.from_tensor_slices((features, np.asarray(labels, dtype="int64")))
+
+
+# ------------------------------------------------------------- training-mode views
+
+
+def view_schedule(num_videos, num_views, epoch, seed=0):
+    """Returns the view each video trains on in an epoch: int64 (N,) in [0, V).
+
+    Video n reads view ``(o_n + epoch) mod V``, where the offset ``o_n`` is drawn from
+    ``numpy.random.SeedSequence([seed, n])``: every V consecutive epochs show each video
+    each of its views once, videos start at different views, and the choice depends on
+    nothing but (seed, epoch, n), so a resumed run reads the very same views.
+
+    Args:
+        num_videos: N.
+        num_views: V, views per video.
+        epoch: the 0-based epoch.
+        seed: the run's seed.
+    """
+    num_videos = check_positive_int("num_videos", num_videos, error=FeatureInputError)
+    num_views = check_positive_int("num_views", num_views, error=FeatureInputError)
+    seed = check_positive_int("seed", seed, allow_zero=True, error=FeatureInputError)
+    offsets = np.asarray(
+        [
+            np.random.default_rng(np.random.SeedSequence([seed, n])).integers(num_views)
+            for n in range(num_videos)
+        ],
+        dtype=np.int64,
+    )
+    return (offsets + int(epoch)) % num_views
+
+
+def _views_by_stream(views):
+    """Returns ({stream: views (N, V, K, d)}, is_dict), checked to agree in N and V."""
+    is_dict = isinstance(views, dict)
+    arrays = {k: np.asarray(v) for k, v in (views.items() if is_dict else [("", views)])}
+    shapes = {name: array.shape for name, array in arrays.items()}
+    if any(len(shape) != 4 for shape in shapes.values()):
+        raise FeatureInputError(
+            f"views must be float arrays (N, V, K, d_f). Received shapes {shapes}"
+        )
+    if len({shape[:2] for shape in shapes.values()}) != 1:
+        raise FeatureInputError(
+            f"the streams' views must have the same N videos and V views. Received shapes {shapes}"
+        )
+    return arrays, is_dict
+
+
+def epoch_views(views, epoch, seed=0, num_steps=None):
+    """Returns the features of one epoch: each video's view of `view_schedule`.
+
+    Args:
+        views: float (N, V, K, d_f), or a dict {"rgb": ..., "flow": ...} of such (both
+            streams read the same view index, so they share its flip: `reslstm-extract`
+            draws view v of a video from the same seeds for both).
+        epoch: the 0-based epoch.
+        seed: the run's seed.
+        num_steps: T; each step t reads segment sigma(t) (default T = K).
+
+    Returns:
+        float32 (N, T, d_f), or a dict of such.
+    """
+    arrays, is_dict = _views_by_stream(views)
+    num_videos, num_views = next(iter(arrays.values())).shape[:2]
+    chosen = view_schedule(num_videos, num_views, epoch, seed)
+    rows = np.arange(num_videos)
+    out = {}
+    for name, array in arrays.items():
+        picked = np.asarray(array[rows, chosen], dtype=np.float32)
+        out[name] = picked if num_steps is None else select_steps(picked, num_steps)
+    return out if is_dict else out[""]
+
+
+def view_dataset_fn(views, labels, seed=0, num_steps=None):
+    """Returns `dataset_fn(epoch)` for `Trainer.fit`: each epoch one view per video.
+
+    Epoch e feeds row n the view `view_schedule(N, V, e, seed)[n]` of video n (see
+    `epoch_views`); the Trainer then shuffles the rows by (seed, epoch) as for any data.
+
+    Args:
+        views: float (N, V, K, d_f), or a dict {"rgb": ..., "flow": ...} of such.
+        labels: int (N,).
+        seed: the run's seed (use the Trainer's).
+        num_steps: T, the model's steps (default K).
+
+    Returns:
+        A callable epoch -> unbatched `tf.data.Dataset` of `(features (T, d_f), label)`.
+
+    Example:
+
+        data = load_feature_set("features/train/rgb")
+        dataset_fn = view_dataset_fn(data.views, data.labels, seed=0, num_steps=16)
+        trainer.fit(dataset_fn)
+    """
+    arrays, is_dict = _views_by_stream(views)
+    labels = np.asarray(labels, dtype="int64")
+    if labels.shape != (next(iter(arrays.values())).shape[0],):
+        raise FeatureInputError(
+            f"labels must be (N,) for the N videos of views. Received labels of shape "
+            f"{labels.shape} for views of shapes { ({k: v.shape for k, v in arrays.items()}) }"
+        )
+    views = arrays if is_dict else arrays[""]
+
+    def dataset_fn(epoch):
+        return numpy_dataset(epoch_views(views, epoch, seed, num_steps), labels)
+
+    return dataset_fn
 
 
 def split_dataset(
@@ -267,26 +412,104 @@ def split_dataset(
         FeatureInputError: no cache found, a cache of the wrong stream, or two-stream
             caches that do not hold the same videos.
     """
-    check_choice("modality", modality, MODALITIES, FeatureInputError)
+    folders = _split_folders(features_dir, split, modality, flow_features_dir, allow_single)
     if modality != "two_stream":
-        folder = find_feature_cache(features_dir, split, modality, allow_single)
+        folder = folders[modality]
         names = _class_names(_cache_index(folder, modality)["metadata"])
         dataset = cache_dataset(folder, num_steps=num_steps, batch_size=None, shuffle=False)
         return dataset, names or None
-    flow_root = flow_features_dir or features_dir
-    rgb_folder = find_feature_cache(features_dir, split, "rgb", allow_single)
-    flow_folder = find_feature_cache(flow_root, split, "flow", allow_single)
-    if rgb_folder == flow_folder:
-        raise FeatureInputError(
-            f"two_stream needs separate rgb and flow caches ({split}/rgb and {split}/flow "
-            f"under {str(features_dir)!r}, or flow_features_dir); found only {str(rgb_folder)!r}"
-        )
+    rgb_folder, flow_folder = _separate_streams(folders, features_dir, split)
     data = load_feature_set(rgb_folder, flow_folder)
     names = data.class_names or _class_names(_cache_index(flow_folder)["metadata"])
     arrays = {"rgb": data.rgb, "flow": data.flow}
     if num_steps is not None:
         arrays = {stream: select_steps(values, num_steps) for stream, values in arrays.items()}
     return numpy_dataset(arrays, data.labels), names or None
+
+
+def _split_folders(features_dir, split, modality, flow_features_dir, allow_single):
+    """Returns {stream: cache folder} `split_dataset` reads for these arguments."""
+    check_choice("modality", modality, MODALITIES, FeatureInputError)
+    if modality != "two_stream":
+        return {modality: find_feature_cache(features_dir, split, modality, allow_single)}
+    flow_root = flow_features_dir or features_dir
+    return {
+        "rgb": find_feature_cache(features_dir, split, "rgb", allow_single),
+        "flow": find_feature_cache(flow_root, split, "flow", allow_single),
+    }
+
+
+def _separate_streams(folders, features_dir, split):
+    """Returns the (rgb, flow) folders of two streams, refusing one cache for both."""
+    if folders["rgb"] == folders["flow"]:
+        raise FeatureInputError(
+            f"two_stream needs separate rgb and flow caches ({split}/rgb and {split}/flow "
+            f"under {str(features_dir)!r}, or flow_features_dir); found only "
+            f"{str(folders['rgb'])!r}"
+        )
+    return folders["rgb"], folders["flow"]
+
+
+def split_num_views(
+    features_dir, split, modality="rgb", flow_features_dir=None, allow_single=True
+):  # fmt: skip
+    """Returns {stream: V}, the training-mode views per video of a split's caches (0: none).
+
+    Reads only the cache indexes (cheap); `split_views` reads the views.
+
+    Raises:
+        FeatureInputError: as `split_dataset`.
+    """
+    folders = _split_folders(features_dir, split, modality, flow_features_dir, allow_single)
+    return {stream: _cache_index(folder, stream)["num_views"] for stream, folder in folders.items()}
+
+
+def split_views(
+    features_dir, split, modality="rgb", num_steps=None, flow_features_dir=None,
+    allow_single=True,
+):  # fmt: skip
+    """Returns `(views, labels, class_names)`: a split's training-mode views in memory.
+
+    Args:
+        features_dir, split, modality, flow_features_dir, allow_single: as
+            `split_dataset`.
+        num_steps: T; the K cached segments are read at T steps (default K).
+
+    Returns:
+        views float32 (N, V, T, d_f) (a dict {"rgb", "flow"} of such for two_stream),
+        in the order of the sorted video ids; int64 labels (N,); the class names recorded
+        in the cache (or None).
+
+    Raises:
+        FeatureInputError: as `split_dataset`, or a cache without views, or streams with
+            different numbers of views.
+    """
+    folders = _split_folders(features_dir, split, modality, flow_features_dir, allow_single)
+    if modality == "two_stream":
+        data = load_feature_set(*_separate_streams(folders, features_dir, split))
+        arrays = {"rgb": data.views, "flow": data.flow_views}
+        names = data.class_names or _class_names(_cache_index(folders["flow"])["metadata"])
+        labels = data.labels
+    else:
+        records, index = _read_records(folders[modality], modality)
+        ids = sorted(records)
+        arrays = {modality: _stack_views(records, ids, folders[modality])}
+        labels = np.asarray([records[i]["label"] for i in ids], np.int64)
+        names = _class_names(index["metadata"])
+    counts = {s: 0 if a is None else a.shape[1] for s, a in arrays.items()}
+    if 0 in counts.values() or len(set(counts.values())) != 1:
+        listed = ", ".join(f"{str(folders[s])!r}: {v}" for s, v in counts.items())
+        raise FeatureInputError(
+            f"training on views needs every stream's cache to hold the same number of views "
+            f"per video; the caches hold {listed}: extract them with one reslstm-extract "
+            "--views, or train on the centred view (train_views off)"
+        )
+    if num_steps is not None:
+        arrays = {
+            s: a[:, :, sampling.step_segment_map(num_steps, a.shape[2])] for s, a in arrays.items()
+        }
+    views = arrays if modality == "two_stream" else arrays[modality]
+    return views, labels, names or None
 
 
 def split_metadata(
@@ -300,16 +523,8 @@ def split_metadata(
     Raises:
         FeatureInputError: as `split_dataset`.
     """
-    check_choice("modality", modality, MODALITIES, FeatureInputError)
-    roots = {"rgb": features_dir, "flow": features_dir}
-    if modality == "two_stream":
-        roots["flow"] = flow_features_dir or features_dir
-    streams = STREAMS if modality == "two_stream" else (modality,)
-    metadata = {}
-    for stream in streams:
-        folder = find_feature_cache(roots[stream], split, stream, allow_single)
-        metadata[stream] = _cache_index(folder, stream)["metadata"]
-    return metadata
+    folders = _split_folders(features_dir, split, modality, flow_features_dir, allow_single)
+    return {stream: _cache_index(folder, stream)["metadata"] for stream, folder in folders.items()}
 
 
 # -------------------------------------------------------------------------------- .npz

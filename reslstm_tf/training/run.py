@@ -1,4 +1,11 @@
-"""Training runs: from features on disk (`RunConfig`, `run_training`), or `train` in one call."""
+"""Training runs: from features on disk (`RunConfig`, `run_training`), or `train` in one call.
+
+A training cache extracted with views (`reslstm-extract --views=V`) is read into memory and
+each epoch feeds every video one of its V training-mode views
+(`reslstm_tf.data.feature_sets.view_dataset_fn`: video n reads view ``(o_n + epoch) mod V``
+with ``o_n`` drawn from (seed, n)); ``train_views="off"`` trains on the centred view as a
+cache without views does. Evaluation always reads the centred view.
+"""
 
 import dataclasses
 import os
@@ -14,6 +21,7 @@ from reslstm_tf.training.run_folder import check_model_dir
 from reslstm_tf.training.trainer import Trainer
 
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(TrainOptions))
+TRAIN_VIEWS = ("auto", "off")
 
 
 @dataclasses.dataclass
@@ -32,6 +40,9 @@ class RunConfig:
             `reslstm_tf.models.build_model`.
         units, num_steps, dropout: architecture overrides (None: the preset's).
         strategy: "default", "mirrored" or "multi_worker".
+        train_views: "auto" (default): train on the training-mode views of a
+            `features_dir` cache that holds them, one per video and epoch; "off": on the
+            centred view only.
         options: the loop's `TrainOptions` (epochs, batch_size, optimizer, ...).
     """
 
@@ -52,6 +63,7 @@ class RunConfig:
     dropout: float | None = None
     masking: bool = True
     strategy: str = "default"
+    train_views: str = "auto"
     options: TrainOptions = dataclasses.field(default_factory=TrainOptions)
 
     @classmethod
@@ -93,6 +105,7 @@ def _check_config(config):
     """Checks everything that needs no data; returns the model's T."""
     check_choice("modality", config.modality, models.MODALITIES, TrainingInputError)
     check_choice("strategy", config.strategy, setup.STRATEGIES, TrainingInputError)
+    check_choice("train_views", config.train_views, TRAIN_VIEWS, TrainingInputError)
     steps = models.resolve_architecture(config.preset, **config.architecture())["num_steps"]
     if config.dropout is not None and not 0 <= config.dropout < 1:
         raise TrainingInputError(f"dropout must be in [0, 1). Received: dropout={config.dropout!r}")
@@ -149,14 +162,58 @@ def _feature_spec(config):
     return {stream: runs.feature_spec(values) for stream, values in metadata.items()}
 
 
-def _record(config, model_config, class_names, feature_spec):
-    """Returns what `train_config.json` records of the run."""
+def _num_views(config):
+    """Returns V, the views per video the run trains on (0: the centred view)."""
+    if config.features_dir is None or config.train_views == "off":
+        return 0
+    counts = feature_sets.split_num_views(
+        config.features_dir, config.split, config.modality, config.flow_features_dir
+    )
+    return max(counts.values())  # split_views refuses streams that disagree
+
+
+def _training_data(config, steps, num_views):
+    """Returns (first epoch's dataset, class names, dataset_fn or None)."""
+    if not num_views:
+        dataset, class_names = feature_sets.load_features(
+            config.features_npz,
+            config.features_dir,
+            config.split,
+            config.modality,
+            steps,
+            config.flow_features_dir,
+        )
+        return dataset, class_names, None
+    views, labels, class_names = feature_sets.split_views(
+        config.features_dir, config.split, config.modality, steps, config.flow_features_dir
+    )
+    dataset_fn = feature_sets.view_dataset_fn(views, labels, seed=config.options.seed)
+    return dataset_fn(0), class_names, dataset_fn
+
+
+def _view_seed(config, num_views):
+    """The seed the training cache's views were extracted with (None: no views used)."""
+    if not num_views:
+        return None
+    metadata = feature_sets.split_metadata(
+        config.features_dir, config.split, config.modality, config.flow_features_dir
+    )
+    return {stream: values.get("view_seed") for stream, values in metadata.items()}
+
+
+def _record(config, model_config, class_names, feature_spec, views):
+    """Returns what `train_config.json` records of the run.
+
+    `views` records the views per video trained on ("training_views", 0: the centred
+    view) and their extraction seed ("view_seed"): resuming with others is refused.
+    """
     options = dataclasses.asdict(config.options)
     paths = ("features_npz", "features_dir", "flow_features_dir")
     return {
         "model": model_config,
         "class_names": class_names,
         "feature_spec": feature_spec,
+        **views,
         "strategy": config.strategy,
         **{k: None if getattr(config, k) is None else str(getattr(config, k)) for k in paths},
         "split": config.split,
@@ -185,15 +242,10 @@ def run_training(config=None, **kwargs):
     steps = _check_config(config)
     strategy = setup.make_strategy(config.strategy)
     try:
-        dataset, class_names = feature_sets.load_features(
-            config.features_npz,
-            config.features_dir,
-            config.split,
-            config.modality,
-            steps,
-            config.flow_features_dir,
-        )
+        num_views = _num_views(config)
+        dataset, class_names, dataset_fn = _training_data(config, steps, num_views)
         feature_spec = _feature_spec(config)
+        views = {"training_views": num_views, "view_seed": _view_seed(config, num_views)}
     except feature_sets.FeatureInputError as error:
         raise TrainingInputError(str(error)) from None
     num_classes = _num_classes(config, class_names)
@@ -205,10 +257,10 @@ def run_training(config=None, **kwargs):
         num_classes=num_classes,
         model_dir=config.model_dir,
         strategy=strategy,
-        config=_record(config, model_config, class_names, feature_spec),
+        config=_record(config, model_config, class_names, feature_spec, views),
         options=config.options,
     )
-    return trainer.fit(dataset)
+    return trainer.fit(dataset if dataset_fn is None else dataset_fn)
 
 
 def train(model_fn, dataset, *, num_classes, model_dir, strategy=None, config=None, **options):
