@@ -6,7 +6,9 @@ cuts, resizes and crops each video exactly as `reslstm_tf.extract` does for the 
 cache (`reslstm_tf.data.pipeline.load_clip`, eval mode, the entry's short-video policy,
 'overlap' by default), so what was trained is what is predicted. A video's segments go
 through the backbone as one batch. Two-stream heads get optical flow computed with OpenCV
-(the entry's flow method) through a second backbone.
+(the entry's flow method) through a second backbone. End-to-end classifiers (fine-tuned zoo
+entries of kind "video_classifier") take the clips themselves, read as fine-tuning
+evaluates them, through their own fine-tuned I3D (`reslstm_tf.predict.scoring`).
 
 `predict_video` and `predict_videos` classify one video and a list; `classify` is the
 library side of `reslstm-classify`: without a video it plays the sample clip shipped in the
@@ -24,7 +26,6 @@ import pathlib
 import time
 
 import cv2
-import keras
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -34,12 +35,18 @@ from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
 from reslstm_tf.checks import check_positive_int
 from reslstm_tf.data import datasets
 from reslstm_tf.data.pipeline import load_clip
-from reslstm_tf.data.sampling import step_segment_map
 from reslstm_tf.data.video import VideoReadError
 from reslstm_tf.extract import check_frame_size
 from reslstm_tf.files import atomic_write
-from reslstm_tf.models import StreamingClassifier, load_model
+from reslstm_tf.models import load_model
 from reslstm_tf.plots import pyplot, save_figure
+from reslstm_tf.predict.scoring import (
+    EndToEndScorer,
+    clip_specs,
+    is_end_to_end,
+    prefix_probabilities,
+    softmax,
+)
 
 SAMPLE_VIDEO = "cricket.mp4"
 DEFAULT_MODEL = "kinetics400_i3d"
@@ -55,13 +62,15 @@ class Classifier:
     """A model with what recognition needs from its zoo entry.
 
     Attributes:
-        model: a clip classifier (frames -> logits, `kinetics400_i3d`) or a Res-LSTM
-            head (segment features -> logits), one-stream or two-stream.
+        model: a clip classifier (frames -> logits, `kinetics400_i3d`), a Res-LSTM
+            head (segment features -> logits), one-stream or two-stream, or an end-to-end
+            video classifier (clips of T segments -> logits).
         name: the zoo entry's name (or the model file's stem).
         class_names: the class names in logit order.
         spec: the RGB feature spec: `num_segments`, `segment_len`, `frame_size`,
             `backbone`, `backbone_weights`, `resize_short_side`, `short`, ...
-        flow_spec: the flow feature spec of a two-stream head (with `flow_method`), else None.
+        flow_spec: the flow feature spec of a two-stream head or of an end-to-end
+            classifier taking flow (with `flow_method`), else None.
     """
 
     model: object
@@ -77,8 +86,13 @@ class Classifier:
 
     @property
     def two_stream(self):
-        """True for a head on RGB and optical-flow features."""
+        """True for a classifier of RGB and optical-flow features (or clips)."""
         return isinstance(self.model.input, dict)
+
+    @property
+    def end_to_end(self):
+        """True for a classifier of clips (T segments of frames) with its own backbone(s)."""
+        return is_end_to_end(self.model)
 
 
 def _head_spec(model, entry_spec, overrides):
@@ -137,6 +151,9 @@ def load_classifier(name_or_model, classes=None, spec=None):
         is_list = isinstance(classes, (list, tuple))
         names = list(classes) if is_list else zoo.read_class_names(path.name, path.parent)
     features = (entry or {}).get("features", {})
+    if is_end_to_end(model):
+        rgb, flow = clip_specs(model, features, DEFAULT_SPEC, spec)
+        return Classifier(model, entry["name"] if entry else name, names, rgb, flow)
     rgb = _head_spec(model, features.get("rgb"), spec)
     flow = _head_spec(model, features.get("flow"), spec) if isinstance(model.input, dict) else None
     return Classifier(model, entry["name"] if entry else name, names, rgb, flow)
@@ -194,12 +211,6 @@ def _ranked(probabilities, class_names, top_k):
     return [(class_names[i], float(probabilities[i])) for i in order]
 
 
-def _softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 def _backbone_weights(spec):
     """The `feature_model` weights of a spec: flow's cross-modality init is 'kinetics400'."""
     weights = spec.get("backbone_weights", "kinetics400")
@@ -227,12 +238,14 @@ class VideoPredictor:
         self.top_k = min(top_k, len(names))  # e.g. the default 5 on a 2-class entry: all.
         self.decode_workers = check_positive_int("decode_workers", decode_workers)
         self.streams = {"rgb": spec}
-        if self.classifier.two_stream:
+        if self.classifier.flow_spec is not None:
             flow = dict(self.classifier.flow_spec)
             flow["flow_method"] = flow_method or flow.get("flow_method", "tvl1")
             self.streams["flow"] = flow
-        self.extractors = {}
-        if not self.classifier.takes_frames:
+        self.extractors, self.scorer = {}, None
+        if self.classifier.end_to_end:
+            self.scorer = EndToEndScorer(self.classifier.model, self.num_segments)
+        elif not self.classifier.takes_frames:
             self.extractors = {
                 modality: SegmentFeatureExtractor(
                     backbone=stream.get("backbone", "i3d"),
@@ -269,13 +282,15 @@ class VideoPredictor:
     def probabilities(self, clips):
         """Returns (per-segment probabilities (K, C), whole-video probabilities (C,))."""
         model = self.classifier.model
+        if self.scorer is not None:
+            return self.scorer(clips)
         if self.classifier.takes_frames:
-            per_segment = _softmax(model.predict_on_batch(clips["rgb"]))
+            per_segment = softmax(model.predict_on_batch(clips["rgb"]))
             return per_segment, per_segment.mean(axis=0)  # the mean over segments
         features = {m: self.extractors[m](clips[m]) for m in self.streams}
         if not self.classifier.two_stream:
             features = {"features": features["rgb"]}
-        per_segment = _prefix_probabilities(model, features, self.num_segments)
+        per_segment = prefix_probabilities(model, features, self.num_segments)
         return per_segment, per_segment[-1]
 
     def predict_decoded(self, path, decoded):
@@ -323,38 +338,6 @@ class VideoPredictor:
             return self.decode(path), None
         except _DECODE_ERRORS as error:
             return None, error
-
-
-def _prefix_probabilities(model, features, num_segments):
-    """Per-segment probabilities (K, C) of a head: row k is its prediction after segments 1..k.
-
-    The head reads its T steps at the segments of `step_segment_map(T, K)`. A head that masks
-    all-zero steps gets all K prefixes in one batch (the steps after segment k zeroed); the
-    last row is the whole video. A one-stream head without masking is stepped instead.
-    """
-    inputs = model.input if isinstance(model.input, dict) else {"features": model.input}
-    num_steps = next(iter(inputs.values())).shape[1] or num_segments
-    step_map = step_segment_map(num_steps, num_segments)
-    steps = {name: value[step_map] for name, value in features.items()}
-    if not any(isinstance(layer, keras.layers.Masking) for layer in model.layers):
-        if len(steps) != 1:
-            raise ValueError(
-                "per-segment predictions of a two-stream head need masking=True (it skips "
-                f"all-zero steps); {model.name!r} has no Masking layer"
-            )
-        stream = StreamingClassifier(model)
-        states, rows = stream.initial_states(1), []
-        for feature in features["features"]:
-            logits, states = stream.step_logits(feature[None], states)
-            rows.append(_softmax(keras.ops.convert_to_numpy(logits))[0])
-        return np.stack(rows)
-    lengths = np.searchsorted(step_map, np.arange(num_segments), side="right")
-    keep = (np.arange(num_steps)[None, :] < lengths[:, None])[..., None]
-    batch = {
-        name: np.where(keep, value[None], 0.0).astype(np.float32) for name, value in steps.items()
-    }
-    logits = model(batch if len(batch) > 1 else batch["features"], training=False)
-    return _softmax(keras.ops.convert_to_numpy(logits))
 
 
 def predict_video(name_or_model, video_path, top_k=5, num_segments=None, progress=True):

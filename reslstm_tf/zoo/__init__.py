@@ -7,26 +7,20 @@ location and sha256 of its weights, and metrics with the command that produced
 them. `load` never returns random weights silently: an entry whose weights are
 not published raises `WeightsNotPublishedError` saying how to produce them.
 
-Weights are looked up, in order: next to the manifest (small weights shipped in
-the wheel), in the cache (`$RESLSTM_HOME/zoo`, default
-`$KERAS_HOME/reslstm_tf/zoo`), then downloaded from the entry's `url` or from
-`$RESLSTM_ZOO_URL/<file>` (a mirror or a lab's own zoo; `file://` works). Every
-file is sha256-verified, from the cache as after a download, and downloads are
-written atomically. `$RESLSTM_ZOO_MANIFEST` adds the entries of another manifest
-(a lab's own), separated by `os.pathsep`.
+Entry kinds (`entry["architecture"]["kind"]`): "backbone" (the I3D; weights the converted
+Kinetics-400 checkpoint, verified on every use, or a published `.weights.h5`),
+"single_stream" and "two_stream" (a Res-LSTM head on cached features; `weights` its
+`.weights.h5`), and "video_classifier": a fine-tuned I3D + Res-LSTM classifier stored as
+int8 deltas over a backbone entry plus its head, published by `publish_video_classifier`
+(the entry format is in `reslstm_tf.zoo.video`).
 
-A manifest is not trusted further than its checksums: entry names and weights file names
-must be plain names (`check_plain_name`), every path built from them must stay inside its
-folder, and a download stops at the entry's declared `bytes` (plus `DOWNLOAD_MARGIN`).
-Published weights are content-addressed, `<name>-<sha256[:8]>.weights.h5` as in timm, and
-`publish` writes them before it replaces the manifest atomically: killed at any point
-(`RESLSTM_FAULT=publish_weights_written` or `publish_manifest_written`), the entry still
-loads, the old weights or the new.
-
-Why not `keras.utils.get_file(file_hash=...)`: it checks the hash of a download, but joins
-the file name to its cache folder unchecked, reads the response with no size limit, and
-downloads under the final name, where a file that failed its hash check stays. The zoo needs
-path containment, a size cap and atomic writes, so `_download` streams the file itself.
+Files are fetched and verified by `reslstm_tf.zoo.fetch`: beside the manifest, in the
+cache, or downloaded (`$RESLSTM_ZOO_URL`), always sha256-checked. `$RESLSTM_ZOO_MANIFEST`
+adds the entries of another manifest (a lab's own), separated by `os.pathsep`. Published
+files are content-addressed, `<name>-<sha256[:8]>.weights.h5` as in timm (deltas
+`<name>-<stream>-delta-<sha256[:8]>.npz`), and `publish` writes them before it replaces the
+manifest atomically: killed at any point (`RESLSTM_FAULT=publish_weights_written` or
+`publish_manifest_written`), the entry still loads, the old weights or the new.
 """
 
 import contextlib
@@ -37,39 +31,30 @@ import os
 import pathlib
 import re
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 
 from reslstm_tf import files as cache
 from reslstm_tf import runs
 from reslstm_tf.assets import asset_path
+from reslstm_tf.backbones.delta import apply_delta, compute_delta, load_delta
 from reslstm_tf.backbones.i3d import I3D
+from reslstm_tf.checks import check_choice
 from reslstm_tf.faults import fault_point
 from reslstm_tf.models import build_model, load_model
+from reslstm_tf.zoo import video
+from reslstm_tf.zoo.fetch import DOWNLOAD_MARGIN as DOWNLOAD_MARGIN
+from reslstm_tf.zoo.fetch import MAX_DOWNLOAD_BYTES as MAX_DOWNLOAD_BYTES
+from reslstm_tf.zoo.fetch import MIRROR_ENV as MIRROR_ENV
+from reslstm_tf.zoo.fetch import DownloadTooLargeError as DownloadTooLargeError
+from reslstm_tf.zoo.fetch import WeightsUnavailableError as WeightsUnavailableError
+from reslstm_tf.zoo.fetch import check_plain_name, verified_file
 
 MANIFEST_ENV = "RESLSTM_ZOO_MANIFEST"
-MIRROR_ENV = "RESLSTM_ZOO_URL"
 FORMAT_VERSION = 1
 _HEAD_KINDS = ("single_stream", "two_stream")
-# A download may exceed its entry's declared `bytes` by this much before it is refused.
-DOWNLOAD_MARGIN = 64 << 10
-# The cap of a download whose entry declares no size.
-MAX_DOWNLOAD_BYTES = 2 << 30
-_CHUNK = 1 << 20
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 class WeightsNotPublishedError(RuntimeError):
     """The zoo entry exists but has no published weights."""
-
-
-class WeightsUnavailableError(RuntimeError):
-    """The weights are published but neither cached nor reachable."""
-
-
-class DownloadTooLargeError(ValueError):
-    """A download went past the size its manifest entry declares."""
 
 
 class UnknownEntryError(ValueError):
@@ -86,29 +71,6 @@ class UnknownEntryError(ValueError):
             f"unknown zoo entry {self.name!r}.{close} {list_command} gives all "
             f"{self.count} entries."
         )
-
-
-def check_plain_name(what, value):
-    """Returns `value` if it is a plain file or entry name, else raises a ValueError.
-
-    A plain name has no path separator, is not `.`, `..`, hidden or absolute, and uses
-    letters, digits and `._+-` only, so joining it to a folder stays in that folder.
-    """
-    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value) or ".." in value:
-        raise ValueError(
-            f"{what} must be a plain name (letters, digits, '._+-', no path, not hidden). "
-            f"Received: {value!r}"
-        )
-    return value
-
-
-def _inside(folder, file_name, what):
-    """`folder/file_name`, refused unless it resolves (links followed) inside `folder`."""
-    folder = pathlib.Path(folder)
-    path = folder / check_plain_name(what, file_name)
-    if not path.resolve().is_relative_to(folder.resolve()):
-        raise ValueError(f"{what} {file_name!r} resolves outside {folder}: refused")
-    return path
 
 
 def default_manifest_path():
@@ -186,82 +148,26 @@ def read_class_names(file_name, manifest_dir=None):
     raise FileNotFoundError(f"class list {file_name!r} not found in {candidates}")
 
 
-def _copy_capped(response, out, limit, url):
-    """Copies `response` into `out`; raises `DownloadTooLargeError` past `limit` bytes."""
-    declared = response.headers.get("Content-Length") if response.headers else None
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise DownloadTooLargeError(f"{url} announces {declared} bytes, over the {limit} allowed")
-    copied = 0
-    while chunk := response.read(min(_CHUNK, limit + 1 - copied)):
-        copied += len(chunk)
-        if copied > limit:
-            raise DownloadTooLargeError(
-                f"{url} sent more than {limit} bytes, the size its manifest entry declares "
-                "plus a margin: refused and deleted"
-            )
-        out.write(chunk)
-
-
-def _download(url, destination, expected_sha256, max_bytes=MAX_DOWNLOAD_BYTES):
-    """Downloads `url` (http(s) or file://) atomically to `destination` and verifies it.
-
-    At most `max_bytes` are read; past that the download stops with `DownloadTooLargeError`
-    and, as on any failure, nothing is left behind.
-    """
-    tmp = cache.atomic_path(destination)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            _copy_capped(response, out, max_bytes, url)
-        cache.verify_sha256(tmp, expected_sha256)
-        os.replace(tmp, destination)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _candidate_urls(weights):
-    urls = []
-    mirror = os.environ.get(MIRROR_ENV)
-    if mirror:
-        urls.append(mirror.rstrip("/") + "/" + urllib.parse.quote(weights["file"]))
-    if weights.get("url"):
-        urls.append(weights["url"])
-    return urls
-
-
 def weights_path(name):
     """Returns a local, sha256-verified path to the published weights of entry `name`."""
     entry = _all_entries()[info(name)["name"]]
     weights = entry.get("weights")
     if not weights:
         raise WeightsNotPublishedError(_not_published_message(name, entry))
-    expected = weights["sha256"]
-    what = f"zoo entry {name!r}: weights file"
-    shipped = _inside(entry["_manifest_dir"], weights["file"], what)
-    if shipped.is_file():
-        cache.verify_sha256(shipped, expected)
-        return shipped
-    cached = _inside(cache.cache_dir("zoo"), weights["file"], what)
-    declared = weights.get("bytes")
-    limit = declared + DOWNLOAD_MARGIN if isinstance(declared, int) else MAX_DOWNLOAD_BYTES
-    if cached.is_file():
-        try:
-            cache.verify_sha256(cached, expected)
-            return cached
-        except cache.ChecksumError:
-            cached.unlink()  # A corrupt or tampered cache entry is refused and refetched.
-    errors = []
-    for url in _candidate_urls(weights):
-        try:
-            _download(url, cached, expected, limit)
-            return cached
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            errors.append(f"{url}: {error}")
-    raise WeightsUnavailableError(
-        f"weights {weights['file']} of zoo entry {name!r} are not cached in "
-        f"{cached.parent} and could not be fetched"
-        + (": " + "; ".join(errors) if errors else f" (no url; set ${MIRROR_ENV})")
-    )
+    if "file" not in weights:
+        raise ValueError(f"zoo entry {name!r} publishes no weights file: {weights}")
+    return verified_file(name, entry["_manifest_dir"], weights, "weights")
+
+
+def delta_path(name, stream):
+    """Returns a local, sha256-verified path to the `stream` delta of video classifier `name`."""
+    entry = _all_entries()[info(name)["name"]]
+    deltas = entry.get("deltas") or {}
+    if stream not in deltas:
+        if not deltas:
+            raise WeightsNotPublishedError(_not_published_message(name, entry))
+        raise ValueError(f"zoo entry {name!r} has no {stream!r} delta; it has {sorted(deltas)}")
+    return verified_file(name, entry["_manifest_dir"], deltas[stream], f"{stream} delta")
 
 
 def _not_published_message(name, entry):
@@ -286,10 +192,12 @@ def build(name):
     kind = arch["kind"]
     if kind == "backbone":
         return I3D(final_endpoint="Logits", weights=None, name=name)
+    if kind == video.KIND:
+        return video.build_classifier(entry, name, backbone_weights=None)
     if kind not in _HEAD_KINDS:
         raise ValueError(
             f"zoo entry {name!r} has unknown architecture kind {kind!r}; allowed: "
-            f"{', '.join(map(repr, ('backbone',) + _HEAD_KINDS))}"
+            f"{', '.join(map(repr, ('backbone',) + _HEAD_KINDS + (video.KIND,)))}"
         )
     features = entry["features"]
     feature_dim = features.get("feature_dim") or features.get("rgb", {}).get("feature_dim")
@@ -306,13 +214,53 @@ def build(name):
     )
 
 
+def base_weights(name):
+    """The backbone weights of entry `name`, as `feature_model` takes them.
+
+    A published `.weights.h5` (verified), or "kinetics400" for the converted checkpoint
+    (`kinetics400_i3d`: verified against its own record on every use).
+    """
+    entry = info(name)
+    if entry["architecture"]["kind"] != "backbone":
+        raise ValueError(
+            f"a base must be a backbone entry such as {video.DEFAULT_BASE!r}; zoo entry {name!r} "
+            f"is a {entry['architecture']['kind']!r}"
+        )
+    if (entry.get("weights") or {}).get("file"):
+        return str(weights_path(name))
+    return "kinetics400"
+
+
+def _load_video_classifier(name, entry):
+    """Verifies every file of a video classifier entry, then builds base + deltas + head."""
+    modality = entry["architecture"]["modality"]
+    if set(entry.get("deltas") or {}) - set(video.streams(modality)):
+        raise ValueError(
+            f"zoo entry {name!r} has deltas {sorted(entry['deltas'])} for a {modality!r} "
+            f"classifier (streams {list(video.streams(modality))})"
+        )
+    head = weights_path(name)
+    paths = {stream: delta_path(name, stream) for stream in video.streams(modality)}
+    deltas = {stream: load_delta(path) for stream, path in paths.items()}
+    model = video.build_classifier(entry, name, base_weights(entry.get("base", video.DEFAULT_BASE)))
+    for stream, backbone in video.stream_backbones(model, modality).items():
+        apply_delta(backbone, deltas[stream])
+    model.get_layer("head").load_weights(str(head))
+    return model
+
+
 def load(name, weights="auto"):
     """Returns the Keras model of zoo entry `name` with its verified published weights.
+
+    A "video_classifier" entry is rebuilt from its base backbone entry, its verified deltas
+    and its head's weights (see the module docstring); a tampered file is refused before
+    anything is built.
 
     Args:
         name: str, a zoo entry name (see `list()`).
         weights: "auto" for the published weights (error if not published), None
-            for the untrained architecture, or a path to a `.weights.h5` file.
+            for the untrained architecture, or a path to a `.weights.h5` file (of the
+            whole model).
 
     Returns:
         A `keras.Model`. Its `zoo_entry` attribute holds the manifest entry.
@@ -328,9 +276,11 @@ def load(name, weights="auto"):
     if entry["architecture"]["kind"] == "backbone":
         model = I3D(
             final_endpoint="Logits",
-            weights="kinetics400" if weights == "auto" else weights,
+            weights=base_weights(name) if weights == "auto" else weights,
             name=name,
         )
+    elif entry["architecture"]["kind"] == video.KIND and weights == "auto":
+        model = _load_video_classifier(name, entry)
     else:
         model = build(name)
         if weights == "auto":
@@ -349,17 +299,21 @@ def weights_file_name(name, sha256):
     return f"{name}-{sha256[:8]}.weights.h5"
 
 
-def _save_weights(model, name, weights_dir):
+def _save_weights(model, name, weights_dir, dtype="float32"):
     """Saves `model`'s weights under their content-addressed name in `weights_dir`; returns it.
 
     The weights are written to a temporary file (Keras needs the `.weights.h5` suffix),
-    flushed to disk, then renamed: the final name only ever holds complete weights.
+    stored as float16 if asked, flushed to disk, then renamed: the final name only ever
+    holds complete weights.
     """
+    check_choice("dtype", dtype, ("float32", "float16"))
     weights_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=weights_dir, prefix=f".{name}.", suffix=".partial.weights.h5")
     os.close(fd)
     try:
         model.save_weights(tmp)
+        if dtype == "float16":
+            video.weights_as_float16(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         target = weights_dir / weights_file_name(name, cache.sha256_of(tmp))
@@ -370,19 +324,62 @@ def _save_weights(model, name, weights_dir):
     return target
 
 
-def _remove_unreferenced(manifest, name, weights_dir):
-    """Deletes `name`'s weights files and temporary leftovers no manifest entry references."""
-    referenced = {
-        entry["weights"]["file"]
-        for entry in manifest["entries"].values()
-        if isinstance(entry.get("weights"), dict) and "file" in entry["weights"]
+def _file_record(path, **extra):
+    return {
+        "file": path.name,
+        "sha256": cache.sha256_of(path),
+        "bytes": path.stat().st_size,
+        **extra,
     }
+
+
+def _files_of(entry):
+    """The names of the weights and delta files an entry references."""
+    records = [(entry or {}).get("weights"), *((entry or {}).get("deltas") or {}).values()]
+    return {r["file"] for r in records if isinstance(r, dict) and "file" in r}
+
+
+def _remove_unreferenced(manifest, name, weights_dir, previous=()):
+    """Deletes `name`'s files that no entry references any more.
+
+    Its own (and the temporary leftovers of a crash), and those its previous version
+    referenced (e.g. a delta file it shared with another entry).
+    """
+    referenced = set().union(*map(_files_of, manifest["entries"].values()))
+    n = re.escape(name)
     ours = re.compile(
-        rf"{re.escape(name)}(-[0-9a-f]{{8}})?\.weights\.h5|\.{re.escape(name)}\..*\.partial\.weights\.h5"
+        rf"{n}(-[0-9a-f]{{8}})?\.weights\.h5|\.{n}\..*\.partial\.weights\.h5"
+        rf"|\.?{n}-(rgb|flow)-delta-[0-9a-f]{{8}}\.npz(\..*\.tmp)?"
     )
     for path in weights_dir.iterdir():
-        if ours.fullmatch(path.name) and path.name not in referenced and path.is_file():
+        ours_or_was = ours.fullmatch(path.name) or path.name in previous
+        if ours_or_was and path.name not in referenced and path.is_file():
             path.unlink()
+
+
+def _open_manifest(manifest_path, weights_dir):
+    """(manifest path, manifest dict, weights folder) of a publication."""
+    manifest_path = pathlib.Path(manifest_path or default_manifest_path())
+    manifest = (
+        json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest_path.exists()
+        else {"format_version": FORMAT_VERSION, "entries": {}}
+    )
+    return manifest_path, manifest, pathlib.Path(weights_dir or manifest_path.parent)
+
+
+def _record_entry(manifest_path, manifest, name, entry):
+    """Records `entry` in the manifest file (replaced atomically); returns the old one's files."""
+    previous = _files_of(manifest["entries"].get(name))
+    manifest["entries"][name] = entry
+    manifest["entries"] = dict(sorted(manifest["entries"].items()))
+    with cache.atomic_write(manifest_path, "w") as handle:
+        handle.write(json.dumps(manifest, indent=2) + "\n")
+    return previous
+
+
+def _clean(entry):
+    return {k: copy.deepcopy(v) for k, v in entry.items() if not k.startswith("_") and k != "name"}
 
 
 def publish(model, name, entry, manifest_path=None, weights_dir=None, url=None):
@@ -408,27 +405,87 @@ def publish(model, name, entry, manifest_path=None, weights_dir=None, url=None):
         The updated entry, with `weights` = {file, sha256, bytes[, url]}.
     """
     check_plain_name("the entry name", name)
-    manifest_path = pathlib.Path(manifest_path or default_manifest_path())
-    manifest = (
-        json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest_path.exists()
-        else {"format_version": FORMAT_VERSION, "entries": {}}
-    )
-    weights_dir = pathlib.Path(weights_dir or manifest_path.parent)
+    manifest_path, manifest, weights_dir = _open_manifest(manifest_path, weights_dir)
     target = _save_weights(model, name, weights_dir)
     fault_point("publish_weights_written")
-    weights = {"file": target.name, "sha256": cache.sha256_of(target)}
-    weights["bytes"] = target.stat().st_size
-    if url:
-        weights["url"] = url
-    entry = {k: v for k, v in entry.items() if not k.startswith("_") and k != "name"}
-    entry["weights"] = weights
-    manifest["entries"][name] = entry
-    manifest["entries"] = dict(sorted(manifest["entries"].items()))
-    with cache.atomic_write(manifest_path, "w") as handle:
-        handle.write(json.dumps(manifest, indent=2) + "\n")
+    entry = _clean(entry)
+    entry["weights"] = _file_record(target, **({"url": url} if url else {}))
+    previous = _record_entry(manifest_path, manifest, name, entry)
     fault_point("publish_manifest_written")
-    _remove_unreferenced(manifest, name, weights_dir)
+    _remove_unreferenced(manifest, name, weights_dir, previous)
+    return entry
+
+
+def publish_video_classifier(
+    classifier, name, entry, base=None, manifest_path=None, weights_dir=None, dtype="float16"
+):
+    """Publishes a fine-tuned video classifier as deltas over a backbone entry and its head.
+
+    Each stream's I3D is compared with a fresh build of the entry's architecture on the
+    base's weights: the variables fine-tuning changed are written as an int8 delta
+    (`<name>-<stream>-delta-<sha256[:8]>.npz`, shared with any entry holding the same
+    delta), the head's weights as `<name>-<sha256[:8]>.weights.h5` in `dtype`; then the
+    manifest is replaced atomically and the files no entry references are deleted (the
+    crash-safe order of `publish`). The fresh build also checks that the entry rebuilds the
+    classifier.
+
+    Args:
+        classifier: the trained `build_video_classifier` model.
+        name: str, the entry name (a plain name).
+        entry: dict, the manifest entry without `weights` and `deltas`: description,
+            dataset, metrics, license, `architecture` (kind "video_classifier"; the format
+            is in `reslstm_tf.zoo.video`) and optionally `features` (how videos are read;
+            the fine-tuning defaults are filled in).
+        base: the backbone entry the deltas are taken against; default the entry's `base`,
+            else "kinetics400_i3d".
+        manifest_path: the manifest to update; defaults to the packaged one.
+        weights_dir: where to write the files; defaults to the manifest's folder.
+        dtype: "float16" (default, half the bytes) or "float32", the head's stored weights.
+
+    Returns:
+        The published entry.
+
+    Raises:
+        ValueError: the entry does not rebuild the classifier (input shapes, or the first head
+            or I3D variable that differs), or the classifier's I3D differs from the base's
+            before `trainable_from` (it was not fine-tuned from that base); nothing is written.
+
+    Example:
+
+    >>> entry = {"description": "...", "dataset": {...}, "architecture": {
+    ...     "kind": "video_classifier", "modality": "rgb", "backbone": "i3d", "preset": "res3",
+    ...     "num_segments": 8, "segment_len": 16, "frame_size": 224,
+    ...     "trainable_from": "Mixed_5b"}, "metrics": [...], "license": "..."}
+    >>> reslstm_tf.zoo.publish_video_classifier(result.classifier, "hmdb51_i3d_res3", entry)
+    """
+    check_plain_name("the entry name", name)
+    check_choice("dtype", dtype, ("float16", "float32"))
+    entry = _clean(entry)
+    if (entry.get("architecture") or {}).get("kind") != video.KIND:
+        raise ValueError(
+            f"entry['architecture']['kind'] must be {video.KIND!r} to publish {name!r}"
+        )
+    base = base or entry.get("base") or video.DEFAULT_BASE
+    manifest_path, manifest, weights_dir = _open_manifest(manifest_path, weights_dir)
+    rebuilt = video.build_classifier(entry, name, base_weights(base))
+    video.check_rebuilds(name, rebuilt, classifier)
+    modality = entry["architecture"]["modality"]
+    fresh = video.stream_backbones(rebuilt, modality)
+    trainable_from = entry["architecture"].get("trainable_from", "Mixed_4f")
+    deltas = {}
+    for stream, backbone in video.stream_backbones(classifier, modality).items():
+        deltas[stream] = compute_delta(backbone, fresh[stream])
+        video.check_fine_tuned_from(name, stream, deltas[stream], trainable_from, base)
+    for stream, delta in deltas.items():  # checked: now written
+        deltas[stream] = video.write_delta(delta, name, stream, manifest["entries"], weights_dir)
+    head = _save_weights(classifier.get_layer("head"), name, weights_dir, dtype)
+    rebuilt.get_layer("head").load_weights(str(head))  # the entry's head takes them
+    fault_point("publish_weights_written")
+    entry.update(base=base, deltas=deltas, features=video.clip_features(entry))
+    entry["weights"] = _file_record(head, dtype=dtype)
+    previous = _record_entry(manifest_path, manifest, name, entry)
+    fault_point("publish_manifest_written")
+    _remove_unreferenced(manifest, name, weights_dir, previous)
     return entry
 
 
