@@ -68,7 +68,7 @@ setup(
     package_data={
         # The sample clip the main job classifies, with its licence notice.
         "reslstm_tf": ["samples/*.mp4", "samples/LICENSE", "samples/NOTICE"],
-        "reslstm_tf._assets.zoo": ["*.json", "*.weights.h5", "*.md"],
+        "reslstm_tf._assets.zoo": ["*.json", "*.weights.h5", "*.npz", "*.md"],
         "reslstm_tf._assets.data": ["*.txt", "*.md", "*.json"],
     },
     install_requires=INSTALL_REQUIRES,

@@ -172,7 +172,16 @@ def _live_scorer(classifier, segment_len, frame_size):
             return running
 
         return score
-    backbone = feature_model(classifier.spec.get("backbone", "i3d"), "rgb")
+    if classifier.end_to_end:  # a fine-tuned entry: its own backbone, then its own head
+        if isinstance(model.input, dict):
+            raise ValueError(
+                "streaming reads RGB frames; a two-stream video classifier needs flow. "
+                "Received: a two-stream model"
+            )
+        backbone = model.get_layer("segment_encoder").backbone
+        model = model.get_layer("head")
+    else:
+        backbone = feature_model(classifier.spec.get("backbone", "i3d"), "rgb")
     features_of = tf.function(lambda x: backbone(x, training=False))
     stream = StreamingClassifier(model)
     step = stream.tf_function()

@@ -133,3 +133,30 @@ def test_a_short_clip_streams_the_segments_extraction_cuts(shared_data):
     for name, p in offline.top_k:
         assert streamed[name] == pytest.approx(p, abs=1e-4)
     assert max(streamed.values()) > 0.6  # a confident answer, not 0.50/0.50
+
+
+def test_a_fine_tuned_video_classifier_streams_through_its_own_backbone(shared_data):
+    """An end-to-end RGB classifier streams its segments and ends at predict_video's answer."""
+    import keras
+
+    from reslstm_tf.predict import load_classifier, predict_video
+    from reslstm_tf.video_classifier import build_video_classifier
+
+    keras.utils.set_random_seed(3)
+    model = build_video_classifier(
+        2, "rgb", preset="res2", num_segments=3, segment_len=8, frame_size=32,
+        backbone_weights=None, units=8,
+    )  # fmt: skip
+    classifier = load_classifier(model, classes=["a", "b"])
+    clip = shared_data / "skateboard" / "Kickflip" / "Kickflip2.mp4"  # 30 frames
+    events = list(stream_video(clip, classifier, top_k=2, realtime=False))
+    assert len(events) == 3
+    offline = dict(predict_video(classifier, clip, top_k=2).top_k)
+    for name, p in events[-1].ranked:
+        assert offline[name] == pytest.approx(p, abs=1e-4)
+    two_stream = build_video_classifier(
+        2, "two_stream", preset="res2", num_segments=3, segment_len=8, frame_size=32,
+        backbone_weights=None, units=8, level="mid",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="two-stream"):
+        list(stream_video(clip, load_classifier(two_stream, classes=["a", "b"]), realtime=False))
