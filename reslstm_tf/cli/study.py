@@ -41,6 +41,20 @@ _FLAGS = [
     (_I, "head_epochs", 15, "Epochs of a head on features."),
     (_I, "finetune_epochs", 8, "Epochs of a fine-tuning run."),
     (_S, "recipes", "", "Comma-separated recipes to run (default all)."),
+    (
+        _S,
+        "publish_manifest",
+        None,
+        "Then train the CV-selected recipes on every clip and "
+        "publish them to this zoo manifest (e.g. zoo/manifest.json).",
+    ),
+    (
+        _S,
+        "dataset_name",
+        "skateboard",
+        "Published entries: <name>_<head>; classes file <name>_classes.txt.",
+    ),
+    (_S, "dataset_title", "SkateboardML (Kickflip / Ollie)", "Published entries' dataset title."),
     (_B, "progress", True, "Show progress bars."),
 ]
 
@@ -74,9 +88,40 @@ def main(argv):
             raise app.UsageError(f"{NAME} needs --{name}")
     from reslstm_tf.experiments.study import run_study
 
-    report = run_study(config_from_flags())
+    config = config_from_flags()
+    report = run_study(config)
     print(f"{report['runs']} runs; results in {FLAGS.out_dir}/results.md")
+    if FLAGS.publish_manifest:
+        from reslstm_tf.experiments.study_publish import publish_study
+
+        from reslstm_tf.data import datasets
+
+        videos = datasets.load_dataset("folder", data_dir=config.data_dir,
+                                       split_file=config.split_file)  # fmt: skip
+        classes = f"{FLAGS.dataset_name}_classes.txt"
+        dataset = {"name": FLAGS.dataset_name, "title": FLAGS.dataset_title, "classes": classes,
+                   "num_classes": len(videos.classes)}  # fmt: skip
+        command = " ".join(["reslstm-study", *_recorded_flags()])
+        for name, entry in publish_study(config, dataset, FLAGS.publish_manifest,
+                                         command=command).items():  # fmt: skip
+            metric = entry["metrics"][0]
+            print(f"published {name}: CV {100 * metric['mean']:.1f} ± {100 * metric['std']:.1f} %")
     return 0
+
+
+def _recorded_flags():
+    """The flags of this run that differ from their defaults, paths shown as placeholders."""
+    paths = {"data_dir": "<videos>", "split_file": "<videos>/trainlist.txt",
+             "out_dir": "<runs>/study", "publish_manifest": "zoo/manifest.json",
+             "flow_cache_dir": "<cache>/flow"}  # fmt: skip
+    shown = []
+    for _, name, default, _ in _FLAGS:
+        value = FLAGS[name].value
+        if name in paths and value:
+            shown.append(f"--{name}={paths[name]}")
+        elif value != default:
+            shown.append(f"--{name}={value}")
+    return shown
 
 
 def run():

@@ -90,3 +90,44 @@ def test_a_finished_study_resumes_without_running_or_computing_anything(study):
     run_study(config)
     assert _rows(config) == before
     assert [p.stat().st_mtime_ns for p in views] == stamps
+
+
+def test_publishing_selects_by_cv_and_the_entries_load_and_predict(
+    study, tmp_path, shared_data, monkeypatch
+):
+    import shutil
+
+    from reslstm_tf import zoo
+    from reslstm_tf.experiments.study_publish import publish_study, select_recipes
+    from reslstm_tf.predict import predict_video
+
+    config, report = study
+    manifest = tmp_path / "manifest.json"
+    shutil.copy(zoo.default_manifest_path(), manifest)
+    dataset = {"name": "skatetest", "title": "t", "classes": "skateboard_classes.txt",
+               "num_classes": 2}  # fmt: skip
+    published = publish_study(config, dataset, manifest_path=str(manifest), command="test")
+    selection = select_recipes(report["summary"])
+    best_feature_recipe = max(
+        (e for e in report["summary"] if e["recipe"] in ("frozen", "frozen_aug",
+         "finetuned_features") and e["stream"] == "rgb"),
+        key=lambda e: e["mean"],
+    )  # fmt: skip
+    assert selection["depth_recipe"] == best_feature_recipe["recipe"]
+    assert set(published) == {"skatetest_lstm2", "skatetest_res2",
+                              f"skatetest_twostream_{selection['two_stream']['arch']}"
+                              f"{selection['two_stream']['depth']}"}  # fmt: skip
+    entry = published["skatetest_res2"]
+    expected = next(
+        e for e in report["summary"]
+        if (e["recipe"], e["stream"], e["arch"], e["depth"])
+        == (selection["depth_recipe"], "rgb", "res", 2)
+    )  # fmt: skip
+    assert entry["metrics"][0]["mean"] == pytest.approx(expected["mean"], abs=1e-4)
+    zoo_manifest = json.loads(manifest.read_text())
+    assert set(published) <= set(zoo_manifest["entries"])
+    monkeypatch.setenv("RESLSTM_ZOO_MANIFEST", str(manifest))
+    clip = shared_data / "skateboard" / "Ollie" / "Ollie14.mp4"
+    for name in published:
+        probabilities = [p for _, p in predict_video(name, clip, top_k=2).top_k]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)

@@ -1,0 +1,312 @@
+"""From a finished study to zoo entries: select by cross-validation, train on every clip.
+
+`select_recipes` reads the study's summary and picks, by mean cross-validated accuracy only:
+the feature recipe for the depth entries ("frozen_aug" or "finetuned_features", the one whose
+best head is best) and the best two-stream recipe. `train_final_models` then trains the
+selected recipes on all the clips with the study's settings (seed 0): the fine-tuned
+streams, the heads of every depth and the two-stream head, and `assemble_classifier` puts
+them into one `build_video_classifier` model (video clips in, classes out) that
+`reslstm_tf.zoo.publish_video_classifier` stores as a delta over the Kinetics-400 I3D.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from reslstm_tf.experiments.config import RNN_ARCHS
+from reslstm_tf.experiments.study import (
+    LATE_FUSIONS,
+    FinetuneRunner,
+    HeadRunner,
+    Stream,
+    view_features,
+)
+from reslstm_tf.training.trunk_cache import TrunkSource
+
+TWO_STREAM_RECIPES = ("mid_product", *LATE_FUSIONS)
+
+
+def _best(summary, **filters):
+    candidates = [e for e in summary if all(e[k] == v for k, v in filters.items())]
+    return max(candidates, key=lambda e: (e["mean"], -e["std"])) if candidates else None
+
+
+def select_recipes(summary):
+    """The recipes to publish, chosen by mean CV accuracy (ties: the smaller std).
+
+    Returns:
+        dict with "depth_recipe" ("frozen_aug", "frozen" or "finetuned_features"), and
+        "two_stream" (the best two-stream summary entry, or None).
+    """
+    best_by_recipe = {
+        recipe: _best(summary, recipe=recipe, stream="rgb")
+        for recipe in ("frozen", "frozen_aug", "finetuned_features")
+    }
+    ranked = sorted(
+        ((entry["mean"], recipe) for recipe, entry in best_by_recipe.items() if entry),
+        reverse=True,
+    )
+    two_stream = [e for e in summary if e["recipe"] in TWO_STREAM_RECIPES]
+    return {
+        "depth_recipe": ranked[0][1],
+        "two_stream": max(two_stream, key=lambda e: (e["mean"], -e["std"])) if two_stream else None,
+    }
+
+
+def _copy_backbone(source_upper, classifier, encoder_name):
+    """Copies the fine-tuned upper I3D blocks of an upper model into a classifier's backbone."""
+    target = classifier.get_layer(encoder_name).backbone
+    source = source_upper.get_layer("segment_encoder").backbone
+    copied = 0
+    for layer in source.layers:
+        if layer.weights:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
+            copied += 1
+    return copied
+
+
+def _copy_head(source_head, target_head, prefix=""):
+    """Copies a one-stream head's layers into a head (`prefix` for a late two-stream head)."""
+    for layer in source_head.layers:
+        if layer.weights:
+            target_head.get_layer(prefix + layer.name).set_weights(layer.get_weights())
+
+
+def assemble_classifier(config, num_classes, arch, depth, uppers, head, modality="rgb",
+                        fusion="product", level="late"):  # fmt: skip
+    """One `build_video_classifier` model from fine-tuned upper models and a trained head.
+
+    Args:
+        config: the `StudyConfig`.
+        num_classes: C.
+        arch, depth: the head ("lstm" or "res", 2-4).
+        uppers: {stream: fine-tuned upper model} ("rgb", and "flow" for two streams), or
+            {} for the pretrained backbone (a frozen recipe).
+        head: the trained head `keras.Model` (features in), or for a late two-stream model a
+            dict {"rgb": head, "flow": head} of one-stream heads.
+        modality, fusion, level: as `build_video_classifier`.
+    """
+    import keras
+
+    from reslstm_tf.video_classifier import build_video_classifier
+
+    keras.utils.set_random_seed(0)
+    classifier = build_video_classifier(
+        num_classes, modality, "i3d", f"{arch}{depth}",
+        num_segments=config.num_segments, segment_len=config.segment_len,
+        frame_size=config.frame_size, trainable_from=config.trainable_from,
+        fusion=fusion, level=level, units=config.units, dropout=config.dropout,
+        num_layers=depth, residual=arch == "res",
+    )  # fmt: skip
+    for stream, upper in uppers.items():
+        encoder = "segment_encoder" if modality != "two_stream" else f"{stream}_encoder"
+        _copy_backbone(upper, classifier, encoder)
+    target = classifier.get_layer("head")
+    if isinstance(head, dict):
+        for stream, stream_head in head.items():
+            _copy_head(stream_head, target, prefix=f"{stream}_")
+    else:
+        target.set_weights(head.get_weights())
+    return classifier
+
+
+@dataclasses.dataclass
+class FinalModels:
+    """What `train_final_models` returns: classifiers by entry name and their settings."""
+
+    classifiers: dict
+    settings: dict
+
+
+def _upper_head(upper):
+    return upper.get_layer("head")
+
+
+def train_final_models(config, selection, videos, flow_method=None):
+    """Trains the selected recipes on every clip; returns `FinalModels`.
+
+    Args:
+        config: the study's `StudyConfig`.
+        selection: `select_recipes`' dict.
+        videos: the study's `VideoList`.
+        flow_method: the flow stream of the two-stream entry (default: the selected one).
+    """
+    num_classes = len(videos.classes)
+    depth_recipe = selection["depth_recipe"]
+    two_stream = selection["two_stream"]
+    if two_stream is not None:
+        flow_method = flow_method or two_stream["stream"].split("+")[1]
+    needed = ["rgb"] + ([flow_method] if two_stream is not None else [])
+    streams = {name: Stream(config, name, videos, num_classes) for name in needed}
+    labels = np.asarray(streams["rgb"].clips.labels)
+    every = np.arange(len(labels))
+    fine_tuned = [name for name in needed if name != "rgb" or two_stream is not None
+                  or depth_recipe == "finetuned_features"]  # fmt: skip
+    uppers, features = {}, {}
+    for name in fine_tuned:
+        runner = FinetuneRunner(streams[name], num_classes)
+        runner.trainer.reset(0)
+        source = TrunkSource(streams[name].clips, streams[name].views, indices=every, seed=0)
+        runner.trainer.fit(source.train_data, labels=source.labels)
+        uppers[name] = runner.trainer.model
+        features[name] = view_features(uppers[name], streams[name].views)
+    heads = HeadRunner(config, num_classes)
+    classifiers, settings = {}, {}
+    if depth_recipe == "finetuned_features":
+        rgb_features, rgb_uppers = features["rgb"], {"rgb": uppers["rgb"]}
+    else:
+        rgb_features, rgb_uppers = streams["rgb"].frozen, {}
+    views = 0 if depth_recipe == "frozen" else config.views
+    for arch in RNN_ARCHS:
+        for depth in config.depths:
+            heads.run(arch, depth, rgb_features, labels, every, every[:1], 0, views)
+            head = heads.trainers.trainer.model
+            classifiers[f"{arch}{depth}"] = assemble_classifier(
+                config, num_classes, arch, depth, rgb_uppers, head
+            )
+            settings[f"{arch}{depth}"] = {"recipe": depth_recipe}
+    if two_stream is not None:
+        arch, depth = two_stream["arch"], two_stream["depth"]
+        recipe = two_stream["recipe"]
+        pair = {"rgb": uppers["rgb"], "flow": uppers[flow_method]}
+        if recipe == "mid_product":
+            both = {"rgb": features["rgb"], "flow": features[flow_method]}
+            heads.run(arch, depth, both, labels, every, every[:1], 0, config.views, "product")
+            head, fusion, level = heads.trainers.trainer.model, "product", "mid"
+        else:
+            head = {"rgb": _upper_head(pair["rgb"]), "flow": _upper_head(pair["flow"])}
+            fusion, level = recipe.split("_")[1], "late"
+        classifiers["two_stream"] = assemble_classifier(
+            config, num_classes, arch, depth, pair, head, "two_stream", fusion, level
+        )
+        settings["two_stream"] = {"recipe": recipe, "flow_method": flow_method}
+    return FinalModels(classifiers, settings)
+
+
+LICENSE = (
+    "Apache-2.0 weights (deltas over the Kinetics-400 I3D of DeepMind, Apache-2.0); trained "
+    "on SkateboardML clips, CC, academic use with citation zenodo 10.5281/zenodo.3986905"
+)
+
+
+def _metric(entry, config, command):
+    """The manifest metric of a summary entry: CV mean/std and how it was measured."""
+    return {
+        "name": "val_accuracy",
+        "protocol": (
+            f"stratified {config.folds}-fold cross-validation on the {entry['num_clips']} clips "
+            f"x {entry['seeds']} seed(s) (split seed {config.split_seed}); the same folds "
+            "selected the recipe, so the estimate is optimistic"
+        ),
+        "mean": round(entry["mean"], 4),
+        "std": round(entry["std"], 4),
+        "folds": entry["folds"],
+        "seeds": entry["seeds"],
+        "runs": entry["runs"],
+        "num_clips": entry["num_clips"],
+        "command": command,
+    }
+
+
+def _architecture(config, modality, arch, depth, fusion=None, level=None):
+    spec = {
+        "kind": "video_classifier", "modality": modality, "backbone": "i3d",
+        "preset": f"{arch}{depth}", "num_segments": config.num_segments,
+        "segment_len": config.segment_len, "frame_size": config.frame_size,
+        "trainable_from": config.trainable_from, "units": config.units,
+        "num_layers": depth, "residual": arch == "res", "dropout": config.dropout,
+    }  # fmt: skip
+    if fusion:
+        spec.update(fusion=fusion, level=level)
+    return spec
+
+
+def _features(config, streams):
+    from reslstm_tf.data.video import default_short_side
+
+    side = default_short_side(config.frame_size)
+    out = {}
+    for key, method in streams.items():
+        out[key] = {"modality": key, "resize_short_side": side, "short": config.short}
+        if key == "flow":
+            out[key]["flow_method"] = method
+    return out
+
+
+def publish_study(config, dataset, manifest_path=None, weights_dir=None, command=None):
+    """Selects by CV, trains on every clip and publishes `<dataset name>_<head>` entries.
+
+    Args:
+        config: the finished study's `StudyConfig`.
+        dataset: the entries' `dataset` dict ("name", "title", "classes", "num_classes").
+        manifest_path, weights_dir: as `reslstm_tf.zoo.publish_video_classifier`.
+        command: the command recorded with the metrics.
+
+    Returns:
+        {entry name: published entry}.
+    """
+    import json
+    import pathlib
+
+    from reslstm_tf import zoo
+    from reslstm_tf.data import datasets
+
+    out = pathlib.Path(config.out_dir)
+    summary = json.loads((out / "results.json").read_text(encoding="utf-8"))["summary"]
+    selection = select_recipes(summary)
+    videos = datasets.load_dataset("folder", data_dir=config.data_dir,
+                                   split_file=config.split_file)  # fmt: skip
+    for entry in summary:
+        entry["num_clips"] = len(videos)
+    final = train_final_models(config, selection, videos)
+    published = {}
+    for key, classifier in final.classifiers.items():
+        setting = final.settings[key]
+        if key == "two_stream":
+            chosen = selection["two_stream"]
+            arch, depth, modality = chosen["arch"], chosen["depth"], "two_stream"
+            fusion, level = ("product", "mid") if chosen["recipe"] == "mid_product" else (
+                chosen["recipe"].split("_")[1], "late")  # fmt: skip
+            streams = {"rgb": None, "flow": setting["flow_method"]}
+            name = f"{dataset['name']}_twostream_{arch}{depth}"
+            description = (
+                f"Two-stream ({fusion} fusion, {level} level) of fine-tuned RGB and "
+                f"{setting['flow_method']} flow I3D with a {arch}{depth} head"
+            )
+        else:
+            arch, depth = key[:-1], int(key[-1])
+            chosen = _find_entry(summary, setting["recipe"], arch, depth)
+            modality, fusion, level, streams = "rgb", None, None, {"rgb": None}
+            name = f"{dataset['name']}_{key}"
+            kind = "Res-LSTM" if arch == "res" else "Plain stacked LSTM"
+            description = f"{kind}, {depth} layers of {config.units} units, on I3D RGB clips"
+        entry = {
+            "description": f"{description}, {dataset['title']} ({setting['recipe']})",
+            "dataset": dataset,
+            "architecture": _architecture(config, modality, arch, depth, fusion, level),
+            "base": "kinetics400_i3d",
+            "features": _features(config, streams),
+            "metrics": [_metric(chosen, config, command or "reslstm-study")],
+            "training": {
+                "recipe": setting["recipe"],
+                "clips": f"all {len(videos)} clips",
+                "seed": 0,
+                "study": dataclasses.asdict(config),
+            },  # fmt: skip
+            "license": LICENSE,
+        }
+        entry["training"]["study"] = {
+            k: v for k, v in entry["training"]["study"].items()
+            if k not in ("data_dir", "split_file", "out_dir", "flow_cache_dir")
+        }  # fmt: skip
+        published[name] = zoo.publish_video_classifier(
+            classifier, name, entry, manifest_path=manifest_path, weights_dir=weights_dir
+        )
+    return published
+
+
+def _find_entry(summary, recipe, arch, depth):
+    return next(
+        e for e in summary
+        if (e["recipe"], e["stream"], e["arch"], e["depth"]) == (recipe, "rgb", arch, depth)
+    )  # fmt: skip
