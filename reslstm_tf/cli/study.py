@@ -92,9 +92,8 @@ def main(argv):
     report = run_study(config)
     print(f"{report['runs']} runs; results in {FLAGS.out_dir}/results.md")
     if FLAGS.publish_manifest:
-        from reslstm_tf.experiments.study_publish import publish_study
-
         from reslstm_tf.data import datasets
+        from reslstm_tf.experiments.study_publish import publish_study
 
         videos = datasets.load_dataset("folder", data_dir=config.data_dir,
                                        split_file=config.split_file)  # fmt: skip
