@@ -1,6 +1,6 @@
 """The LiteRT streaming step at batch 1 against the Keras step; quantised top-1 agreement.
 
-Latency: the zoo head `skateboard_lstm3` (3 LSTM layers of 256 units on 1024-d I3D
+Latency: the zoo head `skateboard_frozen_lstm3` (3 LSTM layers of 256 units on 1024-d I3D
 features) advanced one segment at a time, as a phone or an edge box streams: LiteRT's
 interpreter (`step.tflite`, float32 and dynamic-range int8) against our Keras step
 (`StreamingClassifier.tf_function()`, a traced graph), each fed back its own states,
@@ -25,8 +25,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine_header, percentile, report  # noqa: E402
 
-TITLE = "LiteRT streaming step (skateboard_lstm3)"
-HEAD = "skateboard_lstm3"
+TITLE = "LiteRT streaming step (skateboard_frozen_lstm3)"
+HEAD = "skateboard_frozen_lstm3"
 
 
 def step_latencies(step, features, states, repeat):

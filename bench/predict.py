@@ -1,7 +1,7 @@
 """Prediction over many videos against feature extraction on the same clips.
 
 Classifies the 150 skateboard clips (`../shared/data/skateboard`) with the
-`skateboard_lstm3` entry through `reslstm_tf.predict.predict_videos` (the library of
+`skateboard_frozen_lstm3` entry through `reslstm_tf.predict.predict_videos` (the library of
 `reslstm-classify`: one backbone, a video's segments in one batch, the next videos decoded
 while the network runs) and extracts their features with `reslstm_tf.extract.extract` (the
 library of `reslstm-extract`) with the same segment spec (16 segments of 16 frames, 224
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine_header, report  # noqa: E402
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "skateboard"
-MODEL = "skateboard_lstm3"
+MODEL = "skateboard_frozen_lstm3"
 
 
 def run(data, limit=None, chunk=10):

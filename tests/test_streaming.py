@@ -125,7 +125,7 @@ def test_a_short_clip_streams_the_segments_extraction_cuts(shared_data):
     from reslstm_tf.predict import VideoPredictor, predict_video
 
     clip = shared_data / "skateboard" / "Kickflip" / "Kickflip2.mp4"  # 30 frames
-    predictor = VideoPredictor("skateboard_lstm3", top_k=2)
+    predictor = VideoPredictor("skateboard_frozen_lstm3", top_k=2)
     events = list(stream_video(clip, predictor.classifier, top_k=2, realtime=False))
     assert len(events) == predictor.num_segments == 16
     offline = predict_video(predictor, clip)

@@ -111,7 +111,7 @@ def train_selected_head(features_dir, results, dtype="float16", seeds=(0, 1, 2))
     Example:
         ```python
         model, info = train_selected_head("cache/skateboard_i3d_rgb", results)
-        reslstm_tf.zoo.publish(model, "skateboard_lstm3", entry, "zoo/manifest.json", "zoo")
+        reslstm_tf.zoo.publish(model, "skateboard_frozen_lstm3", entry, "zoo/manifest.json", "zoo")
         ```
     """
     check_choice("dtype", dtype, ("float32", "float16"), error=AblationError)

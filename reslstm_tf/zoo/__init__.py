@@ -267,7 +267,7 @@ def load(name, weights="auto"):
 
     Example:
 
-    >>> model = reslstm_tf.zoo.load("skateboard_lstm3")
+    >>> model = reslstm_tf.zoo.load("skateboard_frozen_lstm3")
     >>> reslstm_tf.zoo.load("hmdb51_res3")  # raises WeightsNotPublishedError
     """
     entry = info(name)

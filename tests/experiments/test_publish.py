@@ -6,7 +6,7 @@ from reslstm_tf.experiments.config import AblationError, TrainConfig
 from reslstm_tf.experiments.publish import train_selected_head
 from tests.experiments.helpers import write_cache
 
-SKATEBOARD_ENTRY = "skateboard_lstm3"
+SKATEBOARD_ENTRY = "skateboard_frozen_lstm3"
 
 
 def _results(**best):

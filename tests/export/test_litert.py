@@ -113,7 +113,7 @@ def skateboard_features(shared_data):
     from reslstm_tf.backbones.extractor import feature_model
     from reslstm_tf.data.pipeline import load_clip
 
-    spec = zoo.info("skateboard_lstm3")["features"]["rgb"]
+    spec = zoo.info("skateboard_frozen_lstm3")["features"]["rgb"]
     folder = shared_data / "skateboard"
     lines = (folder / "trainlist.txt").read_text().split()
     clips = [line for line in lines if line.startswith("Kickflip/")][:2]
@@ -137,7 +137,7 @@ def skateboard_features(shared_data):
 def test_zoo_head_float32_and_quantised(skateboard_features, tmp_path):
     from reslstm_tf import zoo
 
-    model = zoo.load("skateboard_lstm3")
+    model = zoo.load("skateboard_frozen_lstm3")
     inputs = {"features": skateboard_features}
     expected = keras_logits(model, inputs)
     sizes, top1 = {}, {}

@@ -331,13 +331,13 @@ def _tampered_zoo_load(root):
     lab = root / "tampered_zoo"
     lab.mkdir(exist_ok=True)
     shutil.copyfile(manifest, lab / "manifest.json")
-    name = zoo.info("skateboard_lstm3")["weights"]["file"]
+    name = zoo.info("skateboard_frozen_lstm3")["weights"]["file"]
     corpus.tampered_copy(manifest.parent / name, lab / name)
     old = {k: os.environ.get(k) for k in (zoo.MANIFEST_ENV, cache_lib.CACHE_ENV)}
     os.environ[zoo.MANIFEST_ENV] = os.fspath(lab / "manifest.json")
     os.environ[cache_lib.CACHE_ENV] = os.fspath(root / "home")
     try:
-        return zoo.load("skateboard_lstm3")
+        return zoo.load("skateboard_frozen_lstm3")
     finally:
         for key, value in old.items():
             if value is None:
@@ -363,7 +363,7 @@ def test_tampered_weights_and_malicious_pickle(results):
     assert_error(
         out["zoo"],
         cache_lib.ChecksumError,
-        root / "tampered_zoo" / zoo.info("skateboard_lstm3")["weights"]["file"],
+        root / "tampered_zoo" / zoo.info("skateboard_frozen_lstm3")["weights"]["file"],
         "tampered",
     )
     assert_error(out["pickle"], pickle.UnpicklingError, "forbidden global")
