@@ -284,3 +284,29 @@ def test_trunk_views_on_disk_are_computed_once_and_train_the_same(video_dir, tmp
         finetune(dataclasses.replace(config, trunk_cache_dir=str(views_dir), frame_size=32))
     with pytest.raises(ValueError, match="different: views_seed"):
         finetune(dataclasses.replace(config, trunk_cache_dir=str(views_dir), seed=1))
+
+
+def test_two_streams_fine_tune_end_to_end_with_late_product_fusion(video_dir, tmp_path):
+    """The paper's best model as one Keras model: RGB and flow I3D, late fusion by product."""
+    config = _config(
+        video_dir, modality="two_stream", level="late", fusion="product", epochs=6,
+        learning_rate=3e-3, flow_cache_dir=str(tmp_path / "flow"), eval_split_file="",
+    )  # fmt: skip
+    result = finetune(config)
+    classifier = result.classifier
+    assert {"rgb_encoder", "flow_encoder"} <= {layer.name for layer in classifier.layers}
+    losses = [entry["loss"] for entry in result.train.history]
+    assert losses[-1] < 0.7 * losses[0]
+    scored = evaluate_finetuned(config, classifier, load_videos(config), classes=CLASSES)
+    assert scored["top1"] >= 5 / 6
+    # Late product fusion: the fused logits rank classes as the product of the two streams'.
+    head = classifier.get_layer("head")
+    rgb_logits = head.get_layer("rgb_logits").output
+    flow_logits = head.get_layer("flow_logits").output
+    probe = keras.Model(head.input, [rgb_logits, flow_logits, head.output])
+    features = np.random.default_rng(0).normal(size=(3, 2, 1024)).astype("float32")
+    rgb, flow, fused = (np.asarray(x) for x in probe({"rgb": features, "flow": features}))
+    softmax = lambda z: np.exp(z - z.max(-1, keepdims=True)) / np.exp(  # noqa: E731
+        z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)  # fmt: skip
+    product = softmax(rgb) * softmax(flow)
+    np.testing.assert_allclose(softmax(fused), product / product.sum(-1, keepdims=True), atol=1e-5)
