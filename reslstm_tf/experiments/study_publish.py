@@ -122,7 +122,7 @@ def _upper_head(upper):
     return upper.get_layer("head")
 
 
-def train_final_models(config, selection, videos, flow_method=None):
+def train_final_models(config, selection, videos, flow_method=None, depths=True):
     """Trains the selected recipes on every clip; returns `FinalModels`.
 
     Args:
@@ -130,6 +130,7 @@ def train_final_models(config, selection, videos, flow_method=None):
         selection: `select_recipes`' dict.
         videos: the study's `VideoList`.
         flow_method: the flow stream of the two-stream entry (default: the selected one).
+        depths: train the heads of every depth (False: the two-stream model only).
     """
     num_classes = len(videos.classes)
     depth_recipe = selection["depth_recipe"]
@@ -141,7 +142,7 @@ def train_final_models(config, selection, videos, flow_method=None):
     labels = np.asarray(streams["rgb"].clips.labels)
     every = np.arange(len(labels))
     fine_tuned = [name for name in needed if name != "rgb" or two_stream is not None
-                  or depth_recipe == "finetuned_features"]  # fmt: skip
+                  or (depths and depth_recipe == "finetuned_features")]  # fmt: skip
     uppers, features = {}, {}
     for name in fine_tuned:
         runner = FinetuneRunner(streams[name], num_classes)
@@ -152,12 +153,14 @@ def train_final_models(config, selection, videos, flow_method=None):
         features[name] = view_features(uppers[name], streams[name].views)
     heads = HeadRunner(config, num_classes)
     classifiers, settings = {}, {}
-    if depth_recipe == "finetuned_features":
+    if not depths:
+        rgb_features, rgb_uppers = None, {}
+    elif depth_recipe == "finetuned_features":
         rgb_features, rgb_uppers = features["rgb"], {"rgb": uppers["rgb"]}
     else:
         rgb_features, rgb_uppers = streams["rgb"].frozen, {}
     views = 0 if depth_recipe == "frozen" else config.views
-    for arch in RNN_ARCHS:
+    for arch in RNN_ARCHS if depths else ():
         for depth in config.depths:
             heads.run(arch, depth, rgb_features, labels, every, every[:1], 0, views)
             head = heads.trainers.trainer.model
@@ -233,7 +236,10 @@ def _features(config, streams):
     return out
 
 
-def publish_study(config, dataset, manifest_path=None, weights_dir=None, command=None):
+def publish_study(
+    config, dataset, manifest_path=None, weights_dir=None, command=None,
+    parts=("depth", "two_stream"),
+):  # fmt: skip
     """Selects by CV, trains on every clip and publishes `<dataset name>_<head>` entries.
 
     Args:
@@ -241,6 +247,7 @@ def publish_study(config, dataset, manifest_path=None, weights_dir=None, command
         dataset: the entries' `dataset` dict ("name", "title", "classes", "num_classes").
         manifest_path, weights_dir: as `reslstm_tf.zoo.publish_video_classifier`.
         command: the command recorded with the metrics.
+        parts: what to publish: "depth" (the heads of every depth) and/or "two_stream".
 
     Returns:
         {entry name: published entry}.
@@ -254,11 +261,13 @@ def publish_study(config, dataset, manifest_path=None, weights_dir=None, command
     out = pathlib.Path(config.out_dir)
     summary = json.loads((out / "results.json").read_text(encoding="utf-8"))["summary"]
     selection = select_recipes(summary)
+    if "two_stream" not in parts:
+        selection["two_stream"] = None
     videos = datasets.load_dataset("folder", data_dir=config.data_dir,
                                    split_file=config.split_file)  # fmt: skip
     for entry in summary:
         entry["num_clips"] = len(videos)
-    final = train_final_models(config, selection, videos)
+    final = train_final_models(config, selection, videos, depths="depth" in parts)
     published = {}
     for key, classifier in final.classifiers.items():
         setting = final.settings[key]
