@@ -57,3 +57,36 @@ def test_skateboard_entry_predicts_real_clips(shared_data):
         assert abs(sum(p for _, p in ranked) - 1.0) < 1e-4
         correct += ranked[0][0] == name
     assert correct >= 5, f"{correct}/6 clips right"
+
+
+def _study_entries():
+    from reslstm_tf import zoo
+
+    return [
+        name for name in zoo.list()
+        if name.startswith("skateboard_")
+        and zoo.info(name)["architecture"]["kind"] == "video_classifier"
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _study_entries())
+def test_study_entries_are_small_carry_their_cv_and_predict_real_clips(name, shared_data):
+    """Each entry ships <= 15 MB and reads real clips to the right class (training clips:
+    a sanity check of the video-to-label path, not a held-out score)."""
+    from reslstm_tf import zoo
+    from reslstm_tf.predict import VideoPredictor
+
+    entry = zoo.info(name)
+    files = {entry["weights"]["file"]} | {d["file"] for d in entry["deltas"].values()}
+    sizes = [(zoo.default_manifest_path().parent / f).stat().st_size for f in files]
+    assert sum(sizes) <= 15.5e6, (name, sizes)
+    metric = entry["metrics"][0]
+    assert metric["folds"] == 5 and metric["runs"] >= 5 and 0.5 < metric["mean"] <= 1.0
+    predictor = VideoPredictor(name, top_k=2)
+    root = shared_data / "skateboard"
+    clips = [root / "Kickflip" / f"Kickflip{i}.mp4" for i in (1, 2, 3)]
+    clips += [root / "Ollie" / f"Ollie{i}.mp4" for i in (1, 2, 3)]
+    predictions = [p for _, p, _ in predictor.predict(clips, progress=False)]
+    right = sum(p.top_k[0][0] == clip.parent.name for p, clip in zip(predictions, clips))
+    assert right >= 5, (name, right)
