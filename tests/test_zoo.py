@@ -210,3 +210,21 @@ def test_build_uses_the_manifest_architecture():
     assert model.name == "hmdb51_twostream_res2"
     assert set(model.input) == {"rgb", "flow"} and model.output_shape == (None, 51)
     assert model.get_layer("fusion").method == "product"
+
+
+def test_published_weights_get_the_umask_mode_not_mkstemp_0600(tmp_path):
+    import os
+    import stat
+
+    model = build_single_stream(3, "res2", feature_dim=8, units=8, num_steps=4, name="lab_res2")
+    base = zoo.info("hmdb51_res2")
+    entry = {**base, "dataset": {**base["dataset"], "name": "lab", "num_classes": 3},
+             "architecture": {"kind": "single_stream", "preset": "res2", "units": 8,
+                              "num_steps": 4}, "features": {"feature_dim": 8}}  # fmt: skip
+    previous = os.umask(0o022)
+    try:
+        published = zoo.publish(model, "lab_res2", entry, manifest_path=tmp_path / "m.json")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / published["weights"]["file"]).stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644

@@ -119,6 +119,10 @@ def plot_depth(summary, depths, path):
                 axis.errorbar(x, [100 * e["mean"] for _, e in points],
                               yerr=[100 * e["std"] for _, e in points], color=color,
                               marker="o", capsize=3, label=label)  # fmt: skip
+        baseline = _find(summary, recipe="logreg")
+        if baseline is not None:
+            axis.axhline(100 * baseline["mean"], color="gray", linestyle="--", linewidth=1,
+                         label="logreg (mean-pooled)")  # fmt: skip
         axis.set_title(recipe, fontsize=10)
         axis.set_xlabel("stacked layers")
         axis.set_xticks(list(depths))

@@ -309,6 +309,9 @@ def _save_weights(model, name, weights_dir, dtype="float32"):
     check_choice("dtype", dtype, ("float32", "float16"))
     weights_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=weights_dir, prefix=f".{name}.", suffix=".partial.weights.h5")
+    # mkstemp makes 0600 files and h5py writes into the file it is given: published weights
+    # get the mode the umask gives a new file, as every other file the project writes.
+    os.fchmod(fd, cache.file_mode(weights_dir / f"{name}.new.weights.h5"))
     os.close(fd)
     try:
         model.save_weights(tmp)
