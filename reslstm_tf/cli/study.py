@@ -93,7 +93,6 @@ def main(argv):
     print(f"{report['runs']} runs; results in {FLAGS.out_dir}/results.md")
     if FLAGS.publish_manifest:
         from reslstm_tf.data import datasets
-        from reslstm_tf.experiments.study_publish import publish_study
 
         videos = datasets.load_dataset("folder", data_dir=config.data_dir,
                                        split_file=config.split_file)  # fmt: skip
@@ -101,11 +100,21 @@ def main(argv):
         dataset = {"name": FLAGS.dataset_name, "title": FLAGS.dataset_title, "classes": classes,
                    "num_classes": len(videos.classes)}  # fmt: skip
         command = " ".join(["reslstm-study", *_recorded_flags()])
-        for name, entry in publish_study(config, dataset, FLAGS.publish_manifest,
-                                         command=command).items():  # fmt: skip
-            metric = entry["metrics"][0]
-            print(f"published {name}: CV {100 * metric['mean']:.1f} ± {100 * metric['std']:.1f} %")
+        publish_study(config, dataset, FLAGS.publish_manifest, command)
     return 0
+
+
+def publish_study(config, dataset, manifest_path, command, parts=("depth", "two_stream")):
+    """Trains the study's CV-selected recipes on every clip and publishes them to the zoo."""
+    from reslstm_tf import zoo
+    from reslstm_tf.experiments.study_publish import final_entries
+
+    published = {}
+    for name, (model, entry) in final_entries(config, dataset, command, parts).items():
+        published[name] = zoo.publish_video_classifier(model, name, entry, manifest_path)
+        metric = published[name]["metrics"][0]
+        print(f"published {name}: CV {100 * metric['mean']:.1f} ± {100 * metric['std']:.1f} %")
+    return published
 
 
 def _recorded_flags():

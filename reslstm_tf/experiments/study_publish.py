@@ -6,7 +6,8 @@ best head is best) and the best two-stream recipe. `train_final_models` then tra
 selected recipes on all the clips with the study's settings (seed 0): the fine-tuned
 streams, the heads of every depth and the two-stream head, and `assemble_classifier` puts
 them into one `build_video_classifier` model (video clips in, classes out) that
-`reslstm_tf.zoo.publish_video_classifier` stores as a delta over the Kinetics-400 I3D.
+`reslstm_tf.zoo.publish_video_classifier` stores as a delta over the Kinetics-400 I3D
+(`final_entries` returns them with their manifest entries).
 """
 
 import dataclasses
@@ -236,26 +237,24 @@ def _features(config, streams):
     return out
 
 
-def publish_study(
-    config, dataset, manifest_path=None, weights_dir=None, command=None,
-    parts=("depth", "two_stream"),
-):  # fmt: skip
-    """Selects by CV, trains on every clip and publishes `<dataset name>_<head>` entries.
+def final_entries(config, dataset, command=None, parts=("depth", "two_stream")):
+    """Selects by CV and trains on every clip: {`<dataset name>_<head>`: (model, entry)}.
+
+    Publish each with `reslstm_tf.zoo.publish_video_classifier(model, name, entry, ...)`
+    (what `reslstm-study --publish_manifest` does).
 
     Args:
         config: the finished study's `StudyConfig`.
         dataset: the entries' `dataset` dict ("name", "title", "classes", "num_classes").
-        manifest_path, weights_dir: as `reslstm_tf.zoo.publish_video_classifier`.
         command: the command recorded with the metrics.
-        parts: what to publish: "depth" (the heads of every depth) and/or "two_stream".
+        parts: what to train: "depth" (the heads of every depth) and/or "two_stream".
 
     Returns:
-        {entry name: published entry}.
+        {entry name: (the `build_video_classifier` model, its manifest entry)}.
     """
     import json
     import pathlib
 
-    from reslstm_tf import zoo
     from reslstm_tf.data import datasets
 
     out = pathlib.Path(config.out_dir)
@@ -308,9 +307,7 @@ def publish_study(
             k: v for k, v in entry["training"]["study"].items()
             if k not in ("data_dir", "split_file", "out_dir", "flow_cache_dir")
         }  # fmt: skip
-        published[name] = zoo.publish_video_classifier(
-            classifier, name, entry, manifest_path=manifest_path, weights_dir=weights_dir
-        )
+        published[name] = (classifier, entry)
     return published
 
 

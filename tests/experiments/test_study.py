@@ -98,7 +98,8 @@ def test_publishing_selects_by_cv_and_the_entries_load_and_predict(
     import shutil
 
     from reslstm_tf import zoo
-    from reslstm_tf.experiments.study_publish import publish_study, select_recipes
+    from reslstm_tf.cli.study import publish_study
+    from reslstm_tf.experiments.study_publish import select_recipes
     from reslstm_tf.predict import predict_video
 
     config, report = study
@@ -106,7 +107,7 @@ def test_publishing_selects_by_cv_and_the_entries_load_and_predict(
     shutil.copy(zoo.default_manifest_path(), manifest)
     dataset = {"name": "skatetest", "title": "t", "classes": "skateboard_classes.txt",
                "num_classes": 2}  # fmt: skip
-    published = publish_study(config, dataset, manifest_path=str(manifest), command="test")
+    published = publish_study(config, dataset, str(manifest), "test")
     selection = select_recipes(report["summary"])
     best_feature_recipe = max(
         (e for e in report["summary"] if e["recipe"] in ("frozen", "frozen_aug",
