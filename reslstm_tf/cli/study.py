@@ -111,7 +111,9 @@ def publish_study(config, dataset, manifest_path, command, parts=("depth", "two_
 
     published = {}
     for name, (model, entry) in final_entries(config, dataset, command, parts).items():
-        published[name] = zoo.publish_video_classifier(model, name, entry, manifest_path)
+        published[name] = zoo.publish_video_classifier(
+            model, name, entry, manifest_path=manifest_path
+        )
         metric = published[name]["metrics"][0]
         print(f"published {name}: CV {100 * metric['mean']:.1f} ± {100 * metric['std']:.1f} %")
     return published
