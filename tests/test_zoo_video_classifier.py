@@ -192,8 +192,9 @@ def test_every_video_classifier_entry_rebuilds_and_names_its_files():
         entry, arch = zoo.info(name), zoo.info(name)["architecture"]
         model = zoo.build(name)
         steps, length, size = arch["num_segments"], arch["segment_len"], arch["frame_size"]
-        first = model.input_shape["rgb"] if arch["modality"] == "two_stream" else model.input_shape
-        assert first[1:5] == (steps, length, size, size), name
+        inputs = model.input if isinstance(model.input, dict) else {"clips": model.input}
+        for clips in inputs.values():
+            assert tuple(clips.shape[1:5]) == (steps, length, size, size), name
         assert model.output_shape == (None, entry["dataset"]["num_classes"]), name
         assert len(zoo.class_names(name)) == entry["dataset"]["num_classes"], name
         streams = ("rgb", "flow") if arch["modality"] == "two_stream" else (arch["modality"],)

@@ -55,6 +55,14 @@ _FLAGS = [
         "Published entries: <name>_<head>; classes file <name>_classes.txt.",
     ),
     (_S, "dataset_title", "SkateboardML (Kickflip / Ollie)", "Published entries' dataset title."),
+    (
+        _S,
+        "publish_two_stream",
+        "mid_product",
+        "Two-stream recipes the published entry may "
+        "use: a late-fusion entry holds a 256-unit stack per stream, ~20 MB with both deltas, "
+        "over the zoo's ~15 MB per entry.",
+    ),
     (_B, "progress", True, "Show progress bars."),
 ]
 
@@ -100,17 +108,23 @@ def main(argv):
         dataset = {"name": FLAGS.dataset_name, "title": FLAGS.dataset_title, "classes": classes,
                    "num_classes": len(videos.classes)}  # fmt: skip
         command = " ".join(["reslstm-study", *_recorded_flags()])
-        publish_study(config, dataset, FLAGS.publish_manifest, command)
+        allowed = tuple(r.strip() for r in FLAGS.publish_two_stream.split(",") if r.strip())
+        publish_study(config, dataset, FLAGS.publish_manifest, command,
+                      two_stream_recipes=allowed)  # fmt: skip
     return 0
 
 
-def publish_study(config, dataset, manifest_path, command, parts=("depth", "two_stream")):
+def publish_study(
+    config, dataset, manifest_path, command, parts=("depth", "two_stream"),
+    two_stream_recipes=("mid_product",),
+):  # fmt: skip
     """Trains the study's CV-selected recipes on every clip and publishes them to the zoo."""
     from reslstm_tf import zoo
     from reslstm_tf.experiments.study_publish import final_entries
 
     published = {}
-    for name, (model, entry) in final_entries(config, dataset, command, parts).items():
+    entries = final_entries(config, dataset, command, parts, two_stream_recipes)
+    for name, (model, entry) in entries.items():
         published[name] = zoo.publish_video_classifier(
             model, name, entry, manifest_path=manifest_path
         )

@@ -473,6 +473,7 @@ def run_study(config):
     config.validate()
     out = pathlib.Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _check_resumable(config, out / "study_config.json")
     with atomic_write(out / "study_config.json", "w") as handle:
         handle.write(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     videos = datasets.load_dataset("folder", data_dir=config.data_dir, split_file=config.split_file)
@@ -506,6 +507,28 @@ def run_study(config):
     from reslstm_tf.experiments.study_report import study_report
 
     return study_report(out)
+
+
+# Settings a resumed study may change: they add or skip runs, and change no finished one.
+EXTENSIBLE = ("flow_methods", "flow_cache_dir", "seeds", "finetune_seeds", "recipes", "progress")
+
+
+def _check_resumable(config, path):
+    """Refuses to resume a study whose finished runs were made with other settings."""
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    changed = [
+        f"{key}: {stored.get(key)!r} -> {current.get(key)!r}"
+        for key in sorted(set(stored) | set(current))
+        if key not in EXTENSIBLE and stored.get(key) != current.get(key)
+    ]
+    if changed:
+        raise AblationError(
+            f"{path.parent} holds runs made with other settings ({'; '.join(changed)}); "
+            "use another out_dir, or the same settings to resume"
+        )
 
 
 def _log_timing(out, what, seconds):

@@ -32,8 +32,13 @@ def _best(summary, **filters):
     return max(candidates, key=lambda e: (e["mean"], -e["std"])) if candidates else None
 
 
-def select_recipes(summary):
-    """The recipes to publish, chosen by mean CV accuracy (ties: the smaller std).
+def select_recipes(summary, two_stream_recipes=TWO_STREAM_RECIPES):
+    """The recipes to publish, chosen by mean CV accuracy (ties: smaller std, more runs).
+
+    Args:
+        summary: the study's `summarise_runs` list.
+        two_stream_recipes: the two-stream recipes allowed (e.g. only "mid_product": a
+            late-fusion entry carries a head per stream and may be too large to ship).
 
     Returns:
         dict with "depth_recipe" ("frozen_aug", "frozen" or "finetuned_features"), and
@@ -47,10 +52,12 @@ def select_recipes(summary):
         ((entry["mean"], recipe) for recipe, entry in best_by_recipe.items() if entry),
         reverse=True,
     )
-    two_stream = [e for e in summary if e["recipe"] in TWO_STREAM_RECIPES]
+    two_stream = [e for e in summary if e["recipe"] in two_stream_recipes]
     return {
         "depth_recipe": ranked[0][1],
-        "two_stream": max(two_stream, key=lambda e: (e["mean"], -e["std"])) if two_stream else None,
+        "two_stream": max(two_stream, key=lambda e: (e["mean"], -e["std"], e["runs"]))
+        if two_stream
+        else None,
     }
 
 
@@ -237,7 +244,10 @@ def _features(config, streams):
     return out
 
 
-def final_entries(config, dataset, command=None, parts=("depth", "two_stream")):
+def final_entries(
+    config, dataset, command=None, parts=("depth", "two_stream"),
+    two_stream_recipes=TWO_STREAM_RECIPES,
+):  # fmt: skip
     """Selects by CV and trains on every clip: {`<dataset name>_<head>`: (model, entry)}.
 
     Publish each with `reslstm_tf.zoo.publish_video_classifier(model, name, entry, ...)`
@@ -248,6 +258,7 @@ def final_entries(config, dataset, command=None, parts=("depth", "two_stream")):
         dataset: the entries' `dataset` dict ("name", "title", "classes", "num_classes").
         command: the command recorded with the metrics.
         parts: what to train: "depth" (the heads of every depth) and/or "two_stream".
+        two_stream_recipes: the two-stream recipes the selection may pick.
 
     Returns:
         {entry name: (the `build_video_classifier` model, its manifest entry)}.
@@ -259,7 +270,7 @@ def final_entries(config, dataset, command=None, parts=("depth", "two_stream")):
 
     out = pathlib.Path(config.out_dir)
     summary = json.loads((out / "results.json").read_text(encoding="utf-8"))["summary"]
-    selection = select_recipes(summary)
+    selection = select_recipes(summary, two_stream_recipes)
     if "two_stream" not in parts:
         selection["two_stream"] = None
     videos = datasets.load_dataset("folder", data_dir=config.data_dir,

@@ -26,7 +26,11 @@ def test_a_split_file_is_classified_into_a_csv_with_accuracy(tmp_path, shared_da
     root = shared_data / "skateboard"
     (tmp_path / "split.txt").write_text("Kickflip/Kickflip2.mp4\nOllie/Ollie14.mp4\n")
     result = run_cli(
-        "classify", "--model=skateboard_frozen_lstm3", f"--data_dir={root}", "split.txt", cwd=tmp_path
+        "classify",
+        "--model=skateboard_frozen_lstm3",
+        f"--data_dir={root}",
+        "split.txt",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))

@@ -132,3 +132,13 @@ def test_publishing_selects_by_cv_and_the_entries_load_and_predict(
     for name in published:
         probabilities = [p for _, p in predict_video(name, clip, top_k=2).top_k]
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_resuming_with_settings_that_change_finished_runs_is_refused(study):
+    import dataclasses
+
+    from reslstm_tf.experiments.config import AblationError
+
+    config, _ = study
+    with pytest.raises(AblationError, match="head_epochs: 1 -> 2"):
+        run_study(dataclasses.replace(config, head_epochs=2))
