@@ -177,13 +177,7 @@ class Stream:
         trunk, upper = ft.trunk_split(
             ft.build_classifier(self.finetune, num_classes), config.trainable_from
         )
-        from reslstm_tf.training.trunk_cache import TrunkViews
-
-        spec = {k: getattr(self.finetune, k) for k in ft._TRUNK_SPEC_FIELDS}
-        self.views = TrunkViews(
-            self.finetune.trunk_cache_dir, self.clips, trunk, config.views, spec=spec
-        )
-        self.views.fill(progress=config.progress)
+        self.views = ft.stored_trunk_views(self.finetune, self.clips, trunk, config.progress)
         self.frozen = _cached_array(
             pathlib.Path(config.out_dir) / "features" / f"{stream}_frozen.npy",
             lambda: view_features(upper, self.views),
@@ -302,10 +296,10 @@ def _softmax(logits):
     return z / z.sum(-1, keepdims=True)
 
 
-def _probabilities(upper, array, rows, batch_size=16):
-    """Softmax of an upper model over the rows of a stored view."""
+def _probabilities(model, array, rows, batch_size=16):
+    """Softmax of a model over the given rows of an array (a stored view or its features)."""
     logits = [
-        np.asarray(upper(np.asarray(array[rows[i : i + batch_size]]), training=False))
+        np.asarray(model(np.asarray(array[rows[i : i + batch_size]]), training=False))
         for i in range(0, len(rows), batch_size)
     ]
     return _softmax(np.concatenate(logits))
@@ -337,10 +331,11 @@ class FinetuneRunner:
         self.trainer.fit(source.train_data, labels=source.labels)
         upper = self.trainer.model
         labels = np.asarray(stream.clips.labels)
-        eval_view = stream.views.array("eval")
-        train_p = _probabilities(upper, eval_view, train_idx)
-        val_p = _probabilities(upper, eval_view, val_idx)
         features = view_features(upper, stream.views)
+        # The head on the centred view's features: the upper model's logits, without running
+        # the fine-tuned blocks over that view a second time.
+        train_p = _probabilities(upper.get_layer("head"), features[0], train_idx)
+        val_p = _probabilities(upper.get_layer("head"), features[0], val_idx)
         with atomic_write(out_path) as handle:
             np.savez(handle, features=features.astype(np.float16), val_probabilities=val_p)
         train_acc = float(np.mean(train_p.argmax(-1) == labels[train_idx]))

@@ -326,15 +326,20 @@ def _record(config, classes):
     return {"finetune": dataclasses.asdict(config), "class_names": list(classes)}
 
 
+def stored_trunk_views(config, clips, trunk, progress=None):
+    """The run's `TrunkViews` in `config.trunk_cache_dir`, filled (computed once, then read)."""
+    spec = {k: getattr(config, k) for k in _TRUNK_SPEC_FIELDS}
+    views = TrunkViews(config.trunk_cache_dir, clips, trunk, config.trunk_views, spec=spec)
+    views.fill(progress=config.progress if progress is None else progress)
+    return views
+
+
 def _trunk_arrays(config, clips, num_classes):
     """The trunk outputs of the training views: from `trunk_cache_dir` or computed now."""
     trunk = _trunk(config, num_classes)
     if not config.trunk_cache_dir:
         return [trunk_outputs(clips, trunk, "train", v) for v in range(config.trunk_views)]
-    spec = {k: getattr(config, k) for k in _TRUNK_SPEC_FIELDS}
-    views = TrunkViews(config.trunk_cache_dir, clips, trunk, config.trunk_views, spec=spec)
-    views.fill(progress=config.progress)
-    return views
+    return stored_trunk_views(config, clips, trunk)
 
 
 def make_trainer(config, clips, classes, strategy=None):
