@@ -61,6 +61,7 @@ import cv2
 import numpy as np
 
 from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.data import datasets
 from reslstm_tf.data import video as video_lib
 from reslstm_tf.data.clips import VideoClips
@@ -223,7 +224,7 @@ def check_clip_memory(path, info, config, max_bytes=MAX_CLIP_BYTES):
     short, long = sorted((info.width, info.height))
     if short <= 0:
         return
-    side = max(video_lib.default_short_side(config.frame_size), config.frame_size)
+    side = ClipSpec(frame_size=config.frame_size).short_side
     frames = config.num_segments * (config.segment_len + int(config.modality == "flow"))
     if info.frame_count > 0:
         frames = min(frames, info.frame_count)

@@ -27,10 +27,10 @@ from keras import ops
 
 from reslstm_tf.backbones.extractor import feature_model
 from reslstm_tf.checks import check_positive_int
+from reslstm_tf.clip_spec import default_short_side
 from reslstm_tf.data.sampling import sample_segments
 from reslstm_tf.data.video import (
     VideoReadError,
-    default_short_side,
     to_float,
     transform_frames,
 )

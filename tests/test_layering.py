@@ -17,6 +17,7 @@ PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
 # Bottom-up: data flows down this list and imports point up it (STYLE.md's layout, with the
 # end-to-end video classifier beside the head builders and the test helpers last).
 FLOORS = (
+    "clip_spec",
     "layers",
     "presets",
     "precision",

@@ -13,9 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from reslstm_tf.checks import check_choice
-from reslstm_tf.data import flow as flow_lib
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.data import sampling, video
-from reslstm_tf.data.video import default_short_side
+from reslstm_tf.data.reader import read_clip
 
 MODALITIES = ("rgb", "flow")
 DTYPES = ("float32", "uint8")
@@ -28,22 +28,22 @@ def load_clip(
     segment_len,
     *,
     mode="eval",
-    frame_size=224,
+    frame_size=None,
     short_side=None,
     modality="rgb",
-    flow_method="tvl1",
+    flow_method=None,
     stride=1,
-    short="loop",
+    short=None,
     num_steps=None,
     seed=None,
     return_info=False,
     dtype="float32",
     threads=None,
 ):
-    """Decodes the K_v segments of one video as network input.
+    """Decodes the K_v segments of one video as network input (`reader.read_clip`).
 
-    The frame count announced by the container is trusted first; when the file turns out
-    shorter (`video.VideoTooShortError`) the segments are re-sampled for the real count.
+    The `ClipSpec` of the arguments (None: the spec's default) cut by `reader.read_clip`,
+    then scaled for the network.
 
     Args:
         path: the video file.
@@ -71,67 +71,25 @@ def load_clip(
         (clip, sample, info) with `return_info`.
     """
     _check_output(modality, dtype)
-    rng = np.random.default_rng(seed)
-    frames_per_segment = segment_len + 1 if modality == "flow" else segment_len
-    sample_args = dict(mode=mode, num_steps=num_steps, stride=stride, short=short, seed=rng)
-    samples = []  # the sample of the count in the header (the sampler below draws it)
-
-    def sampler(count):
-        samples.append(
-            sampling.sample_segments(count, num_segments, frames_per_segment, **sample_args)
-        )
-        return samples[-1].indices
-
-    short_side = default_short_side(frame_size) if short_side is None else short_side
-    crop_mode = "random" if mode == "train" else "center"
-    # Each distinct frame is resized and cropped as it is decoded (short videos repeat
-    # frames), and the reader gathers the crops straight into the clip's order.
-    crop = _frame_transform(max(short_side, frame_size), frame_size, crop_mode, rng)
-    try:  # one opening of the file: header, sampling, decoding
-        info, frames = video.read_clip(path, sampler, threads=threads, transform=crop)
-        sample = samples[-1]
-    except video.VideoTooShortError as err:
-        # The container over-announced its length: re-sample for the real count, reusing
-        # the frames the first pass decoded and reading only the others again.
-        info = video.probe(path, decode_first=False)
-        if info.frame_count <= 0:  # as read_clip: counted by decoding
-            info = video.probe(path, count_frames=True)
-        sample = sampling.sample_segments(
-            err.decoded_frames, num_segments, frames_per_segment, **sample_args
-        )
-        need = sorted({int(i) for i in sample.indices.flat} - set(err.frames))
-        have = dict(err.frames)
-        if need:
-            more = video.read_frames(path, need, on_missing="last", threads=threads, transform=crop)
-            have.update(zip(need, more))
-        frames = np.stack([have[int(i)] for i in sample.indices.flat])
-    frames = frames.reshape((num_segments, frames_per_segment) + frames.shape[1:])
-    if modality == "flow":
-        clip = flow_lib.segment_flow(frames, flow_method).astype(np.float32, copy=False)
-    else:
-        clip = frames if dtype == "uint8" else video.to_float(frames)
+    spec = spec_of(
+        num_segments=num_segments,
+        segment_len=segment_len,
+        frame_size=frame_size,
+        resize_short_side=short_side,
+        modality=modality,
+        flow_method=flow_method,
+        short=short,
+    )
+    clip = read_clip(path, spec, mode, seed, threads=threads, stride=stride, num_steps=num_steps)
+    frames = clip.frames if dtype == "uint8" else clip.as_float()
     if return_info:
-        return clip, sample, info
-    return clip, sample
+        return frames, clip.sample, clip.info
+    return frames, clip.sample
 
 
-def _frame_transform(short_side, crop_size, crop_mode, rng):
-    """Returns `video.transform_frames` (uint8) for one frame, one crop window for all.
-
-    The window is drawn on the first frame, from the frame size after resizing, as
-    `video.crop` draws it for a stack of frames.
-    """
-    window = []
-
-    def transform(frame):
-        frame = video.resize_short_side(frame, short_side)
-        if not window:
-            window.extend(video.crop_offsets(*frame.shape[:2], crop_size, crop_mode, rng))
-        top, left = window
-        # a copy, so the full frame's memory is freed (and reused) at once
-        return frame[top : top + crop_size, left : left + crop_size].copy()
-
-    return transform
+def spec_of(**fields):
+    """The `ClipSpec` of the given fields; a field given as None takes the spec's default."""
+    return ClipSpec(**{name: value for name, value in fields.items() if value is not None})
 
 
 def _check_output(modality, dtype):

@@ -9,7 +9,7 @@ apart, so a window spans ``(segment_len - 1) * stride + 1`` frames):
 
 When the video is shorter than ``K_v`` windows (``n < K_v * span``), ``short`` decides:
 
-* ``'loop'`` (default, as in the kinetics-i3d recipe): the video is played in a loop to a
+* ``'loop'`` (`ClipSpec`'s default, as the kinetics-i3d recipe): the video is played in a loop to a
   virtual length of ``K_v * span`` frames; frame ``i`` of the loop is ``i % n``. In train mode
   the loop starts at a random phase.
 * ``'pad'``: the virtual video is the real one followed by copies of its last frame.
@@ -28,9 +28,9 @@ import dataclasses
 import numpy as np
 
 from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.clip_spec import SHORT_POLICIES
 
 MODES = ("train", "eval")
-SHORT_POLICIES = ("loop", "pad", "overlap")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +89,7 @@ def sample_segments(
     mode="eval",
     num_steps=None,
     stride=1,
-    short="loop",
+    short,
     seed=None,
 ):
     """Samples `num_segments` windows of `segment_len` frames spread over a video.
@@ -149,7 +149,7 @@ def sample_segments(
     )
 
 
-def eval_indices_tf(num_frames, num_segments, segment_len, *, stride=1, short="loop"):
+def eval_indices_tf(num_frames, num_segments, segment_len, *, stride=1, short):
     """Returns `sample_segments(..., mode='eval').indices` computed with TensorFlow ops.
 
     The same rules as the numpy sampler, for graphs that learn the frame count only at run

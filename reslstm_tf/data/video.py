@@ -376,11 +376,6 @@ def _read_wrapped(path, missing, decoded, have, threads, transform):
     return {i: got[t] for i, t in targets.items()}
 
 
-def default_short_side(frame_size):
-    """Returns the resize target for a crop: 256 for 224 (the usual 8:7 ratio)."""
-    return int(round(frame_size * 256 / 224))
-
-
 def resize_short_side(frames, size, interpolation=None):
     """Resizes frames so that their shorter side is `size`, keeping the aspect ratio.
 

@@ -233,7 +233,7 @@ def _architecture(config, modality, arch, depth, fusion=None, level=None):
 
 
 def _features(config, streams):
-    from reslstm_tf.data.video import default_short_side
+    from reslstm_tf.clip_spec import default_short_side
 
     side = default_short_side(config.frame_size)
     out = {}

@@ -20,8 +20,9 @@ import shutil
 import keras
 import tensorflow as tf
 
+from reslstm_tf.clip_spec import default_short_side
 from reslstm_tf.data.sampling import eval_indices_tf, step_segment_map
-from reslstm_tf.data.video import default_short_side, transform_frames_tf
+from reslstm_tf.data.video import transform_frames_tf
 from reslstm_tf.export import signatures
 from reslstm_tf.faults import fault_point
 

@@ -29,10 +29,10 @@ import numpy as np
 from reslstm_tf import runs
 from reslstm_tf.backbones.i3d import VALID_ENDPOINTS
 from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.data import datasets
 from reslstm_tf.data.clips import MODALITIES, VideoClips, fill_flow_cache
 from reslstm_tf.data.flow_cache import FlowCache
-from reslstm_tf.data.video import default_short_side
 from reslstm_tf.precision import dtype_policy
 from reslstm_tf.training import setup
 from reslstm_tf.training.options import TrainOptions
@@ -195,7 +195,7 @@ def flow_cache(config):
     """The run's `FlowCache`, or None (no flow stream, or flow computed on the fly)."""
     if config.modality == "rgb" or not config.flow_cache_dir:
         return None
-    short_side = config.flow_short_side or default_short_side(config.frame_size)
+    short_side = config.flow_short_side or ClipSpec(frame_size=config.frame_size).short_side
     return FlowCache(config.flow_cache_dir, method=config.flow_method, short_side=short_side)
 
 

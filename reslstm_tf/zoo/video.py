@@ -41,7 +41,7 @@ import numpy as np
 from reslstm_tf import files as cache
 from reslstm_tf.backbones.delta import encode_delta
 from reslstm_tf.backbones.i3d import VALID_ENDPOINTS
-from reslstm_tf.data.video import default_short_side
+from reslstm_tf.clip_spec import default_short_side
 from reslstm_tf.video_classifier import build_video_classifier
 from reslstm_tf.zoo.fetch import path_inside
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.data import pipeline, sampling, video
 
 
@@ -31,7 +32,7 @@ def videos(tmp_path_factory):
 def test_load_clip_rgb_matches_sampling(videos):
     clip, sample = pipeline.load_clip(videos / "A" / "a.avi", 3, 4, frame_size=16)
     assert clip.shape == (3, 4, 16, 16, 3) and clip.dtype == np.float32
-    expected = sampling.sample_segments(24, 3, 4).indices
+    expected = sampling.sample_segments(24, 3, 4, short="loop").indices
     np.testing.assert_array_equal(sample.indices, expected)
     # flat grey frames: the value encodes the frame index (MJPG is near-lossless on flat)
     levels = (clip[:, :, 8, 8, 0] + 1) * 127.5
@@ -116,13 +117,15 @@ def test_load_clip_resamples_when_container_over_announces(shared_data):
     while capture.grab():
         count += 1
     assert count < real and sample.num_frames == count
-    np.testing.assert_array_equal(sample.indices, sampling.sample_segments(count, 4, 8).indices)
+    np.testing.assert_array_equal(
+        sample.indices, sampling.sample_segments(count, 4, 8, short="loop").indices
+    )
     assert clip.shape == (4, 8, 32, 32, 3) and np.all(np.abs(clip) <= 1)
     # The frames the first pass decoded are reused: exactly the sampled frames, in order.
     everything = video.read_frames(path, np.arange(count))
     expected = video.transform_frames(
         everything[sample.indices.reshape(-1)],
-        short_side=pipeline.default_short_side(32),
+        short_side=ClipSpec(frame_size=32).short_side,
         crop_size=32,
     )
     np.testing.assert_array_equal(clip.reshape(expected.shape), expected)
