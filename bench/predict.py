@@ -32,6 +32,7 @@ def run(data, limit=None, chunk=10):
     Alternating exposes both to the same load of a shared machine. Each chunk is extracted
     into the same cache (new videos only) and classified by the same predictor.
     """
+    from reslstm_tf.clip_spec import ClipSpec
     from reslstm_tf.data import datasets
     from reslstm_tf.extract import ExtractConfig, build_extractor, extract
     from reslstm_tf.predict import VideoPredictor, predict_videos
@@ -46,10 +47,12 @@ def run(data, limit=None, chunk=10):
         config = ExtractConfig(
             data_dir=str(data),
             out_dir=out_dir,
-            num_segments=spec["num_segments"],
-            segment_len=spec["segment_len"],
-            frame_size=spec["frame_size"],
-            short="overlap",
+            clip=ClipSpec(
+                num_segments=spec["num_segments"],
+                segment_len=spec["segment_len"],
+                frame_size=spec["frame_size"],
+                short="overlap",
+            ),
         )
         extractor = build_extractor(config)
         for start in range(0, len(items), chunk):

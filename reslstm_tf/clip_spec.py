@@ -158,6 +158,11 @@ class ClipSpec:
         ]
 
 
+def spec_of(**fields):
+    """The `ClipSpec` of the given fields; a field given as None takes the spec's default."""
+    return ClipSpec.from_dict({name: value for name, value in fields.items() if value is not None})
+
+
 def field_names():
     """The names of `ClipSpec`'s fields, in order."""
     return tuple(field.name for field in dataclasses.fields(ClipSpec))

@@ -66,8 +66,8 @@ from reslstm_tf.data import datasets
 from reslstm_tf.data import video as video_lib
 from reslstm_tf.data.clips import VideoClips
 from reslstm_tf.data.feature_cache import FeatureCacheWriteError, FeatureCacheWriter, check_writable
-from reslstm_tf.data.pipeline import load_clip
-from reslstm_tf.data.sampling import SHORT_POLICIES, sample_segments
+from reslstm_tf.data.reader import read_clip
+from reslstm_tf.data.sampling import sample_segments
 from reslstm_tf.data.video import VideoReadError
 from reslstm_tf.faults import fault_point
 from reslstm_tf.files import atomic_write, folder_lock
@@ -89,10 +89,7 @@ REPORT_FAILURES = 50
 
 DATASETS = ("ucf101", "hmdb51", "folder")
 SUBSETS = ("train", "test", "all")
-BACKBONES = ("i3d", "c3d")
 PRECISIONS = ("float32", "mixed_bfloat16")
-MODALITIES = ("rgb", "flow")
-FLOW_METHODS = ("tvl1", "farneback")
 
 
 class ExtractError(Exception):
@@ -110,20 +107,14 @@ class ExtractConfig:
     Attributes:
         data_dir: folder of the videos (the paths in the lists are relative to it).
         out_dir: folder of the feature cache.
+        clip: the `ClipSpec` of the clips (segments, frames, size, short-video policy,
+            modality, flow method, backbone and its weights); recorded in the cache.
         dataset: 'folder' (a folder per class), 'ucf101' or 'hmdb51'.
         split_dir: ucf101/hmdb51: folder of the split files (default `data_dir`).
         split: ucf101/hmdb51: official split 1, 2 or 3.
         split_file: folder: optional list of ``<Class>/<video>`` lines.
         subset: ucf101/hmdb51: 'train', 'test' or 'all' videos.
-        backbone: 'i3d' or 'c3d'.
-        weights: the backbone's weights ('kinetics400', None or a file).
         precision: 'float32' or 'mixed_bfloat16' backbone arithmetic.
-        modality: 'rgb' or 'flow'.
-        flow_method: 'tvl1' or 'farneback', for 'flow'.
-        num_segments: K_v, segments per video.
-        segment_len: frames per segment (default: the extractor's).
-        frame_size: crop side (default: the extractor's).
-        short: 'loop', 'pad' or 'overlap', for videos shorter than K_v windows.
         batch_size: videos per backbone call.
         shard_size: videos per TFRecord shard (a crash redoes at most one shard).
         num_shards: parallel workers; this one takes every `num_shards`-th video.
@@ -138,20 +129,13 @@ class ExtractConfig:
 
     data_dir: str
     out_dir: str
+    clip: ClipSpec = dataclasses.field(default_factory=ClipSpec)
     dataset: str = "folder"
     split_dir: str = None
     split: int = 1
     split_file: str = None
     subset: str = "all"
-    backbone: str = "i3d"
-    weights: str = "kinetics400"
     precision: str = "float32"
-    modality: str = "rgb"
-    flow_method: str = "tvl1"
-    num_segments: int = 8
-    segment_len: int = None
-    frame_size: int = None
-    short: str = "loop"
     batch_size: int = 4
     shard_size: int = 256
     num_shards: int = 1
@@ -166,22 +150,21 @@ class ExtractConfig:
         """Checks every setting; raises `ExtractInputError` naming the bad one."""
         if not self.data_dir or not self.out_dir:
             raise ExtractInputError("data_dir and out_dir are required")
+        if not isinstance(self.clip, ClipSpec):
+            raise ExtractInputError(
+                f"clip must be a ClipSpec. Received: clip={type(self.clip).__name__}"
+            )
         for name, allowed in (
             ("dataset", DATASETS),
             ("subset", SUBSETS),
-            ("backbone", BACKBONES),
             ("precision", PRECISIONS),
-            ("modality", MODALITIES),
-            ("flow_method", FLOW_METHODS),
-            ("short", SHORT_POLICIES),
         ):
             check_choice(name, getattr(self, name), allowed, error=ExtractInputError)
         check_choice("split", self.split, (1, 2, 3), error=ExtractInputError)
-        for name in ("num_segments", "batch_size", "shard_size", "num_shards", "decode_workers"):
+        for name in ("batch_size", "shard_size", "num_shards", "decode_workers"):
             check_positive_int(name, getattr(self, name), error=ExtractInputError)
-        for name in ("segment_len", "frame_size", "limit"):
-            if getattr(self, name) is not None:
-                check_positive_int(name, getattr(self, name), error=ExtractInputError)
+        if self.limit is not None:
+            check_positive_int("limit", self.limit, error=ExtractInputError)
         for name in ("shard_index", "views", "seed"):
             check_positive_int(name, getattr(self, name), allow_zero=True, error=ExtractInputError)
         if self.shard_index >= self.num_shards:
@@ -219,13 +202,13 @@ def check_clip_memory(path, info, config, max_bytes=MAX_CLIP_BYTES):
     """Raises `VideoReadError` if the video's resized frames would need over `max_bytes`.
 
     The estimate, from the header: frames read (at most K_v segments of `segment_len`, or
-    `segment_len + 1` for flow) x the frame resized to the short side `load_clip` uses x 3.
+    `segment_len + 1` for flow) x the frame resized to the spec's short side x 3.
     """
     short, long = sorted((info.width, info.height))
     if short <= 0:
         return
-    side = ClipSpec(frame_size=config.frame_size).short_side
-    frames = config.num_segments * (config.segment_len + int(config.modality == "flow"))
+    side, spec = config.clip.short_side, config.clip
+    frames = spec.num_segments * spec.frames_per_segment
     if info.frame_count > 0:
         frames = min(frames, info.frame_count)
     needed = frames * side * -(-side * long // short) * 3
@@ -263,10 +246,12 @@ def build_extractor(config):
     """Returns the `SegmentFeatureExtractor` of the config's backbone, modality and weights."""
     from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
 
+    spec = config.clip
     return SegmentFeatureExtractor(
-        backbone=config.backbone,
-        modality=config.modality,
-        weights=config.weights,
+        backbone=spec.backbone,
+        modality=spec.modality,
+        weights=spec.backbone_weights,
+        segment_len=spec.segment_len,
         precision=config.precision,
     )
 
@@ -274,8 +259,8 @@ def build_extractor(config):
 def _backbone_metadata(config, extractor, videos):
     """The backbone settings recorded in the index of a cache whose extractor we built."""
     metadata = {
-        "backbone": config.backbone,
-        "weights": config.weights,
+        "backbone": config.clip.backbone,
+        "weights": config.clip.backbone_weights,
         # recorded only when not the default, so older caches still resume
         **({"precision": config.precision} if config.precision != "float32" else {}),
         "feature_dim": int(extractor.feature_dim),
@@ -335,27 +320,36 @@ def _extract_locked(config, videos, extractor, progress, problems):
     if extractor is None:
         extractor = build_extractor(config)
         metadata.update(_backbone_metadata(config, extractor, videos))
-    config = dataclasses.replace(
-        config,
-        segment_len=config.segment_len or extractor.segment_len,
-        frame_size=config.frame_size or extractor.frame_size,
-        metadata=metadata,
-    )
+    _check_extractor(config.clip, extractor)
+    config = dataclasses.replace(config, metadata=metadata)
     summary = _extract_share(config, list(videos), extractor, progress)
     summary["problems"] = problems
     return summary
 
 
+def _check_extractor(spec, extractor):
+    """Raises `ExtractInputError` if the extractor takes other segments than the spec cuts."""
+    takes = getattr(extractor, "segment_len", None)
+    if takes is not None and takes != spec.segment_len:
+        raise ExtractInputError(
+            f"the backbone takes segments of {takes} frames and the clip spec cuts "
+            f"{spec.segment_len}; set segment_len={takes} in the clip spec"
+        )
+
+
 def _cache_settings(config):
-    """The settings stored in (and checked against) the cache index."""
+    """The settings stored in (and checked against) the cache index: the clip spec's fields."""
+    spec = config.clip
     return {
-        "num_segments": config.num_segments,
-        "segment_len": config.segment_len,
-        "frame_size": config.frame_size,
-        "modality": config.modality,
-        "flow_method": config.flow_method if config.modality == "flow" else None,
+        "num_segments": spec.num_segments,
+        "segment_len": spec.segment_len,
+        "frame_size": spec.frame_size,
+        "modality": spec.modality,
+        "flow_method": spec.flow_method if spec.modality == "flow" else None,
         "sampling": "eval",
-        "short": config.short,
+        "short": spec.short,
+        # recorded only when set, so caches made before it resume as before
+        **({"resize_short_side": spec.resize_short_side} if spec.resize_short_side else {}),
         # recorded only with views, so caches without them resume as before
         **({"views": config.views, "view_seed": config.seed} if config.views else {}),
         **(config.metadata or {}),
@@ -416,17 +410,7 @@ def _write_failures(path, failures):
 def _view_clips(videos, config):
     """The `VideoClips` whose train-mode clips of epoch v are the videos' views v."""
     return VideoClips(
-        videos,
-        config.data_dir,
-        modality=config.modality,
-        num_segments=config.num_segments,
-        segment_len=config.segment_len,
-        frame_size=config.frame_size,
-        flow_method=config.flow_method,
-        short=config.short,
-        flip=True,
-        seed=config.seed,
-        num_parallel_calls=1,
+        videos, config.data_dir, config.clip, flip=True, seed=config.seed, num_parallel_calls=1
     )
 
 
@@ -454,18 +438,8 @@ def _decode(position, item, config, view=None, views=None):
         if view is not None:
             (clip,) = views.load(position, "train", epoch=view)
             return _Decoded(position, item, clip)
-        clip, sample, info = load_clip(
-            path,
-            config.num_segments,
-            config.segment_len,
-            mode="eval",
-            frame_size=config.frame_size,
-            modality=config.modality,
-            flow_method=config.flow_method,
-            short=config.short,
-            return_info=True,
-        )
-        return _Decoded(position, item, clip, sample, info)
+        clip = read_clip(path, config.clip, "eval")
+        return _Decoded(position, item, clip.as_float(), clip.sample, clip.info)
     except (VideoReadError, ValueError, OSError, cv2.error, MemoryError) as err:
         where = "" if view is None else f"view {view}: "
         return _Decoded(position, item, error=f"{where}{type(err).__name__}: {err}")
@@ -614,14 +588,14 @@ def report(summary, limit=REPORT_FAILURES, file=None):
     )
 
 
-def segment_features(extractor, frames, num_segments, *, short="overlap"):
+def segment_features(extractor, frames, num_segments, *, short):
     """Features of the segments extraction would cut from already decoded, scaled frames.
 
     Args:
         extractor: a `SegmentFeatureExtractor` (its `segment_len` frames per segment).
         frames: float32 array (N, H, W, C) in [-1, 1], N >= 1.
         num_segments: K_v.
-        short: the short-video policy of the sampler. Defaults to 'overlap'.
+        short: the short-video policy of the sampler.
 
     Returns:
         float32 numpy array (K_v, feature_dim).

@@ -23,6 +23,7 @@ from absl import app, flags
 
 from reslstm_tf import extract as extract_lib
 from reslstm_tf.cli import define_once, flag_values, run_tool
+from reslstm_tf.clip_spec import spec_of
 from reslstm_tf.data.feature_cache import FeatureCacheError
 
 FLAGS = flags.FLAGS
@@ -64,7 +65,7 @@ def define_flags():
     define_once(
         enum, "flow_method", "tvl1", ["tvl1", "farneback"], "Optical flow for --modality flow."
     )
-    define_once(integer, "segments", 8, "K_v, segments per video.", lower_bound=1)
+    define_once(integer, "segments", None, "K_v, segments per video (default 16).", lower_bound=1)
     define_once(
         integer,
         "segment_len",
@@ -109,7 +110,19 @@ def define_flags():
 
 def _config():
     """The `ExtractConfig` of the flags."""
+    clip = spec_of(
+        **flag_values(
+            "backbone",
+            "modality",
+            "flow_method",
+            "segment_len",
+            "short",
+            num_segments="segments",
+            backbone_weights="weights",
+        )
+    )
     return extract_lib.ExtractConfig(
+        clip=clip,
         **flag_values(
             "data_dir",
             "out_dir",
@@ -118,13 +131,7 @@ def _config():
             "split",
             "split_file",
             "subset",
-            "backbone",
-            "weights",
             "precision",
-            "modality",
-            "flow_method",
-            "segment_len",
-            "short",
             "batch_size",
             "shard_size",
             "num_shards",
@@ -133,8 +140,7 @@ def _config():
             "decode_workers",
             "views",
             "seed",
-            num_segments="segments",
-        )
+        ),
     )
 
 

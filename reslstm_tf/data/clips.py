@@ -29,13 +29,30 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.checks import check_choice
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.data import sampling, video
 from reslstm_tf.data.flow_cache import dequantize
-from reslstm_tf.data.pipeline import load_clip
+from reslstm_tf.data.reader import read_clip, segment_indices
 
 MODALITIES = ("rgb", "flow", "two_stream")
-CHANNELS = {"rgb": 3, "flow": 2}
+
+
+def clip_rng(seed, epoch, index):
+    """The random generator of one video's clip in one epoch: the package's one policy.
+
+    Every random choice of a training clip (window offsets, crop, flip) is drawn from
+    ``numpy.random.SeedSequence([seed, epoch, index])``: a function of the run's seed, the
+    epoch and the video's position only, so reruns, resumed runs and parallel decoders cut
+    the same clips. `epoch_order` draws an epoch's video order the same way.
+    """
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(index)]))
+
+
+def epoch_order(seed, epoch, count):
+    """The video order of a training epoch: a permutation of `count` from (seed, epoch)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
+    return rng.permutation(count).astype(np.int64)
 
 
 def flip_clip(clip, modality):
@@ -54,18 +71,16 @@ def flip_clip(clip, modality):
     return flipped
 
 
-def cached_flow_clip(
-    fields, num_segments, segment_len, *, mode="eval", frame_size=224, short="loop", rng=None
-):
+def cached_flow_clip(fields, spec, mode="eval", rng=None):
     """Cuts a flow clip out of a video's cached uint8 flow fields.
+
+    The segments of the spec's K_v windows of L fields (the fields are already flow: L of
+    them per segment, not L + 1 frames), cropped to the spec's frame size.
 
     Args:
         fields: uint8 (F, H, W, 2), as `FlowCache.read(video_id, quantized=True)` returns.
-        num_segments: T.
-        segment_len: L flow fields per segment.
+        spec: the `ClipSpec` (num_segments, segment_len, frame_size, short).
         mode: "train" (random windows and crop) or "eval" (centred).
-        frame_size: S, the crop side; at most the fields' shorter side.
-        short: the short-video policy of `sampling.sample_segments`.
         rng: a numpy Generator for the train-mode choices.
 
     Returns:
@@ -74,20 +89,19 @@ def cached_flow_clip(
     Raises:
         ValueError: the cached fields are smaller than the crop.
     """
+    size = spec.frame_size
     height, width = fields.shape[1:3]
-    if min(height, width) < frame_size:
+    if min(height, width) < size:
         raise ValueError(
-            f"cached flow fields are {height}x{width}, smaller than frame_size={frame_size}; "
-            f"fill the flow cache with short_side >= {frame_size}"
+            f"cached flow fields are {height}x{width}, smaller than frame_size={size}; "
+            f"fill the flow cache with short_side >= {size}"
         )
-    sample = sampling.sample_segments(
-        len(fields), num_segments, segment_len, mode=mode, short=short, seed=rng
-    )
+    sample = segment_indices(spec.replace(modality="rgb"), len(fields), mode, rng)
     unique, inverse = np.unique(sample.indices, return_inverse=True)
     crop_mode = "random" if mode == "train" else "center"
-    picked = video.crop(fields[unique], frame_size, crop_mode, rng)
+    picked = video.crop(fields[unique], size, crop_mode, rng)
     clip = dequantize(picked[inverse.reshape(-1)])
-    return clip.reshape(num_segments, segment_len, frame_size, frame_size, 2)
+    return clip.reshape(spec.num_segments, spec.segment_len, size, size, 2)
 
 
 def _items(videos):
@@ -105,45 +119,58 @@ class VideoClips:
     Args:
         videos: a `datasets.VideoList` or (relative path, label, ...) tuples.
         data_dir: the folder the relative paths are under.
-        modality: "rgb", "flow" or "two_stream" (elements {"rgb": ..., "flow": ...}).
-        num_segments: T, segments per video.
-        segment_len: L, frames (flow fields) per segment.
-        frame_size: S, the crop side.
+        spec: the `ClipSpec` of the clips (default `ClipSpec()`); each stream reads it with
+            its own modality.
+        modality: "rgb", "flow" or "two_stream" (elements {"rgb": ..., "flow": ...});
+            default the spec's.
         flow_cache: a `FlowCache` holding every video's flow (ids = relative paths), or
-            None to compute flow on the fly.
-        flow_method: "tvl1" or "farneback", without a flow cache.
-        short: the short-video policy ("loop", "pad", "overlap").
+            None to compute flow on the fly (the spec's flow method).
         flip: flip training clips left to right with probability 1/2.
         seed: the run's seed.
         num_parallel_calls: videos decoded in parallel (default `tf.data.AUTOTUNE`).
+        **spec_fields: fields replacing the spec's (`num_segments=4`, `frame_size=112`,
+            `short="overlap"`, ...).
     """
 
     def __init__(
         self,
         videos,
         data_dir,
+        spec=None,
         *,
-        modality="rgb",
-        num_segments=8,
-        segment_len=16,
-        frame_size=224,
+        modality=None,
         flow_cache=None,
-        flow_method="tvl1",
-        short="loop",
         flip=True,
         seed=0,
         num_parallel_calls=None,
+        **spec_fields,
     ):
         self.paths, self.labels = _items(videos)
         self.data_dir = os.fspath(data_dir)
-        self.modality = check_choice("modality", modality, MODALITIES)
-        self.num_segments = check_positive_int("num_segments", num_segments)
-        self.segment_len = check_positive_int("segment_len", segment_len)
-        self.frame_size = check_positive_int("frame_size", frame_size)
-        self.flow_cache, self.flow_method = flow_cache, flow_method
-        self.short = check_choice("short", short, sampling.SHORT_POLICIES)
+        self.spec = (spec or ClipSpec()).replace(**spec_fields)
+        self.modality = check_choice("modality", modality or self.spec.modality, MODALITIES)
+        self.flow_cache = flow_cache
         self.flip, self.seed = bool(flip), int(seed)
         self.num_parallel_calls = num_parallel_calls or tf.data.AUTOTUNE
+
+    @property
+    def num_segments(self):
+        """T, segments per clip (the spec's)."""
+        return self.spec.num_segments
+
+    @property
+    def segment_len(self):
+        """L, frames (flow fields) per segment (the spec's)."""
+        return self.spec.segment_len
+
+    @property
+    def frame_size(self):
+        """S, the crop side (the spec's)."""
+        return self.spec.frame_size
+
+    def stream_spec(self, stream):
+        """The `ClipSpec` one stream's clips are read with."""
+        return self.spec.replace(modality=stream)
 
     def __len__(self):
         return len(self.paths)
@@ -155,29 +182,15 @@ class VideoClips:
 
     def shape(self, stream):
         """The (T, L, S, S, C) shape of one stream's clips."""
-        size = self.frame_size
-        return (self.num_segments, self.segment_len, size, size, CHANNELS[stream])
+        return self.stream_spec(stream).shape
 
     def _stream_clip(self, index, stream, mode, rng):
         """One stream's clip of video `index`."""
         if stream == "flow" and self.flow_cache is not None:
             fields = self.flow_cache.read(self.paths[index], quantized=True)
-            return cached_flow_clip(
-                fields, self.num_segments, self.segment_len, mode=mode,
-                frame_size=self.frame_size, short=self.short, rng=rng,
-            )  # fmt: skip
-        clip, _ = load_clip(
-            os.path.join(self.data_dir, self.paths[index]),
-            self.num_segments,
-            self.segment_len,
-            mode=mode,
-            frame_size=self.frame_size,
-            modality=stream,
-            flow_method=self.flow_method,
-            short=self.short,
-            seed=rng,
-        )
-        return clip
+            return cached_flow_clip(fields, self.spec, mode, rng)
+        path = os.path.join(self.data_dir, self.paths[index])
+        return read_clip(path, self.stream_spec(stream), mode, rng).as_float()
 
     def load(self, index, mode="eval", epoch=0):
         """Returns the clips of video `index` in an epoch: a tuple, one array per stream.
@@ -188,7 +201,7 @@ class VideoClips:
             epoch: the epoch (train mode: selects the random choices).
         """
         check_choice("mode", mode, sampling.MODES)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch), int(index)]))
+        rng = clip_rng(self.seed, epoch, index)
         flip = mode == "train" and self.flip and rng.random() < 0.5
         clips = []
         for stream in self.streams:
@@ -200,8 +213,7 @@ class VideoClips:
         """The video order of an epoch: a permutation from (seed, epoch) in train mode."""
         if mode != "train":
             return np.arange(len(self), dtype=np.int64)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch)]))
-        return rng.permutation(len(self)).astype(np.int64)
+        return epoch_order(self.seed, epoch, len(self))
 
     def _element(self, clips, label):
         if self.modality == "two_stream":

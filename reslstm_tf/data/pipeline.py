@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from reslstm_tf.checks import check_choice
-from reslstm_tf.clip_spec import ClipSpec
+from reslstm_tf.clip_spec import spec_of
 from reslstm_tf.data import sampling, video
 from reslstm_tf.data.reader import read_clip
 
@@ -85,11 +85,6 @@ def load_clip(
     if return_info:
         return frames, clip.sample, clip.info
     return frames, clip.sample
-
-
-def spec_of(**fields):
-    """The `ClipSpec` of the given fields; a field given as None takes the spec's default."""
-    return ClipSpec(**{name: value for name, value in fields.items() if value is not None})
 
 
 def _check_output(modality, dtype):

@@ -55,7 +55,7 @@ def test_segment_features_equal_manual_segments(i3d_random):
         "i3d", "rgb", weights=None, batch_size=4, jit_compile=False, segment_len=6
     )
     extractor.model.set_weights(i3d_random.model.get_weights())
-    out = segment_features(extractor, frames, 3)
+    out = segment_features(extractor, frames, 3, short="overlap")
     # parts [0, 6), [6, 13), [13, 20): centres 3, 9.5, 16.5 -> starts 0, 6, 13.
     manual = np.stack([frames[0:6], frames[6:12], frames[13:19]])
     np.testing.assert_allclose(out, np.asarray(i3d_random.model(manual)), rtol=1e-4, atol=1e-5)
@@ -83,9 +83,9 @@ def test_invalid_segments(i3d_random, bad, needle):
 
 def test_invalid_frames(i3d_random):
     with pytest.raises(ValueError, match="rank 4"):
-        segment_features(i3d_random, np.zeros((4, 8, 8), "float32"), 2)
+        segment_features(i3d_random, np.zeros((4, 8, 8), "float32"), 2, short="loop")
     with pytest.raises(ValueError, match="non-empty clip"):
-        segment_features(i3d_random, np.zeros((0, 8, 8, 3), "float32"), 2)
+        segment_features(i3d_random, np.zeros((0, 8, 8, 3), "float32"), 2, short="loop")
 
 
 def test_c3d_extractor_shapes_and_checks():

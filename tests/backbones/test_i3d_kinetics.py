@@ -129,7 +129,7 @@ def test_extractor_with_real_weights_under_xla(cricket):
 
     extractor = SegmentFeatureExtractor("i3d", "rgb", batch_size=2, jit_compile=True)
     frames = cricket[0]
-    out = segment_features(extractor, frames, 3)
+    out = segment_features(extractor, frames, 3, short="overlap")
     manual = frames[sample_segments(len(frames), 3, 16, mode="eval", short="overlap").indices]
     expected = np.asarray(i3d.I3D(weights="kinetics400")(manual))
     assert out.shape == (3, 1024)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.data.clips import VideoClips, cached_flow_clip, fill_flow_cache, flip_clip
 from reslstm_tf.data.flow_cache import FlowCache
 from reslstm_tf.data.pipeline import load_clip
@@ -82,6 +83,6 @@ def test_flow_clips_come_from_the_cache_with_the_known_motion(videos, tmp_path):
 def test_cached_flow_refuses_a_crop_larger_than_the_fields():
     fields = np.zeros((6, 24, 30, 2), np.uint8)
     with pytest.raises(ValueError, match="short_side >= 32"):
-        cached_flow_clip(fields, 2, 2, frame_size=32)
-    clip = cached_flow_clip(fields, 2, 2, frame_size=24)
+        cached_flow_clip(fields, ClipSpec(num_segments=2, segment_len=2, frame_size=32))
+    clip = cached_flow_clip(fields, ClipSpec(num_segments=2, segment_len=2, frame_size=24))
     assert clip.shape == (2, 2, 24, 24, 2) and np.all(clip == -1.0)

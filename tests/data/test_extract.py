@@ -12,9 +12,13 @@ import pytest
 
 from reslstm_tf import extract as extract_lib
 from reslstm_tf.cli import extract as extract_cli
+from reslstm_tf.clip_spec import ClipSpec, ClipSpecError, field_names
 from reslstm_tf.data import datasets, sampling
 from reslstm_tf.data import feature_cache as features
 from reslstm_tf.extract import ExtractConfig, ExtractError, ExtractInputError, extract
+
+# The clips MeanExtractor takes: segments of 4 frames of 16 x 16 pixels.
+MEAN_CLIP = {"segment_len": 4, "frame_size": 16}
 
 
 class MeanExtractor:
@@ -57,7 +61,9 @@ def test_extract_writes_features_and_reports_failures(dataset, tmp_path):
     root, videos = dataset
     out = tmp_path / "cache"
     extractor = MeanExtractor()
-    config = ExtractConfig(data_dir=root, out_dir=out, num_segments=3, batch_size=2)
+    config = ExtractConfig(
+        data_dir=root, out_dir=out, clip=ClipSpec(num_segments=3, **MEAN_CLIP), batch_size=2
+    )
     summary = extract(config, videos=videos, extractor=extractor, progress=False)
     assert (summary["done"], summary["skipped"], summary["failed"]) == (3, 0, 1)
     failures = json.loads((out / "failures.json").read_text())["failures"]
@@ -78,7 +84,7 @@ def test_extract_writes_features_and_reports_failures(dataset, tmp_path):
 def test_extract_resumes_and_shards(dataset, tmp_path):
     root, videos = dataset
     out = tmp_path / "cache"
-    config = ExtractConfig(data_dir=root, out_dir=out, num_segments=2)
+    config = ExtractConfig(data_dir=root, out_dir=out, clip=ClipSpec(num_segments=2, **MEAN_CLIP))
 
     def run(config, **changes):
         changed = dataclasses.replace(config, **changes)
@@ -90,7 +96,7 @@ def test_extract_resumes_and_shards(dataset, tmp_path):
     assert (second["skipped"], second["done"], second["failed"]) == (2, 1, 1)
     assert len(features.read_index(out)["ids"]) == 3
     with pytest.raises(features.FeatureCacheError, match="differs"):
-        run(config, num_segments=5)
+        run(config, clip=config.clip.replace(num_segments=5))
     sharded = tmp_path / "sharded"
     for index in range(2):
         run(config, out_dir=sharded, num_shards=2, shard_index=index)
@@ -107,7 +113,9 @@ def test_extractor_failure_is_isolated(dataset, tmp_path):
                 raise RuntimeError("backbone exploded")
             return out
 
-    config = ExtractConfig(data_dir=root, out_dir=tmp_path / "c", num_segments=2)
+    config = ExtractConfig(
+        data_dir=root, out_dir=tmp_path / "c", clip=ClipSpec(num_segments=2, **MEAN_CLIP)
+    )
     summary = extract(config, videos=videos, extractor=Flaky(), progress=False)
     assert summary["done"] == 2 and summary["failed"] == 2
 
@@ -115,11 +123,24 @@ def test_extractor_failure_is_isolated(dataset, tmp_path):
 def test_extract_real_clips(shared_data, tmp_path):
     root = shared_data / "skateboard"
     videos = datasets.folder(root, root / "trainlist.txt")
-    config = ExtractConfig(data_dir=root, out_dir=tmp_path, num_segments=4, limit=4)
+    config = ExtractConfig(
+        data_dir=root, out_dir=tmp_path, clip=ClipSpec(num_segments=4, **MEAN_CLIP), limit=4
+    )
     summary = extract(config, videos=videos, extractor=MeanExtractor(), progress=False)
     assert summary["done"] == 4 and summary["failed"] == 0
     records = features.read_features(tmp_path)
     assert all(np.all(np.abs(r["features"]) <= 1) for r in records)
+
+
+class C3DSizedMean(MeanExtractor):
+    """MeanExtractor taking the C3D clips: 16 frames of 112 x 112 pixels."""
+
+    segment_len = 16
+    frame_size = 112
+
+    def __call__(self, segments):
+        assert segments.shape[1:] == (16, 112, 112, 3)
+        return segments.mean(axis=(1, 2, 3))
 
 
 def test_main_maps_flags(dataset, tmp_path, monkeypatch, capsys):
@@ -128,7 +149,7 @@ def test_main_maps_flags(dataset, tmp_path, monkeypatch, capsys):
 
     def factory(**kwargs):
         made.update(kwargs)
-        return MeanExtractor()
+        return C3DSizedMean()
 
     fake = types.ModuleType("reslstm_tf.backbones.extractor")
     fake.SegmentFeatureExtractor = factory
@@ -155,6 +176,7 @@ def test_main_maps_flags(dataset, tmp_path, monkeypatch, capsys):
         "backbone": "c3d",
         "modality": "rgb",
         "weights": "kinetics400",
+        "segment_len": 16,
         "precision": "mixed_bfloat16",
     }
     assert "done 3, skipped 0" in capsys.readouterr().out
@@ -177,9 +199,11 @@ def test_main_maps_flags(dataset, tmp_path, monkeypatch, capsys):
     ],
 )
 def test_config_refuses_bad_settings(tmp_path, changes, message):
-    settings = {"data_dir": tmp_path, "out_dir": tmp_path / "o", **changes}
-    with pytest.raises(ExtractInputError, match=message):
-        ExtractConfig(**settings)
+    clip = {k: v for k, v in changes.items() if k in field_names()}
+    settings = {"data_dir": tmp_path, "out_dir": tmp_path / "o"}
+    settings.update({k: v for k, v in changes.items() if k not in clip})
+    with pytest.raises((ExtractInputError, ClipSpecError), match=message):
+        ExtractConfig(clip=ClipSpec(**clip), **settings)
 
 
 def test_bad_split_file_and_empty_list(dataset, tmp_path):
@@ -222,20 +246,20 @@ def test_segment_features_cuts_the_segments_extraction_cuts():
     frames = np.broadcast_to(
         np.arange(10, dtype="float32")[:, None, None, None] / 10, (10, 16, 16, 3)
     )
-    feats = extract_lib.segment_features(MeanExtractor(), frames, 3)
+    feats = extract_lib.segment_features(MeanExtractor(), frames, 3, short="overlap")
     np.testing.assert_allclose(feats[:, 0], [0.15, 0.45, 0.75], atol=1e-5)
     looped = extract_lib.segment_features(MeanExtractor(), frames, 3, short="loop")
     # loop: windows 0-3, 4-7, 8-11 -> 8, 9, 0, 1
     np.testing.assert_allclose(looped[:, 0], [0.15, 0.55, 0.45], atol=1e-5)
     with pytest.raises(ValueError, match="rank 4"):
-        extract_lib.segment_features(MeanExtractor(), frames[0], 3)
+        extract_lib.segment_features(MeanExtractor(), frames[0], 3, short="loop")
 
 
 def test_clip_memory_is_estimated_from_the_header_before_decoding(tmp_path):
     from reslstm_tf.data.video import VideoReadError
 
     config = extract_lib.ExtractConfig(
-        data_dir="d", out_dir="o", num_segments=32, segment_len=32, frame_size=224
+        data_dir="d", out_dir="o", clip=ClipSpec(num_segments=32, segment_len=32, frame_size=224)
     )
     normal = types.SimpleNamespace(width=1920, height=1080, frame_count=300)
     extract_lib.check_clip_memory("normal.mp4", normal, config)  # 300 frames: 100 MiB

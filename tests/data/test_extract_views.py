@@ -11,6 +11,7 @@ import pytest
 
 from reslstm_tf import extract as extract_lib
 from reslstm_tf.cli import extract as extract_cli
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.data import datasets
 from reslstm_tf.data import feature_cache as features
 from reslstm_tf.data.clips import VideoClips
@@ -48,9 +49,13 @@ def by_id(folder):
 def test_views_are_train_mode_clips_of_video_clips_through_the_backbone(clips, i3d, tmp_path):
     root, _, videos = clips
     config = ExtractConfig(
-        data_dir=root, out_dir=tmp_path / "views", num_segments=2, frame_size=32, views=2, seed=5,
+        data_dir=root,
+        out_dir=tmp_path / "views",
+        clip=ClipSpec(num_segments=2, segment_len=8, frame_size=32),
+        views=2,
+        seed=5,
         batch_size=2,
-    )  # fmt: skip
+    )
     summary = extract(config, videos=videos, extractor=i3d, progress=False)
     assert (summary["done"], summary["failed"]) == (3, 0)
     index = features.read_index(tmp_path / "views")
@@ -89,15 +94,27 @@ def test_flow_views_are_train_mode_flow_clips_of_video_clips(clips, tmp_path):
         "i3d", "flow", weights=None, batch_size=4, jit_compile=False, segment_len=4
     )
     config = ExtractConfig(
-        data_dir=root, out_dir=tmp_path, modality="flow", flow_method="farneback",
-        num_segments=2, frame_size=32, views=3, seed=1, limit=2,
-    )  # fmt: skip
+        data_dir=root,
+        out_dir=tmp_path,
+        clip=ClipSpec(
+            modality="flow", flow_method="farneback", num_segments=2, segment_len=4, frame_size=32
+        ),
+        views=3,
+        seed=1,
+        limit=2,
+    )
     assert extract(config, videos=videos, extractor=flow_i3d, progress=False)["done"] == 2
     records = by_id(tmp_path)
     reference = VideoClips(
-        videos, root, modality="flow", flow_method="farneback", num_segments=2, segment_len=4,
-        frame_size=32, seed=1,
-    )  # fmt: skip
+        videos,
+        root,
+        modality="flow",
+        flow_method="farneback",
+        num_segments=2,
+        segment_len=4,
+        frame_size=32,
+        seed=1,
+    )
     for position, clip_id in enumerate(CLIPS[:2]):
         for view in range(3):
             (clip,) = reference.load(position, "train", epoch=view)
@@ -110,8 +127,11 @@ def test_flow_views_are_train_mode_flow_clips_of_video_clips(clips, tmp_path):
 def test_a_failing_view_fails_its_video_which_a_rerun_completes(clips, tmp_path, monkeypatch):
     root, _, videos = clips
     config = ExtractConfig(
-        data_dir=root, out_dir=tmp_path, num_segments=2, frame_size=32, segment_len=8, views=2,
-    )  # fmt: skip
+        data_dir=root,
+        out_dir=tmp_path,
+        clip=ClipSpec(num_segments=2, frame_size=32, segment_len=8),
+        views=2,
+    )
     load = VideoClips.load
 
     def failing(self, index, mode="eval", epoch=0):
@@ -139,9 +159,14 @@ def _job(root, split_file, out_dir, fault=None):
         env["RESLSTM_FAULT"] = fault
     command = [sys.executable, "-m", "tests.data.views_job", str(root), str(split_file)]
     return subprocess.run(
-        [*command, str(out_dir)], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-        timeout=600, check=False,
-    )  # fmt: skip
+        [*command, str(out_dir)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.mark.slow
@@ -180,8 +205,15 @@ def test_views_and_seed_flags_reach_the_config(tmp_path, monkeypatch):
     extract_cli.define_flags()
     flags = extract_cli.FLAGS
     try:
-        flags(["extract", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'o'}", "--views=3",
-               "--seed=4"])  # fmt: skip
+        flags(
+            [
+                "extract",
+                f"--data_dir={tmp_path}",
+                f"--out_dir={tmp_path / 'o'}",
+                "--views=3",
+                "--seed=4",
+            ]
+        )
         assert extract_cli.main([]) == 0
     finally:
         flags.unparse_flags()

@@ -31,15 +31,14 @@ class ProjectionExtractor:
 
 def config(data_dir, split_file, out_dir):
     """The job's `ExtractConfig`."""
+    from reslstm_tf.clip_spec import ClipSpec
     from reslstm_tf.extract import ExtractConfig
 
     return ExtractConfig(
         data_dir=data_dir,
         out_dir=out_dir,
         split_file=split_file,
-        num_segments=2,
-        frame_size=32,
-        segment_len=8,
+        clip=ClipSpec(num_segments=2, frame_size=32, segment_len=8),
         views=2,
         seed=5,
         batch_size=2,

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.export.saved_model import export_saved_model, video_to_segments
 from reslstm_tf.models import build_single_stream
 from tests import numpy_reference as ref
@@ -279,10 +280,12 @@ def _extracted_features(clip, cache, num_segments, segment_len, frame_size):
     config = ExtractConfig(
         data_dir=clip.parent,
         out_dir=cache,
-        num_segments=num_segments,
-        segment_len=segment_len,
-        frame_size=frame_size,
-        short="overlap",
+        clip=ClipSpec(
+            num_segments=num_segments,
+            segment_len=segment_len,
+            frame_size=frame_size,
+            short="overlap",
+        ),
     )
     extractor = SegmentFeatureExtractor("i3d", "rgb", jit_compile=False)
     summary = extract(
