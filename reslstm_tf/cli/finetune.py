@@ -9,8 +9,6 @@ Flow streams fill --flow_cache_dir once (resumable) before training. Checkpoints
 --model_dir; the same command resumes a stopped run. See `reslstm_tf.training.finetune`.
 """
 
-import dataclasses
-
 from absl import app, flags
 
 from reslstm_tf.cli import define_once, run_tool
@@ -76,16 +74,15 @@ def define_flags():
 
 def config_from_flags():
     """The `FinetuneConfig` of the flags."""
-    from reslstm_tf.training.finetune import FinetuneConfig
+    from reslstm_tf.training import finetune as finetune_lib
 
-    names = {field.name for field in dataclasses.fields(FinetuneConfig)}
-    values = {name: FLAGS[name].value for name in names if name in FLAGS}
+    values = {name: FLAGS[name].value for name in finetune_lib.settings() if name in FLAGS}
     values["head"] = {k: FLAGS[k].value for k in HEAD_FLAGS if FLAGS[k].value is not None}
     if str(values["backbone_weights"]).lower() == "none":
         values["backbone_weights"] = None
     if values["trainable_from"] in ("", "all"):
         values["trainable_from"] = None
-    return FinetuneConfig(**values)
+    return finetune_lib.from_flat(values)
 
 
 def main(argv):

@@ -22,11 +22,12 @@ part of its compute). Epoch e trains on view e mod `trunk_views`.
 """
 
 import dataclasses
+import functools
 
 import keras
 import numpy as np
 
-from reslstm_tf import runs
+from reslstm_tf import configs, runs
 from reslstm_tf.backbones.i3d import VALID_ENDPOINTS
 from reslstm_tf.checks import check_choice, check_positive_int
 from reslstm_tf.clip_spec import ClipSpec
@@ -46,11 +47,23 @@ _TRUNK_SPEC_FIELDS = (
     "modality", "flow_method", "flow_short_side", "num_segments", "segment_len",
     "frame_size", "short", "flip", "backbone", "backbone_weights", "trainable_from",
 )  # fmt: skip
+# How a FinetuneConfig is written flat (flags, config files, the run's record): the clip's
+# resize_short_side keeps its flag's name, and the Trainer's shuffle is always off.
+SETTINGS = {"renames": {"resize_short_side": "flow_short_side"}, "exclude": ("shuffle_buffer",)}
 UPPER = "upper_classifier"
 
 
 class FinetuneError(ValueError):
     """A fine-tuning run that cannot be done as asked (options, videos, flow cache)."""
+
+
+# Fine-tuning's own training defaults (small batches of clips, SGD); the rest are TrainOptions'.
+FINETUNE_TRAIN_DEFAULTS = {"batch_size": 8, "optimizer": "sgd"}
+
+
+def finetune_options(**changes):
+    """Fine-tuning's `TrainOptions`: `FINETUNE_TRAIN_DEFAULTS`, then `changes`."""
+    return TrainOptions(**{**FINETUNE_TRAIN_DEFAULTS, **changes})
 
 
 @dataclasses.dataclass
@@ -61,29 +74,33 @@ class FinetuneConfig:
         data_dir: the video folder (split-file paths are relative to it).
         model_dir: the run folder (checkpoints, resume, final weights), or None.
         dataset: "folder", "ucf101" or "hmdb51" (`data.datasets.load_dataset`).
-        split_dir, split, split_file, subset: the videos to train on, as
-            `load_dataset` reads them.
+        split_dir: ucf101/hmdb51: the folder of the split files (default data_dir).
+        split: ucf101/hmdb51: the official split 1, 2 or 3.
+        split_file: folder: an optional list of <Class>/<video> lines to train on.
+        subset: ucf101/hmdb51: the subset trained on.
         eval_subset: ucf101/hmdb51: the subset evaluated after training ("" for none).
         eval_split_file: folder: the list of videos evaluated after training.
         modality: "rgb", "flow" or "two_stream".
-        flow_method: "tvl1" or "farneback".
         flow_cache_dir: the flow cache folder, filled once before training (flow streams;
             None computes flow on the fly, for tiny tests only).
-        flow_short_side: shorter side of the cached flow (default S * 256 / 224).
-        num_segments, segment_len, frame_size: T, L and S of the clips.
-        short: the short-video policy ("loop", "pad", "overlap").
+        clip: the `ClipSpec` of each stream (its modality is the stream's: the flow
+            stream reads ``clip.replace(modality="flow")``); its ``resize_short_side`` is
+            the shorter side of the cached flow.
         flip: flip training clips left to right with probability 1/2.
-        backbone: "i3d" or "c3d".
-        backbone_weights: "kinetics400", None or a weights path (dict per stream).
         trainable_from: the first fine-tuned I3D endpoint (None: all of it).
-        frozen_batchnorm, recompute: see `build_video_classifier`.
-        preset, fusion, level, head: the head's preset, two-stream fusion and overrides.
+        frozen_batchnorm: keep BatchNorm statistics fixed (small batches).
+        recompute: recompute backbone activations in the backward pass (less memory).
+        preset: the head's preset (res2..res4, lstm2..lstm4).
+        fusion: two_stream: sum, product, weighted or concat.
+        level: two_stream: mid or late fusion.
+        head: overrides of the head preset (units, num_layers, dropout).
         trunk_cache: train the blocks from `trainable_from` on cached trunk outputs.
         trunk_views: clip views cached per video with `trunk_cache`.
         trunk_cache_dir: keep the trunk views in this folder (computed once, shared by
             every run over the same clips and trunk, e.g. cross-validation folds); None
             keeps them in memory for this run only.
-        epochs ... progress: the `TrainOptions` of the Trainer.
+        train: the Trainer's `TrainOptions` (default `finetune_options()`: batch_size 8,
+            SGD); its shuffle is off (`train_options`).
         strategy: "default", "mirrored" or "multi_worker".
         limit: use only the first N videos (smoke tests).
     """
@@ -98,16 +115,9 @@ class FinetuneConfig:
     eval_subset: str = ""
     eval_split_file: str | None = None
     modality: str = "rgb"
-    flow_method: str = "tvl1"
     flow_cache_dir: str | None = None
-    flow_short_side: int | None = None
-    num_segments: int = 8
-    segment_len: int = 16
-    frame_size: int = 224
-    short: str = "loop"
+    clip: ClipSpec = dataclasses.field(default_factory=ClipSpec)
     flip: bool = True
-    backbone: str = "i3d"
-    backbone_weights: object = "kinetics400"
     trainable_from: str | None = "Mixed_4f"
     frozen_batchnorm: bool = True
     recompute: bool = False
@@ -118,49 +128,84 @@ class FinetuneConfig:
     trunk_cache: bool = False
     trunk_views: int = 1
     trunk_cache_dir: str | None = None
-    epochs: int = 10
-    batch_size: int = 8
-    optimizer: str = "sgd"
-    learning_rate: float = 1e-3
-    schedule: str = "constant"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    seed: int = 0
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    checkpoint_every_steps: int = 0
-    max_steps: int | None = None
-    progress: bool = True
+    train: TrainOptions = dataclasses.field(
+        default_factory=finetune_options, metadata={"defaults": FINETUNE_TRAIN_DEFAULTS}
+    )
     strategy: str = "default"
     limit: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.clip, ClipSpec) or not isinstance(self.train, TrainOptions):
+            raise TypeError(
+                "FinetuneConfig's clip must be a ClipSpec and train a TrainOptions. "
+                f"Received: clip={self.clip!r}, train={self.train!r}"
+            )
+        if self.clip.modality != "rgb":  # each stream sets its own
+            self.clip = self.clip.replace(modality="rgb")
 
     def validate(self):
         """Raises `FinetuneError` naming the first bad option and what is allowed."""
         try:
             check_choice("modality", self.modality, MODALITIES)
-            for name in ("num_segments", "segment_len", "frame_size", "trunk_views"):
-                check_positive_int(name, getattr(self, name))
+            check_positive_int("trunk_views", self.trunk_views)
             check_choice("strategy", self.strategy, setup.STRATEGIES)
             if self.trainable_from is not None:
                 check_choice("trainable_from", self.trainable_from, VALID_ENDPOINTS)
+            self.train.validate()
         except ValueError as error:
             raise FinetuneError(str(error)) from None
         if self.trunk_cache:
             _check_trunk_cache(self)
 
+    def stream_clip(self, stream):
+        """The `ClipSpec` of one stream ("rgb" or "flow")."""
+        return self.clip.replace(modality=stream)
+
     def train_options(self):
         """The `TrainOptions` of the run (the Trainer's shuffle is off: see the module doc)."""
-        names = {field.name for field in dataclasses.fields(TrainOptions)}
-        values = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
-        return TrainOptions(**values, shuffle_buffer=1)
+        return dataclasses.replace(self.train, shuffle_buffer=1)
+
+
+def _refuse_flat_fields(cls):
+    """Makes `cls(...)` refuse the clip and training fields it held before as its own."""
+    init = cls.__init__
+    own = {f.name for f in dataclasses.fields(cls)}
+    moved = {
+        **{f.name: "clip" for f in dataclasses.fields(ClipSpec) if f.name not in own},
+        **{f.name: "train" for f in dataclasses.fields(TrainOptions) if f.name not in own},
+        "flow_short_side": "clip",
+    }
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        given = sorted(set(kwargs) & set(moved))
+        if given:
+            where = "; ".join(
+                f"{name} -> {moved[name]}="
+                + ("ClipSpec" if moved[name] == "clip" else "finetune_options")
+                + f"({'resize_short_side' if name == 'flow_short_side' else name}=...)"
+                for name in given
+            )
+            raise TypeError(
+                f"{cls.__name__} no longer takes {given} as its own fields; pass them in "
+                f"clip=ClipSpec(...) and train=finetune_options(...), or build the config "
+                f"from flat settings with finetune.from_flat({{...}}): {where}"
+            )
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+_refuse_flat_fields(FinetuneConfig)
 
 
 def _check_trunk_cache(config):
     """Trunk caching needs a fixed trunk: I3D, frozen BatchNorm, a cut after the input."""
-    if config.backbone != "i3d" or config.modality == "two_stream":
+    if config.clip.backbone != "i3d" or config.modality == "two_stream":
         raise FinetuneError(
             "trunk_cache needs one I3D stream. Received: "
-            f"backbone={config.backbone!r}, modality={config.modality!r}"
+            f"backbone={config.clip.backbone!r}, modality={config.modality!r}"
         )
     if not config.frozen_batchnorm or config.trainable_from in (None, VALID_ENDPOINTS[0]):
         raise FinetuneError(
@@ -195,8 +240,8 @@ def flow_cache(config):
     """The run's `FlowCache`, or None (no flow stream, or flow computed on the fly)."""
     if config.modality == "rgb" or not config.flow_cache_dir:
         return None
-    short_side = config.flow_short_side or ClipSpec(frame_size=config.frame_size).short_side
-    return FlowCache(config.flow_cache_dir, method=config.flow_method, short_side=short_side)
+    spec = config.stream_clip("flow")
+    return FlowCache(config.flow_cache_dir, method=spec.flow_method, short_side=spec.short_side)
 
 
 def prepare_clips(config, videos):
@@ -207,7 +252,7 @@ def prepare_clips(config, videos):
     """
     cache = flow_cache(config)
     if cache is not None:
-        summary = fill_flow_cache(cache, videos, config.data_dir, progress=config.progress)
+        summary = fill_flow_cache(cache, videos, config.data_dir, progress=config.train.progress)
         if summary["failed"]:
             failed = "; ".join(f"{vid}: {reason}" for vid, reason in summary["failed"][:5])
             raise FinetuneError(f"{len(summary['failed'])} video(s) have no flow: {failed}")
@@ -215,14 +260,14 @@ def prepare_clips(config, videos):
         videos,
         config.data_dir,
         modality=config.modality,
-        num_segments=config.num_segments,
-        segment_len=config.segment_len,
-        frame_size=config.frame_size,
+        num_segments=config.clip.num_segments,
+        segment_len=config.clip.segment_len,
+        frame_size=config.clip.frame_size,
         flow_cache=cache,
-        flow_method=config.flow_method,
-        short=config.short,
+        flow_method=config.clip.flow_method,
+        short=config.clip.short,
         flip=config.flip,
-        seed=config.seed,
+        seed=config.train.seed,
     )
 
 
@@ -246,12 +291,12 @@ def build_classifier(config, num_classes):
     return build_video_classifier(
         num_classes,
         config.modality,
-        config.backbone,
+        config.clip.backbone,
         config.preset,
-        num_segments=config.num_segments,
-        segment_len=config.segment_len,
-        frame_size=config.frame_size,
-        backbone_weights=config.backbone_weights,
+        num_segments=config.clip.num_segments,
+        segment_len=config.clip.segment_len,
+        frame_size=config.clip.frame_size,
+        backbone_weights=config.clip.backbone_weights,
         trainable_from=config.trainable_from,
         frozen_batchnorm=config.frozen_batchnorm,
         recompute=config.recompute,
@@ -296,8 +341,8 @@ def model_fn(config, num_classes):
 
 def _trunk(config, num_classes):
     """The trunk with the weights the Trainer's model gets (same seed, same policy)."""
-    keras.utils.set_random_seed(config.seed)
-    with dtype_policy(setup.mixed_precision_policy(config.mixed_precision)):
+    keras.utils.set_random_seed(config.train.seed)
+    with dtype_policy(setup.mixed_precision_policy(config.train.mixed_precision)):
         return trunk_split(build_classifier(config, num_classes), config.trainable_from)[0]
 
 
@@ -321,16 +366,42 @@ class FinetuneResult:
     evaluation: dict | None = None
 
 
+def settings(**kwargs):
+    """The flat settings of `FinetuneConfig` (`reslstm_tf.configs.settings`, `SETTINGS`)."""
+    return configs.settings(FinetuneConfig, **SETTINGS, **kwargs)
+
+
+def to_flat(config):
+    """The flat settings of a config: what `train_config.json` records under "finetune"."""
+    return configs.to_flat(config, settings())
+
+
+def from_flat(values):
+    """The `FinetuneConfig` of flat settings (as `to_flat` gives; missing ones default).
+
+    Raises:
+        ConfigFileError: a name that is no setting.
+    """
+    return configs.from_flat(FinetuneConfig, values, settings())
+
+
+def trunk_spec(config):
+    """What makes two runs' trunk views the same (with the videos and the views seed)."""
+    flat = to_flat(config)
+    return {k: flat[k] for k in _TRUNK_SPEC_FIELDS}
+
+
 def _record(config, classes):
-    """The run's `train_config.json`: the config and the class names."""
-    return {"finetune": dataclasses.asdict(config), "class_names": list(classes)}
+    """The run's `train_config.json`: the flat config (a `--config` file) and class names."""
+    return {"finetune": to_flat(config), "class_names": list(classes)}
 
 
 def stored_trunk_views(config, clips, trunk, progress=None):
     """The run's `TrunkViews` in `config.trunk_cache_dir`, filled (computed once, then read)."""
-    spec = {k: getattr(config, k) for k in _TRUNK_SPEC_FIELDS}
-    views = TrunkViews(config.trunk_cache_dir, clips, trunk, config.trunk_views, spec=spec)
-    views.fill(progress=config.progress if progress is None else progress)
+    views = TrunkViews(
+        config.trunk_cache_dir, clips, trunk, config.trunk_views, spec=trunk_spec(config)
+    )
+    views.fill(progress=config.train.progress if progress is None else progress)
     return views
 
 
@@ -459,7 +530,7 @@ def _load_trained(config, num_classes):
     """Rebuilds the run's model and loads its trained weights; returns the classifier."""
     if config.model_dir is None:
         raise FinetuneError("evaluate_finetuned needs a model or a model_dir to load")
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.train.seed)
     model = model_fn(config, num_classes)()
     runs.RunDir(config.model_dir).load_weights(model)
     return model

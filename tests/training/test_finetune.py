@@ -1,6 +1,5 @@
 """Fine-tuning end to end: learns, two replicas equal one device, exact resume, flow cached once."""
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from reslstm_tf.data import datasets
 from reslstm_tf.data import flow_cache as flow_cache_lib
 from reslstm_tf.training import finetune as finetune_lib
 from reslstm_tf.training.finetune import (
-    FinetuneConfig,
     FinetuneError,
     evaluate_finetuned,
     finetune,
@@ -31,7 +29,12 @@ def video_dir(tmp_path_factory):
 def _config(video_dir, **overrides):
     values = dict(SMALL, data_dir=str(video_dir), epochs=1, batch_size=2, optimizer="adam")
     values.update(overrides)
-    return FinetuneConfig(**values)
+    return finetune_lib.from_flat(values)
+
+
+def _replace(config, **changes):
+    """A copy of `config` with flat settings changed (clip and training fields too)."""
+    return finetune_lib.from_flat({**finetune_lib.to_flat(config), **changes})
 
 
 def _run_python(code, timeout=600, **env):
@@ -77,7 +80,7 @@ def test_fine_tuning_learns_a_separable_toy_task(video_dir):
         )
     # The trunk below trainable_from did not move; a later block did.
     backbone = result.classifier.get_layer("segment_encoder").backbone
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.train.seed)
     fresh = finetune_lib.build_classifier(config, 2).get_layer("segment_encoder").backbone
     for name, moved in (
         ("Conv3d_1a_7x7.conv", False),
@@ -95,14 +98,14 @@ import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from reslstm_tf.training.finetune import FinetuneConfig, finetune, build_classifier
+from reslstm_tf.training.finetune import from_flat, finetune, build_classifier
 import keras
 
-config = FinetuneConfig(**json.loads(sys.argv[1]))
+config = from_flat(json.loads(sys.argv[1]))
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 one = finetune(config)
 two = finetune(config, strategy=mirrored)
-keras.utils.set_random_seed(config.seed)
+keras.utils.set_random_seed(config.train.seed)
 start = build_classifier(config, 2).get_weights()
 diff = lambda a, b: max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 print(json.dumps({
@@ -116,7 +119,7 @@ print(json.dumps({
 
 def test_two_replicas_take_the_one_device_step(video_dir):
     config = _config(video_dir, batch_size=6, learning_rate=1e-2)  # one step of 6 clips
-    code = _TWO_REPLICAS.replace("json.loads(sys.argv[1])", repr(dataclasses.asdict(config)))
+    code = _TWO_REPLICAS.replace("json.loads(sys.argv[1])", repr(finetune_lib.to_flat(config)))
     result = _run_python(code)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -127,17 +130,17 @@ def test_two_replicas_take_the_one_device_step(video_dir):
 
 
 _RUN = """
-from reslstm_tf.training.finetune import FinetuneConfig, finetune
-finetune(FinetuneConfig(**CONFIG))
+from reslstm_tf.training.finetune import from_flat, finetune
+finetune(from_flat(CONFIG))
 """
 
 
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(video_dir, tmp_path):
     config = _config(video_dir, epochs=2, checkpoint_every_steps=1, learning_rate=1e-2)
-    whole = dataclasses.replace(config, model_dir=str(tmp_path / "whole"))
+    whole = _replace(config, model_dir=str(tmp_path / "whole"))
     finetune(whole)
-    killed = dataclasses.replace(config, model_dir=str(tmp_path / "killed"))
-    code = _RUN.replace("CONFIG", repr(dataclasses.asdict(killed)))
+    killed = _replace(config, model_dir=str(tmp_path / "killed"))
+    code = _RUN.replace("CONFIG", repr(finetune_lib.to_flat(killed)))
     first = _run_python(code, RESLSTM_FAULT="train_step:5")  # epoch 2, step 2 of 3
     assert first.returncode == -9, first.stderr[-2000:]
     assert not (tmp_path / "killed" / "final.weights.h5").exists()
@@ -184,7 +187,7 @@ def test_flow_is_computed_once_per_video_and_never_in_training(video_dir, tmp_pa
     files = sorted((tmp_path / "flow").rglob("*.flow.npz"))
     stamps = [f.stat().st_mtime_ns for f in files]
     monkeypatch.setattr("reslstm_tf.data.flow.compute_flow", no_flow_in_training)
-    finetune(dataclasses.replace(config, seed=1))
+    finetune(_replace(config, seed=1))
     assert calls == {"video_flow": 6, "compute_flow": 0}
     assert [f.stat().st_mtime_ns for f in files] == stamps
 
@@ -195,7 +198,7 @@ def test_trunk_cached_step_equals_the_full_model_step(video_dir):
         video_dir, trainable_from="Mixed_5b", max_steps=2, learning_rate=1e-2, frame_size=64
     )
     full = finetune(config).classifier
-    upper = finetune(dataclasses.replace(config, trunk_cache=True)).classifier
+    upper = finetune(_replace(config, trunk_cache=True)).classifier
     backbone = full.get_layer("segment_encoder").backbone
     upper_backbone = upper.get_layer("segment_encoder").backbone
     compared = 0
@@ -206,7 +209,7 @@ def test_trunk_cached_step_equals_the_full_model_step(video_dir):
     for ours, theirs in zip(upper.get_layer("head").weights, full.get_layer("head").weights):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-5)
     assert compared > 20
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.train.seed)
     start = finetune_lib.build_classifier(config, 2).get_layer("head").get_weights()
     moved = max(np.max(np.abs(a - b)) for a, b in zip(start, full.get_layer("head").get_weights()))
     assert moved > 1e-4
@@ -271,19 +274,19 @@ def test_trunk_views_on_disk_are_computed_once_and_train_the_same(video_dir, tmp
         trunk_cache=True, trunk_views=2,
     )  # fmt: skip
     in_memory = finetune(config).classifier
-    on_disk = finetune(dataclasses.replace(config, trunk_cache_dir=str(views_dir))).classifier
+    on_disk = finetune(_replace(config, trunk_cache_dir=str(views_dir))).classifier
     for ours, theirs in zip(on_disk.weights, in_memory.weights):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-6)
     files = sorted(p.name for p in views_dir.glob("*.npy"))
     assert files == ["eval.npy", "view0.npy", "view1.npy"]
     stamps = [p.stat().st_mtime_ns for p in views_dir.glob("*.npy")]
-    again = finetune(dataclasses.replace(config, trunk_cache_dir=str(views_dir), max_steps=1))
+    again = finetune(_replace(config, trunk_cache_dir=str(views_dir), max_steps=1))
     assert [p.stat().st_mtime_ns for p in views_dir.glob("*.npy")] == stamps
     assert again.classifier is not None
     with pytest.raises(ValueError, match="different: frame_size"):
-        finetune(dataclasses.replace(config, trunk_cache_dir=str(views_dir), frame_size=32))
+        finetune(_replace(config, trunk_cache_dir=str(views_dir), frame_size=32))
     with pytest.raises(ValueError, match="different: views_seed"):
-        finetune(dataclasses.replace(config, trunk_cache_dir=str(views_dir), seed=1))
+        finetune(_replace(config, trunk_cache_dir=str(views_dir), seed=1))
 
 
 def test_two_streams_fine_tune_end_to_end_with_late_product_fusion(video_dir, tmp_path):
