@@ -8,11 +8,13 @@ computed once per clip view and the later blocks and the head train on it:
 - `TrunkViews` keeps the views on disk (`eval.npy`, `view0.npy`, ...): computed once,
   written atomically (a killed fill resumes with the missing views), shared by every run
   that reads the same clips (cross-validation folds and seeds);
-- `TrunkSource` feeds the Trainer: epoch e reads view e mod `views`, in the epoch order of
-  the clips.
+- `TrunkSource` feeds the Trainer: in each epoch every video reads its own view, chosen by
+  `reslstm_tf.data.feature_arrays.view_schedule` (the policy is documented there), in the
+  epoch order of the clips.
 
 View v is the clip `VideoClips.dataset("train", v)` reads (random windows, crop, flip from
-(seed, v, video)); the eval view is the centred clip.
+(seed, v, video)); the eval view is the centred clip. A video reading view v in epoch e
+therefore sees the clip an uncached run reads in epoch v.
 """
 
 import json
@@ -21,6 +23,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
+from reslstm_tf.data.feature_arrays import view_schedule
 from reslstm_tf.files import atomic_write, folder_lock
 from reslstm_tf.video_classifier import SegmentEncoder
 
@@ -121,13 +124,19 @@ class TrunkViews:
 
 
 class TrunkSource:
-    """Each epoch's cached trunk outputs: view e mod `views` of every video, in epoch order.
+    """Each epoch's cached trunk outputs: every video's scheduled view, in epoch order.
+
+    In epoch e, video i (its index in `clips`) reads view
+    ``view_schedule(len(clips), views, e, seed)[i]`` (`reslstm_tf.data.feature_arrays`):
+    a function of (seed, e, i) only, so a resumed run, or a subset of the videos, reads
+    the same views.
 
     Args:
         clips: the `VideoClips` the views were cut from (their epoch order is used).
         arrays: a list of `views` arrays (N, T, ...) in index order, or a `TrunkViews`.
         indices: the rows to train on (default all): a subset of the videos, e.g. a fold.
-        seed: seeds the epoch order (default the clips' seed, as `VideoClips.order`).
+        seed: seeds the epoch order and the view schedule (default the clips' seed, as
+            `VideoClips.order`).
     """
 
     def __init__(self, clips, arrays, indices=None, seed=None):
@@ -138,9 +147,18 @@ class TrunkSource:
         self.labels = np.asarray(clips.labels)[self.indices]
         self.seed = clips.seed if seed is None else int(seed)
 
+    def views_of(self, epoch):
+        """The view each video of `clips` reads in `epoch`: int64 (N,), in index order."""
+        return view_schedule(len(self.clips), self.views, epoch, self.seed)
+
     def train_data(self, epoch):
         """The unbatched (trunk outputs, label) of `epoch`, in the epoch's order."""
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch)]))
         rows = self.indices[rng.permutation(len(self.indices))]
-        features = np.asarray(self.arrays[epoch % self.views][rows])
+        chosen = self.views_of(epoch)[rows]
+        first = self.arrays[0]
+        features = np.empty((len(rows), *first.shape[1:]), first.dtype)
+        for view in np.unique(chosen):  # each view's rows gathered from its array
+            picked = chosen == view
+            features[picked] = self.arrays[view][rows[picked]]
         return tf.data.Dataset.from_tensor_slices((features, np.asarray(self.clips.labels)[rows]))
