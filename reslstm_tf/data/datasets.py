@@ -194,6 +194,26 @@ def _check_video(collector, data_dir, rel_path, split_path, line):
     return True
 
 
+class _Listing:
+    """The videos a split file lists, each once: repeats and missing files are reported."""
+
+    def __init__(self, collector, data_dir, check_files):
+        self.collector, self.data_dir, self.check_files = collector, data_dir, check_files
+        self.items, self.seen = [], {}
+
+    def add(self, item, path, number, where):
+        """Adds `item`, read at line `number` of `path`, unless listed before or missing.
+
+        `where` names the line in the message about a later repeat of the same video.
+        """
+        rel, collector = item.path, self.collector
+        if rel in self.seen:
+            collector.report(path, f"video {rel} already listed at {self.seen[rel]}", number)
+        elif not self.check_files or _check_video(collector, self.data_dir, rel, path, number):
+            self.seen[rel] = where
+            self.items.append(item)
+
+
 def ucf101_classes(split_dir):
     """Reads UCF-101's ``classInd.txt`` (``<1-based index> <Class>``) into a name list."""
     path = pathlib.Path(split_dir) / "classInd.txt"
@@ -249,7 +269,7 @@ def ucf101(
     lookup = {name: i for i, name in enumerate(classes)}
     lookup_lower = {name.lower(): i for i, name in enumerate(classes)}
     parts = ("train", "test") if subset == "all" else (subset,)
-    items, seen = [], {}
+    listing = _Listing(collector, data_dir, check_files)
     for part in parts:
         path = split_dir / f"{part}list0{split}.txt"
         for number, text in _read_lines(path, collector):
@@ -279,14 +299,9 @@ def ucf101(
                         number,
                     )
                     continue
-            if rel in seen:
-                collector.report(path, f"video {rel} already listed at {seen[rel]}", number)
-                continue
-            if check_files and not _check_video(collector, data_dir, rel, path, number):
-                continue
-            seen[rel] = f"{path.name} line {number}"
-            items.append(VideoItem(rel, label, classes[label]))
-    return VideoList(items, classes, collector.problems)
+            item = VideoItem(rel, label, classes[label])
+            listing.add(item, path, number, f"{path.name} line {number}")
+    return VideoList(listing.items, classes, collector.problems)
 
 
 _HMDB_NAME = re.compile(r"^(?P<cls>.+)_test_split(?P<split>[123])\.txt$")
@@ -423,7 +438,7 @@ def folder(
             raise SplitFileError(path, "lists no videos ('<Class>/<video>' lines)")
     classes = list(classes)
     lookup = {name: i for i, name in enumerate(classes)}
-    items, seen = [], {}
+    listing = _Listing(collector, data_dir, check_files)
     for number, rel, problem in entries:
         if problem:
             collector.report(path, problem, number)
@@ -434,14 +449,8 @@ def folder(
                 path, f"unknown class {name!r}; known classes: {', '.join(classes)}", number
             )
             continue
-        if rel in seen:
-            collector.report(path, f"video {rel} already listed at line {seen[rel]}", number)
-            continue
-        if check_files and not _check_video(collector, data_dir, rel, path, number):
-            continue
-        seen[rel] = number
-        items.append(VideoItem(rel, lookup[name], name))
-    return VideoList(items, classes, collector.problems)
+        listing.add(VideoItem(rel, lookup[name], name), path, number, f"line {number}")
+    return VideoList(listing.items, classes, collector.problems)
 
 
 def load_dataset(
