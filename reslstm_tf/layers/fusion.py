@@ -19,6 +19,15 @@ class _FusionConfig:
 
     CONFIG_KEYS = ("method", "flow_weight", "rgb_weight", "learnable")
 
+    def _set_config(self, method, flow_weight, rgb_weight, learnable):
+        """Checks `method` and keeps the constructor arguments `get_config` returns."""
+        check_fusion_method(method)
+        # === Config ===
+        self.method = method
+        self.flow_weight = float(flow_weight)
+        self.rgb_weight = float(rgb_weight)
+        self.learnable = bool(learnable)
+
     def get_config(self):
         config = super().get_config()
         config.update({key: getattr(self, key) for key in self.CONFIG_KEYS})
@@ -64,17 +73,12 @@ class StreamFusion(_FusionConfig, keras.layers.Layer):
 
     def __init__(self, method="sum", flow_weight=0.5, rgb_weight=0.5, learnable=False, **kwargs):
         super().__init__(**kwargs)
-        check_fusion_method(method)
+        self._set_config(method, flow_weight, rgb_weight, learnable)
         if learnable and method != "weighted":
             raise ValueError(
                 "learnable=True needs method='weighted' (the only fusion with weights). "
                 f"Received: method={method!r}"
             )
-        # === Config ===
-        self.method = method
-        self.flow_weight = float(flow_weight)
-        self.rgb_weight = float(rgb_weight)
-        self.learnable = bool(learnable)
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -170,17 +174,12 @@ class LateFusion(_FusionConfig, keras.layers.Layer):
         self, method="product", flow_weight=0.5, rgb_weight=0.5, learnable=False, **kwargs
     ):
         super().__init__(**kwargs)
-        check_fusion_method(method)
+        self._set_config(method, flow_weight, rgb_weight, learnable)
         if method == "weighted" and min(flow_weight, rgb_weight) <= 0:
             raise ValueError(
                 "late weighted fusion needs positive weights (they scale probabilities). "
                 f"Received: flow_weight={flow_weight}, rgb_weight={rgb_weight}"
             )
-        # === Config ===
-        self.method = method
-        self.flow_weight = float(flow_weight)
-        self.rgb_weight = float(rgb_weight)
-        self.learnable = bool(learnable)
         # Probabilities are fused in float32 whatever the policy.
         self.fusion = StreamFusion(
             method, flow_weight, rgb_weight, learnable, dtype="float32", name="fusion"
