@@ -38,8 +38,9 @@ FLOORS = (
     "testing",
 )
 # Small utilities with no project imports of higher floors, usable from any floor (plots: the
-# headless matplotlib and atomic PNG writing that evaluation, prediction and streaming share).
-BASE = ("checks", "files", "faults", "assets", "plots")
+# headless matplotlib and atomic PNG writing that evaluation, prediction and streaming share;
+# configs: config dataclasses as flat settings, for flags and config files).
+BASE = ("checks", "files", "faults", "assets", "plots", "configs")
 
 
 def _module_name(path):
