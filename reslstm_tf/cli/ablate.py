@@ -5,7 +5,9 @@ Usage:
         --flow_features_dir=cache/skateboard_i3d_flow --out_dir=runs/skateboard_ablation
 
 Writes runs.csv (one row per run), results.json, results.md and PNG plots into --out_dir;
-see `reslstm_tf.experiments` for the protocol.
+see `reslstm_tf.experiments` for the protocol. The experiments run through the one experiment
+runner (`reslstm_tf.experiments.runner`) that `reslstm-study` uses too; this tool maps its
+flags onto an `AblationConfig` (training flags onto its `TrainOptions`).
 """
 
 import shlex
@@ -18,7 +20,7 @@ from reslstm_tf.experiments.config import (
     EXPERIMENTS,
     AblationConfig,
     AblationError,
-    TrainConfig,
+    head_options,
 )
 
 FLAGS = flags.FLAGS
@@ -27,7 +29,8 @@ NAME = "reslstm-ablate"
 
 def define_flags():
     """Defines the tool's absl flags (at run time, so importing this module defines none)."""
-    defaults, train = AblationConfig(), TrainConfig()
+    defaults = AblationConfig()
+    train = defaults.train
     define_once(
         flags.DEFINE_string, "features_dir", None, "RGB feature cache (from reslstm-extract)."
     )
@@ -101,7 +104,7 @@ def define_flags():
     )
     define_once(flags.DEFINE_integer, "batch_size", train.batch_size, "Mini-batch size.")
     define_once(flags.DEFINE_float, "learning_rate", train.learning_rate, "Adam learning rate.")
-    define_once(flags.DEFINE_float, "dropout", train.dropout, "Dropout before the classifier.")
+    define_once(flags.DEFINE_float, "dropout", defaults.dropout, "Dropout before the classifier.")
     define_once(flags.DEFINE_bool, "progress", True, "Show a progress bar with ETA.")
 
 
@@ -139,12 +142,10 @@ def config_from_flags():
         base_depth=FLAGS.base_depth,
         base_steps=FLAGS.base_steps,
         fusion_arch=FLAGS.fusion_arch,
-        train=TrainConfig(
-            epochs=FLAGS.epochs,
-            batch_size=FLAGS.batch_size,
-            learning_rate=FLAGS.learning_rate,
-            dropout=FLAGS.dropout,
+        train=head_options(
+            epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate
         ),
+        dropout=FLAGS.dropout,
     )
 
 

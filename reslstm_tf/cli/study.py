@@ -16,10 +16,19 @@ import dataclasses
 from absl import app, flags
 
 from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.clip_spec import PRESETS
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-study"
 _LISTS = ("flow_methods", "depths", "recipes")
+# The study's clip: the "cpu_small" spec, its T, L and S set by the flags of those names.
+_CLIP = PRESETS["cpu_small"]
+_CLIP_FLAGS = ("num_segments", "segment_len", "frame_size")
+# Flags that set a field of the study's TrainOptions: {flag: (StudyConfig field, option)}.
+_TRAIN_FLAGS = {
+    "head_epochs": ("head_train", "epochs"),
+    "finetune_epochs": ("finetune_train", "epochs"),
+}
 
 _S, _I, _F, _B = flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float, flags.DEFINE_bool
 _FLAGS = [
@@ -28,9 +37,9 @@ _FLAGS = [
     (_S, "out_dir", None, "Where views, features, runs and results go (resumable)."),
     (_S, "flow_methods", "farneback,tvl1", "Flow streams: farneback and/or tvl1; '' for none."),
     (_S, "flow_cache_dir", None, "Flow caches, one folder per method (default <out_dir>/flow)."),
-    (_I, "num_segments", 4, "T, segments per video."),
-    (_I, "segment_len", 16, "L, frames per segment."),
-    (_I, "frame_size", 112, "S, the square crop side."),
+    (_I, "num_segments", _CLIP.num_segments, "T, segments per video."),
+    (_I, "segment_len", _CLIP.segment_len, "L, frames per segment."),
+    (_I, "frame_size", _CLIP.frame_size, "S, the square crop side."),
     (_I, "views", 3, "Training views stored per video."),
     (_S, "trainable_from", "Mixed_5b", "First fine-tuned I3D block."),
     (_I, "folds", 5, "Stratified cross-validation folds."),
@@ -74,7 +83,8 @@ def define_flags():
 
 
 def config_from_flags():
-    """The `StudyConfig` of the flags."""
+    """The `StudyConfig` of the flags: the clip flags set its `clip`, the epochs flags its
+    `head_train` and `finetune_train` options, the others the fields of their names."""
     from reslstm_tf.experiments.study import StudyConfig
 
     names = {field.name for field in dataclasses.fields(StudyConfig)}
@@ -84,6 +94,11 @@ def config_from_flags():
         values[name] = tuple(int(v) for v in items) if name == "depths" else items
     if not values["recipes"]:
         del values["recipes"]
+    values["clip"] = _CLIP.replace(**{name: FLAGS[name].value for name in _CLIP_FLAGS})
+    defaults = StudyConfig(data_dir="", split_file="", out_dir="")
+    for flag, (field, option) in _TRAIN_FLAGS.items():
+        changed = {option: FLAGS[flag].value}
+        values[field] = dataclasses.replace(values.get(field, getattr(defaults, field)), **changed)
     return StudyConfig(**values)
 
 

@@ -21,7 +21,8 @@ The protocol of Lakhal et al. (2018, sections 4.2-4.4), run on a small feature c
 
 Modules, in import order (each imports only from those above it):
 
-* `config`: `AblationError`, `TrainConfig`, `AblationConfig`, `RunSpec`, `plan_runs`.
+* `config`: `AblationError`, `AblationConfig` (heads train with
+  `reslstm_tf.training.TrainOptions`, defaults `head_options`), `RunSpec`, `plan_runs`.
   The settings and the plan sit apart from the runner (not in `ablation` as the package
   layout first suggested) because `splits`, `baselines` and `report` need them too and
   `ablation` imports those three: one shared bottom module keeps the imports acyclic.
@@ -29,9 +30,14 @@ Modules, in import order (each imports only from those above it):
 * `baselines`: `LogisticRegression` on mean-pooled features.
 * `report`: `summarise`, `select_best`, `results_markdown`, `plot_results`,
   `report_from_csv`.
-* `ablation`: the runner: `load_data` (the caches, read by `reslstm_tf.data.feature_sets`),
-  `train_and_evaluate`, `run_ablation`, `train_final`; every recurrent head trains through
-  `reslstm_tf.training.Trainer` (one `Trainer` per model config, `reset(seed)` per run).
+* `runner`: the one experiment runner, shared by the ablation and the study: `HeadRunner`
+  (recurrent heads on features through `reslstm_tf.training.Trainer`, one `Trainer` per
+  model config, `reset(seed)` per run; stored views read by `view_schedule`), the run logs
+  and `run_plan`.
+* `ablation`: the ablation's recipes on the runner: `load_data` (the caches, read by
+  `reslstm_tf.data.feature_sets`), `train_and_evaluate`, `run_ablation`, `train_final`.
+* `study`, `study_report`, `study_publish`: the whole study on a video folder (the same
+  runner), its report and its zoo entries.
 * `publish`: `cast_weights`, `train_selected_head` (the selected head, ready for
   `reslstm_tf.zoo.publish`, which sits a floor higher and is called by the user).
 
@@ -60,7 +66,7 @@ from reslstm_tf.experiments.config import (
     AblationConfig,
     AblationError,
     RunSpec,
-    TrainConfig,
+    head_options,
     plan_runs,
 )
 from reslstm_tf.experiments.publish import cast_weights, train_selected_head
@@ -82,8 +88,8 @@ __all__ = [
     "AblationError",
     "LogisticRegression",
     "RunSpec",
-    "TrainConfig",
     "cast_weights",
+    "head_options",
     "load_data",
     "plan_runs",
     "plot_results",

@@ -5,12 +5,12 @@ run once), runs them with a cost-weighted progress bar, and writes `runs.csv`,
 `results.json`, `results.md` and PNG plots into the output folder. `train_final` trains
 the selected head on every clip (for `reslstm_tf.experiments.publish`).
 
-Every recurrent head trains through `reslstm_tf.training.Trainer` with nothing written to
-disk; `HeadTrainers` keeps one `Trainer` per model config and resets it per seed, so the
-training step is traced once per config, not once per run.
+The ablation's experiments are recipes run by the experiments' one runner
+(`reslstm_tf.experiments.runner`, shared with the study): every recurrent head trains through
+its `HeadRunner` (one `Trainer` per model config, reset per run, nothing written to disk) and
+`run_plan` runs the planned runs, appending each row to `runs.csv` as it finishes.
 """
 
-import csv
 import dataclasses
 import pathlib
 import time
@@ -30,6 +30,7 @@ from reslstm_tf.experiments.report import (
     summarise,
     write_results,
 )
+from reslstm_tf.experiments.runner import CsvLog, HeadRunner, head_trainer, run_plan
 from reslstm_tf.experiments.splits import splits_for
 
 
@@ -52,98 +53,23 @@ def load_data(features_dir, flow_features_dir=None):
         raise AblationError(f"{', '.join(named) or 'features'}: {error}") from None
 
 
-def build_head(spec, num_classes, feature_dim, dropout, masking):
-    """Builds the uncompiled Keras head of a recurrent run (`reslstm_tf.models.build_model`).
-
-    Args:
-        spec: a `RunSpec` with arch "lstm" or "res".
-        num_classes: number of classes C.
-        feature_dim: d_f of the features (of both streams for a two-stream run).
-        dropout: dropout before the classifier.
-        masking: mask all-zero (padding) time steps.
-    """
-    from reslstm_tf.models import build_model
-
-    return build_model(
-        num_classes,
-        modality=spec.modality,
-        preset=f"{'res' if spec.arch == 'res' else 'lstm'}{min(max(spec.depth, 2), 4)}",
-        fusion=spec.fusion,
-        level=spec.level,
-        feature_dim=feature_dim,
-        flow_dim=feature_dim,
-        masking=masking,
-        units=spec.hidden,
-        num_layers=spec.depth,
-        residual=spec.arch == "res",
-        num_steps=spec.steps,
-        dropout=dropout,
-    )
-
-
-def _trainer(spec, num_classes, feature_dim, train_config, masking):
-    """Returns a `Trainer` of `spec`'s head (seed `spec.seed`) that writes nothing."""
-    from reslstm_tf.training import Trainer
-
-    dropout = train_config.dropout
-    return Trainer(
-        lambda: build_head(spec, num_classes, feature_dim, dropout, masking),
-        num_classes=num_classes,
-        model_dir=None,
-        epochs=train_config.epochs,
-        batch_size=train_config.batch_size,
-        learning_rate=train_config.learning_rate,
-        seed=spec.seed,
-        progress=False,
-    )
-
-
-class HeadTrainers:
-    """One `Trainer` per model config, reset per run: one traced training step per config.
-
-    `Trainer.reset(seed)` gives the weights of a newly built model with that seed and the
-    optimizer state of a new optimizer, so a run trains exactly as with a new `Trainer`.
-
-    Args:
-        num_classes: number of classes C.
-        feature_dim: d_f of the features.
-        train_config: the `TrainConfig`.
-    """
-
-    def __init__(self, num_classes, feature_dim, train_config):
-        self.num_classes = num_classes
-        self.feature_dim = feature_dim
-        self.train_config = train_config
-        self.key = None
-        self.trainer = None
-
-    def trainer_for(self, spec, masking):
-        """Returns the `Trainer` of `spec`'s config, reset for `spec.seed`."""
-        import keras
-
-        key = (spec.config, masking)
-        if key == self.key:
-            self.trainer.reset(spec.seed)
-            return self.trainer
-        keras.backend.clear_session(free_memory=False)
-        self.key = key
-        self.trainer = _trainer(
-            spec, self.num_classes, self.feature_dim, self.train_config, masking
-        )
-        return self.trainer
-
-
-def _inputs(spec, data, indices):
+def _inputs(spec, data):
+    """What `spec`'s head reads of every clip: the stream(s) at its T steps."""
     if spec.modality == "two_stream":
         return {
-            "rgb": select_steps(data.rgb[indices], spec.steps),
-            "flow": select_steps(data.flow[indices], spec.steps),
+            "rgb": select_steps(data.rgb, spec.steps),
+            "flow": select_steps(data.flow, spec.steps),
         }
     source = data.flow if spec.modality == "flow" else data.rgb
-    return select_steps(source[indices], spec.steps)
+    return select_steps(source, spec.steps)
 
 
-def train_and_evaluate(spec, data, train_idx, val_idx, train_config, trainers=None):
+def head_runner(data, config):
+    """The `HeadRunner` of an ablation's recurrent runs on `data`."""
+    return HeadRunner(int(data.labels.max()) + 1, config.train, config.dropout)
+
+
+def train_and_evaluate(spec, data, train_idx, val_idx, heads):
     """Trains one run on `train_idx` and returns (train accuracy, val accuracy, seconds).
 
     The validation clips are used only for the final accuracy.
@@ -152,38 +78,31 @@ def train_and_evaluate(spec, data, train_idx, val_idx, train_config, trainers=No
         spec: the `RunSpec`.
         data: the `FeatureSet`.
         train_idx, val_idx: index arrays of the training and the validation clips.
-        train_config: the `TrainConfig`.
-        trainers: the `HeadTrainers` re-used across runs (new ones by default).
+        heads: the `HeadRunner` re-used across runs (`head_runner`).
     """
     start = time.perf_counter()
-    num_classes = int(data.labels.max()) + 1
     if spec.arch == "logreg":
         source = data.flow if spec.modality == "flow" else data.rgb
+        num_classes = int(data.labels.max()) + 1
         accuracies = mean_pooled_accuracies(source, data.labels, train_idx, val_idx, num_classes)
         return (*accuracies, time.perf_counter() - start)
-    trainers = trainers or HeadTrainers(num_classes, data.rgb.shape[-1], train_config)
     # Masking only matters for zero-padded clips; skipping it when none exist is faster.
     masking = bool(np.any(np.all(data.rgb == 0, axis=-1)))
-    trainer = trainers.trainer_for(spec, masking)
-    y_train, y_val = data.labels[train_idx], data.labels[val_idx]
-    x_train, x_val = _inputs(spec, data, train_idx), _inputs(spec, data, val_idx)
-    trainer.fit(x_train, y_train)
-    train_acc = trainer.evaluate(x_train, y_train)
-    val_acc = trainer.evaluate(x_val, y_val)
-    return train_acc, val_acc, time.perf_counter() - start
+    result = heads.run(spec, _inputs(spec, data), data.labels, train_idx, val_idx, masking=masking)
+    return result.train_accuracy, result.val_accuracy, time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------- runs
 
 
-def _unique_runs(plan):
+def _unique_runs(plan, feature_dim):
     """Returns {spec: [experiments]}, cheapest configs first, one config's runs together."""
     unique = {}
     for experiment, specs in plan.items():
         for spec in specs:
             unique.setdefault(spec, []).append(experiment)
     # Runs of one config stay together (one graph trace each).
-    order = sorted(unique, key=lambda s: (s.cost(), s.config, s.seed, s.fold))
+    order = sorted(unique, key=lambda s: (s.cost(feature_dim), s.config, s.seed, s.fold))
     return {spec: unique[spec] for spec in order}
 
 
@@ -210,17 +129,6 @@ def _row(spec, experiments, fold_id, n_train, n_val, epochs, result):
     }
 
 
-def _progress_bar(runs, progress):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=round(sum(s.cost() for s in runs), 2),
-        disable=not progress,
-        unit="cost",
-        bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}",
-    )
-
-
 def _describe(spec, number, total):
     fusion = f"/{spec.fusion}-{spec.level}" if spec.fusion else ""
     return (
@@ -240,32 +148,25 @@ def _splits(runs, labels, config):
 
 
 def _run_all(runs, splits, data, config, csv_path, progress):
-    """Trains every run, appending each row to `csv_path` as it finishes; returns the rows."""
-    trainers = HeadTrainers(int(data.labels.max()) + 1, data.rgb.shape[-1], config.train)
-    rows = []
-    bar = _progress_bar(runs, progress)
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for number, (spec, experiments) in enumerate(runs.items(), 1):
-            fold_id, train_idx, val_idx = splits[spec.protocol][spec.fold]
-            bar.set_postfix_str(_describe(spec, number, len(runs)))
-            result = train_and_evaluate(spec, data, train_idx, val_idx, config.train, trainers)
-            row = _row(
-                spec,
-                experiments,
-                fold_id,
-                len(train_idx),
-                len(val_idx),
-                config.train.epochs,
-                result,
-            )
-            writer.writerow(row)
-            handle.flush()
-            rows.append(row)
-            bar.update(round(spec.cost(), 2))
-    bar.close()
-    return rows
+    """Trains every run through `run_plan`, each row appended to `csv_path`; returns the rows."""
+    heads = head_runner(data, config)
+    feature_dim = data.rgb.shape[-1]
+
+    def execute(item):
+        spec, experiments = item
+        fold_id, train_idx, val_idx = splits[spec.protocol][spec.fold]
+        result = train_and_evaluate(spec, data, train_idx, val_idx, heads)
+        n_train, n_val = len(train_idx), len(val_idx)
+        return _row(spec, experiments, fold_id, n_train, n_val, config.train.epochs, result)
+
+    return run_plan(
+        [(spec, (spec, experiments)) for spec, experiments in runs.items()],
+        execute,
+        CsvLog(csv_path, CSV_FIELDS),
+        progress=progress,
+        cost=lambda item: item[0].cost(feature_dim),
+        describe=lambda item, number, total: _describe(item[0], number, total),
+    )
 
 
 def _data_info(data):
@@ -302,7 +203,7 @@ def run_ablation(
         config.validate(has_flow=False)  # Fails early, before reading any features.
     data = load_data(features_dir, flow_features_dir)
     plan = plan_runs(config, has_flow=data.flow is not None)
-    runs = _unique_runs(plan)
+    runs = _unique_runs(plan, data.rgb.shape[-1])
     splits = _splits(runs, data.labels, config)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -328,7 +229,7 @@ def run_ablation(
     return results
 
 
-def train_final(data, arch, depth, hidden, steps, train_config, seed=0):
+def train_final(data, arch, depth, hidden, steps, options, dropout=0.5, seed=0):
     """Trains one RGB head on every clip of `data` (no validation) and returns the model.
 
     The model is built with masking on (the zoo's default), so it handles zero-padded clips.
@@ -336,10 +237,11 @@ def train_final(data, arch, depth, hidden, steps, train_config, seed=0):
     Args:
         data: the `reslstm_tf.data.feature_sets.FeatureSet`.
         arch, depth, hidden, steps: the head ("lstm" or "res", L, H, T).
-        train_config: the `TrainConfig`.
+        options: the `TrainOptions`.
+        dropout: dropout before the classifier.
         seed: the training seed.
     """
     spec = RunSpec(arch, depth, hidden, steps, "rgb", "", "", "all", seed, 0)
     num_classes = int(data.labels.max()) + 1
-    trainer = _trainer(spec, num_classes, data.rgb.shape[-1], train_config, masking=True)
+    trainer = head_trainer(spec, num_classes, data.rgb.shape[-1], options, dropout, masking=True)
     return trainer.fit(select_steps(data.rgb, steps), data.labels).model

@@ -1,8 +1,14 @@
-"""What an ablation runs: its settings, the runs they plan, and the error it raises."""
+"""What an ablation runs: its settings, the runs they plan, and the error it raises.
+
+Heads train with one options type, `reslstm_tf.training.TrainOptions` (`head_options` gives
+the experiments' defaults), the same the study and `reslstm-train` use.
+"""
 
 import dataclasses
 
 from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.training.errors import TrainingInputError
+from reslstm_tf.training.options import TrainOptions
 
 EXPERIMENTS = ("baselines", "depth", "hidden", "steps", "fusion")
 PROTOCOLS = ("cv", "holdout")
@@ -48,8 +54,8 @@ class RunSpec:
             self.protocol,
         )
 
-    def cost(self, feature_dim=1024):
-        """Relative training cost, proportional to the LSTM multiply-adds."""
+    def cost(self, feature_dim):
+        """Relative training cost, proportional to the LSTM multiply-adds on d_f features."""
         if self.arch == "logreg":
             return 0.01
         streams = 2 if self.level == "late" else 1
@@ -57,30 +63,38 @@ class RunSpec:
         return streams * self.steps * width / (16 * 256 * 1280) + 0.3
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Training hyper-parameters shared by every recurrent run.
+def head_options(**changes):
+    """The `TrainOptions` of heads on features: Adam 1e-3, 15 epochs, batch 16, no bar.
 
-    Attributes:
-        epochs: fixed number of epochs (no early stopping).
-        batch_size: mini-batch size.
-        learning_rate: Adam learning rate.
-        dropout: dropout before the classifier.
+    A fixed number of epochs and no early stopping: nothing looks at the validation clips
+    before a run's final score.
     """
+    return dataclasses.replace(
+        TrainOptions(epochs=15, batch_size=16, learning_rate=1e-3, progress=False), **changes
+    )
 
-    epochs: int = 15
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    dropout: float = 0.5
 
-    def validate(self):
-        """Raises AblationError naming the bad setting and what is allowed."""
-        for name in ("epochs", "batch_size"):
-            check_positive_int(name, getattr(self, name), error=AblationError)
-        if not self.learning_rate > 0:
-            raise AblationError(f"learning_rate must be > 0. Received: {self.learning_rate!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise AblationError(f"dropout must be in [0, 1). Received: {self.dropout!r}")
+def check_head_training(options, dropout):
+    """Raises `AblationError` naming a bad training option of the heads, or a bad dropout."""
+    try:
+        options.validate()
+    except TrainingInputError as error:
+        raise AblationError(str(error)) from None
+    if not options.learning_rate > 0:
+        raise AblationError(f"learning_rate must be > 0. Received: {options.learning_rate!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise AblationError(f"dropout must be in [0, 1). Received: {dropout!r}")
+
+
+def options_from_record(record):
+    """(`TrainOptions`, dropout) of a results.json "config" (old records' "train" held dropout).
+
+    Fields a record does not state keep `head_options`' values; unknown ones are ignored.
+    """
+    train = dict((record or {}).get("train") or {})
+    dropout = (record or {}).get("dropout", train.pop("dropout", 0.5))
+    known = {field.name for field in dataclasses.fields(TrainOptions)}
+    return head_options(**{k: v for k, v in train.items() if k in known}), dropout
 
 
 @dataclasses.dataclass
@@ -101,7 +115,8 @@ class AblationConfig:
     base_depth: int = 3
     base_steps: int = 16
     fusion_arch: str = "res"
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    train: TrainOptions = dataclasses.field(default_factory=head_options)
+    dropout: float = 0.5
 
     def validate(self, has_flow):
         """Raises AblationError naming the bad setting and what is allowed."""
@@ -110,7 +125,7 @@ class AblationConfig:
         check_choice("fusion_arch", self.fusion_arch, RNN_ARCHS, error=AblationError)
         for name in ("seeds", "sweep_seeds", "base_hidden", "base_depth", "base_steps"):
             check_positive_int(name, getattr(self, name), error=AblationError)
-        self.train.validate()
+        check_head_training(self.train, self.dropout)
         for name in ("hidden", "depths", "steps"):
             values = getattr(self, name)
             if not values:

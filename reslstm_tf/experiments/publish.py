@@ -10,8 +10,9 @@ import numpy as np
 
 from reslstm_tf.checks import check_choice
 from reslstm_tf.data.feature_sets import select_steps
-from reslstm_tf.experiments.ablation import build_head, load_data, train_final
-from reslstm_tf.experiments.config import AblationError, RunSpec, TrainConfig
+from reslstm_tf.experiments.ablation import load_data, train_final
+from reslstm_tf.experiments.config import AblationError, RunSpec, options_from_record
+from reslstm_tf.experiments.runner import build_head
 
 
 def cast_weights(model, build_fn, dtype="float16"):
@@ -46,20 +47,19 @@ def _mean_cross_entropy(logits, labels):
     return float(-log_p[np.arange(len(labels)), labels].mean())
 
 
-def _train_candidates(data, best, train_config, seeds):
+def _train_candidates(data, best, options, dropout, seeds):
     """Trains the head once per seed; returns [(training loss, seed, model, logits), ...]."""
     x = select_steps(data.rgb, best["T"])
+    head = (best["arch"], best["depth"], best["hidden"], best["T"])
     trained = []
     for seed in seeds:
-        model = train_final(
-            data, best["arch"], best["depth"], best["hidden"], best["T"], train_config, seed
-        )
+        model = train_final(data, *head, options, dropout, seed)
         logits = np.asarray(model.predict(x, verbose=0), np.float64)
         trained.append((_mean_cross_entropy(logits, data.labels), seed, model, logits))
     return trained
 
 
-def _cast_checked(model, logits, data, best, train_config, info):
+def _cast_checked(model, logits, data, best, dropout, info):
     """Returns `model` cast to float16 if it predicts like the float32 model on every clip.
 
     Records the agreement and the largest logit difference in `info`.
@@ -73,7 +73,7 @@ def _cast_checked(model, logits, data, best, train_config, info):
     num_classes = int(data.labels.max()) + 1
 
     def build():
-        return build_head(spec, num_classes, data.rgb.shape[-1], train_config.dropout, True)
+        return build_head(spec, num_classes, data.rgb.shape[-1], dropout, True)
 
     half_model = cast_weights(model, build, "float16")
     half = np.asarray(half_model.predict(select_steps(data.rgb, best["T"]), verbose=0), np.float32)
@@ -92,7 +92,8 @@ def train_selected_head(features_dir, results, dtype="float16", seeds=(0, 1, 2))
     """Trains the head an ablation selected on every clip of a cache, ready to publish.
 
     The architecture and training settings come from `results` (the dict `run_ablation`
-    returns or its results.json): `results["best"]` and `results["config"]["train"]`.
+    returns or its results.json): `results["best"]`, and `results["config"]`'s "train"
+    options and "dropout" (`options_from_record`).
     One model is trained per seed in `seeds`; the one with the lowest training loss (in
     inference mode, on the training clips: no validation data exists here) is kept.
     With `dtype="float16"` the weights are stored as float16 if the float16 copy predicts
@@ -118,10 +119,10 @@ def train_selected_head(features_dir, results, dtype="float16", seeds=(0, 1, 2))
     best = results["best"]
     if not best:
         raise AblationError("results hold no cross-validated recurrent head to publish")
-    train_config = TrainConfig(**results["config"]["train"])
+    options, dropout = options_from_record(results["config"])
     data = load_data(features_dir)
     start = time.perf_counter()
-    trained = _train_candidates(data, best, train_config, seeds)
+    trained = _train_candidates(data, best, options, dropout, seeds)
     loss, seed, model, logits = min(trained, key=lambda item: item[0])
     info = {
         "seed": seed,
@@ -131,5 +132,5 @@ def train_selected_head(features_dir, results, dtype="float16", seeds=(0, 1, 2))
         "dtype": dtype,
     }
     if dtype == "float16":
-        model = _cast_checked(model, logits, data, best, train_config, info)
+        model = _cast_checked(model, logits, data, best, dropout, info)
     return model, info

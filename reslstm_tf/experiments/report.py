@@ -127,7 +127,7 @@ def _header_lines(config, data_info, timings):
         f"- data: {data_info['num_clips']} clips, {data_info['num_classes']} classes "
         f"({', '.join(data_info['class_names'])}), features {data_info['feature_shape']}",
         f"- training: Adam lr {train.learning_rate}, {train.epochs} epochs, batch "
-        f"{train.batch_size}, dropout {train.dropout}, no early stopping",
+        f"{train.batch_size}, dropout {config.dropout}, no early stopping",
         f"- total time: {timings['total_s'] / 60:.1f} min for {timings['runs']} runs",
         "",
     ]

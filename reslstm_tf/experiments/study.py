@@ -4,14 +4,17 @@
 seeds, on a CPU budget:
 
 1. Streams: RGB and the flow of each `flow_methods` entry (flow computed once into a
-   `FlowCache`). Every stream's clips (T segments of L frames, S px) go through the
+   `FlowCache`). Every stream's clips (the study's `ClipSpec`, default
+   `clip_spec.PRESETS["cpu_small"]`: T segments of L frames, S px) go through the
    Kinetics-400 I3D up to the block before `trainable_from`; these trunk outputs are stored
    once per clip view (`TrunkViews`: the centred eval view and `views` training views with
    random windows, crops and flips) and shared by every fold and seed.
-2. Frozen features: the rest of the pretrained I3D on every view gives the (T, 1024) segment
-   features. Recipes "frozen" (the centred view only, as `reslstm-extract` stores it) and
-   "frozen_aug" (epoch e trains on view e mod `views`, evaluation on the centred view) train
-   LSTM and Res-LSTM heads of every depth; "logreg" is the mean-pooled logistic regression.
+2. Frozen features: the rest of the pretrained I3D on every view gives the (T, D) segment
+   features (D the backbone's, 1024 for I3D). Recipes "frozen" (the centred view only, as
+   `reslstm-extract` stores it) and "frozen_aug" (in epoch e video n trains on view
+   `view_schedule(N, views, e, seed)[n]`, the schedule of `reslstm-train` and of trunk
+   caching; evaluation on the centred view) train LSTM and Res-LSTM heads of every depth;
+   "logreg" is the mean-pooled logistic regression.
 3. Fine-tuning ("finetuned"): per fold and seed, the I3D blocks from `trainable_from` and a
    `finetune_preset` head train end to end on the stored trunk outputs (exactly fine-tuning
    with the lower blocks and BatchNorm frozen, see `training.trunk_cache`). Its validation
@@ -22,6 +25,11 @@ seeds, on a CPU budget:
    "late_sum"), as the paper fuses separately trained streams. (With two streams, the
    paper's weighted sum w1 * flow + w2 * rgb needs weights chosen on data the folds do not
    hold; equal weights rank classes as the sum does.)
+
+Fine-tuning runs are built from `FinetuneConfig`s (`StudyConfig.finetune_config`: the study's
+clip and `finetune_train` options) through fine-tuning's public functions; heads on features
+and the loop over the plan are the experiments' one runner (`reslstm_tf.experiments.runner`),
+which `reslstm-ablate` uses too.
 
 Validation clips are used only to score a finished run. Every run appends one line to
 `runs.jsonl`; a restarted study skips the runs already there (and every stored view and
@@ -37,14 +45,36 @@ import time
 import numpy as np
 
 from reslstm_tf.checks import check_positive_int
+from reslstm_tf.clip_spec import PRESETS, ClipSpec
+from reslstm_tf.evaluate import softmax
 from reslstm_tf.experiments.baselines import mean_pooled_accuracies
-from reslstm_tf.experiments.config import RNN_ARCHS, AblationError, RunSpec, TrainConfig
+from reslstm_tf.experiments.config import RNN_ARCHS, AblationError, RunSpec, head_options
+from reslstm_tf.experiments.runner import HeadRunner, RunLog, run_plan
 from reslstm_tf.experiments.splits import stratified_folds
 from reslstm_tf.files import atomic_write
+from reslstm_tf.training.options import TrainOptions
 
 STREAMS = ("rgb", "farneback", "tvl1")
 FEATURE_RECIPES = ("frozen", "frozen_aug", "finetuned_features")
 LATE_FUSIONS = ("late_product", "late_sum")
+
+
+def finetune_train_options(**changes):
+    """The study's fine-tuning `TrainOptions`: Adam 3e-4, 8 epochs, batch 8, no bar."""
+    options = TrainOptions(
+        epochs=8, batch_size=8, optimizer="adam", learning_rate=3e-4, progress=False
+    )
+    return dataclasses.replace(options, **changes)
+
+
+# The names an earlier study_config.json gave the settings that now live in the clip and
+# the two TrainOptions: {old name: (field, its field)}.
+_FLAT_NAMES = {
+    **{name: ("clip", name) for name in ("num_segments", "segment_len", "frame_size", "short")},
+    **{f"head_{name}": ("head_train", name) for name in ("epochs", "batch_size", "learning_rate")},
+    **{f"finetune_{name}": ("finetune_train", name)
+       for name in ("epochs", "batch_size", "learning_rate")},
+}  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -56,15 +86,19 @@ class StudyConfig:
         out_dir: where views, features, runs and results go (resumable).
         flow_methods: the flow streams ("farneback", "tvl1"); () for RGB only.
         flow_cache_dir: the flow caches (default `<out_dir>/flow`; one folder per method).
-        num_segments, segment_len, frame_size, short: T, L, S and the short-video policy.
+        clip: the `ClipSpec` of every stream's clips (default `clip_spec.PRESETS["cpu_small"]`:
+            T = 4 segments of L = 16 frames at S = 112, short videos 'overlap'); a flow
+            stream reads it with its modality and flow method.
         views: training views stored per video.
         trainable_from: the first fine-tuned I3D block.
         folds, seeds, split_seed: stratified `folds`-fold cross-validation x `seeds` seeds.
         finetune_seeds: seeds of the fine-tuning runs (default `seeds`).
         units, depths, dropout: the heads (LSTM units, depths compared, input dropout).
-        head_epochs, head_batch_size, head_learning_rate: heads on features (Adam).
-        finetune_preset, finetune_epochs, finetune_batch_size, finetune_learning_rate:
-            the fine-tuning runs (Adam).
+        head_train: the `TrainOptions` of heads on features (default `head_options()`:
+            Adam 1e-3, 15 epochs, batch 16); each run's seed replaces its seed.
+        finetune_preset: the head fine-tuned with the I3D blocks.
+        finetune_train: the `TrainOptions` of the fine-tuning runs (default
+            `finetune_train_options()`: Adam 3e-4, 8 epochs, batch 8).
         recipes: which recipes to run (default all).
         progress: show progress bars.
     """
@@ -74,10 +108,7 @@ class StudyConfig:
     out_dir: str
     flow_methods: tuple = ("farneback", "tvl1")
     flow_cache_dir: str | None = None
-    num_segments: int = 4
-    segment_len: int = 16
-    frame_size: int = 112
-    short: str = "overlap"
+    clip: ClipSpec = PRESETS["cpu_small"]
     views: int = 3
     trainable_from: str = "Mixed_5b"
     folds: int = 5
@@ -87,21 +118,22 @@ class StudyConfig:
     units: int = 256
     depths: tuple = (2, 3, 4)
     dropout: float = 0.5
-    head_epochs: int = 15
-    head_batch_size: int = 16
-    head_learning_rate: float = 1e-3
+    head_train: TrainOptions = dataclasses.field(default_factory=head_options)
     finetune_preset: str = "res3"
-    finetune_epochs: int = 8
-    finetune_batch_size: int = 8
-    finetune_learning_rate: float = 3e-4
+    finetune_train: TrainOptions = dataclasses.field(default_factory=finetune_train_options)
     recipes: tuple = ("logreg", "frozen", "frozen_aug", "finetuned", "finetuned_features",
                       "mid_product", *LATE_FUSIONS)  # fmt: skip
     progress: bool = True
 
     def validate(self):
         """Raises `AblationError` naming the first bad setting."""
-        for name in ("num_segments", "segment_len", "frame_size", "views", "folds", "seeds"):
+        for name in ("views", "folds", "seeds"):
             check_positive_int(name, getattr(self, name), error=AblationError)
+        for name in ("head_train", "finetune_train"):
+            try:
+                getattr(self, name).validate()
+            except ValueError as error:
+                raise AblationError(f"{name}: {error}") from None
         for method in self.flow_methods:
             if method not in STREAMS[1:]:
                 raise AblationError(
@@ -114,33 +146,54 @@ class StudyConfig:
         return ("rgb", *self.flow_methods)
 
     def finetune_config(self, stream, seed=0):
-        """The `FinetuneConfig` of a stream's fine-tuning run (trunk-cached)."""
+        """The `FinetuneConfig` of a stream's fine-tuning run (trunk-cached).
+
+        Built from the study's clip (with the stream's flow method) and `finetune_train`
+        (with `seed`), not field by field.
+        """
         from reslstm_tf.training.finetune import FinetuneConfig
 
-        flow_dir = self.flow_cache_dir or str(pathlib.Path(self.out_dir) / "flow")
+        flow_dir = pathlib.Path(self.flow_cache_dir or pathlib.Path(self.out_dir) / "flow")
+        flow = stream != "rgb"
         return FinetuneConfig(
             data_dir=self.data_dir,
             split_file=self.split_file,
-            modality="rgb" if stream == "rgb" else "flow",
-            flow_method="tvl1" if stream == "rgb" else stream,
-            flow_cache_dir=None if stream == "rgb" else str(pathlib.Path(flow_dir) / stream),
-            num_segments=self.num_segments,
-            segment_len=self.segment_len,
-            frame_size=self.frame_size,
-            short=self.short,
+            modality="flow" if flow else "rgb",
+            flow_cache_dir=str(flow_dir / stream) if flow else None,
+            clip=self.clip.replace(modality="rgb", flow_method=stream if flow else "tvl1"),
+            train=dataclasses.replace(self.finetune_train, seed=seed, progress=False),
             trainable_from=self.trainable_from,
             preset=self.finetune_preset,
             head={"units": self.units, "dropout": self.dropout},
             trunk_cache=True,
             trunk_views=self.views,
             trunk_cache_dir=str(pathlib.Path(self.out_dir) / "views" / stream),
-            epochs=self.finetune_epochs,
-            batch_size=self.finetune_batch_size,
-            optimizer="adam",
-            learning_rate=self.finetune_learning_rate,
-            seed=seed,
-            progress=False,
         )
+
+    def to_record(self):
+        """The config as JSON-able dict (`study_config.json`; `from_record` reads it back)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_record(cls, record):
+        """The `StudyConfig` of a `to_record` dict, or of an earlier release's flat record."""
+        values = {k: v for k, v in record.items() if k not in _FLAT_NAMES}
+        nested = {"clip": {}, "head_train": {}, "finetune_train": {}}
+        for name, (field, key) in _FLAT_NAMES.items():
+            if name in record:
+                nested[field][key] = record[name]
+        values["clip"] = ClipSpec.from_dict(
+            {**PRESETS["cpu_small"].to_dict(), **values.get("clip", {}), **nested["clip"]}
+        )
+        values["head_train"] = head_options(**values.get("head_train", {}),
+                                            **nested["head_train"])  # fmt: skip
+        values["finetune_train"] = finetune_train_options(
+            **values.get("finetune_train", {}), **nested["finetune_train"]
+        )
+        for name in ("flow_methods", "depths", "recipes"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
 
 
 def _segment_features(encoder, array, batch_size=16):
@@ -155,7 +208,8 @@ def _segment_features(encoder, array, batch_size=16):
 def view_features(upper, views, batch_size=16):
     """Features of every stored view through an upper model: float32 (V + 1, N, T, D).
 
-    Row 0 is the centred eval view, rows 1..V the training views.
+    Row 0 is the centred eval view, rows 1..V the training views; D is what the upper
+    model's backbone gives.
     """
     encoder = upper.get_layer("segment_encoder")
     arrays = [views.array("eval"), *(views.array(v) for v in range(views.views))]
@@ -163,7 +217,11 @@ def view_features(upper, views, batch_size=16):
 
 
 class Stream:
-    """One stream's clips, stored trunk views and frozen features (computed once)."""
+    """One stream's clips, stored trunk views and frozen features (computed once).
+
+    The trunk and the upper model come from fine-tuning's public functions: the run's
+    classifier (`build_classifier`, with the Trainer's seed) split at `trainable_from`.
+    """
 
     def __init__(self, config, stream, videos, num_classes):
         import keras
@@ -172,8 +230,9 @@ class Stream:
 
         self.name, self.config = stream, config
         self.finetune = config.finetune_config(stream)
-        self.clips = ft.prepare_clips(dataclasses.replace(self.finetune, progress=True), videos)
-        keras.utils.set_random_seed(0)
+        shown = dataclasses.replace(self.finetune.train, progress=config.progress)
+        self.clips = ft.prepare_clips(dataclasses.replace(self.finetune, train=shown), videos)
+        keras.utils.set_random_seed(self.finetune.train.seed)
         trunk, upper = ft.trunk_split(
             ft.build_classifier(self.finetune, num_classes), config.trainable_from
         )
@@ -203,97 +262,33 @@ def run_key(recipe, stream, arch, depth, fold, seed):
     return f"{recipe}|{stream}|{arch}{depth}|fold{fold}|seed{seed}"
 
 
-class RunLog:
-    """`runs.jsonl`: one JSON line per finished run, appended and flushed; read on resume."""
-
-    def __init__(self, path):
-        self.path = pathlib.Path(path)
-        self.rows = {}
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self.rows[row["key"]] = row
-
-    def done(self, key):
-        """Whether the run `key` has a result."""
-        return key in self.rows
-
-    def add(self, row):
-        """Appends a finished run's row."""
-        self.rows[row["key"]] = row
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
-            handle.flush()
+def study_heads(config, num_classes):
+    """The study's `HeadRunner` (the experiments' one runner) with its head options."""
+    return HeadRunner(num_classes, config.head_train, config.dropout)
 
 
-def _view_dataset_fn(inputs, labels, views, seed):
-    """Epoch e's unbatched (features, label) of training view e mod V (rows in a seeded order).
+def run_head(heads, config, arch, depth, features, labels, train_idx, val_idx, seed,
+             augmented, fusion=None):  # fmt: skip
+    """Trains one head of the study on stored view features; returns the `HeadResult`.
 
     Args:
-        inputs: (V + 1, N, T, D) arrays (row 0 the eval view), or a dict of them (streams).
-        labels: int labels (N,).
-        views: V; 0 trains on the eval view every epoch.
-        seed: seeds the order of each epoch.
+        heads: the `HeadRunner` (`study_heads`).
+        features: float (V + 1, N, T, D) (row 0 the centred view, rows 1..V the training
+            views), or {"rgb": ..., "flow": ...} of such for a two-stream head.
+        augmented: train on the training views (video n reads `view_schedule`'s view);
+            False trains on the centred view every epoch.
+        fusion: the two-stream mid fusion ("product"), or None for one stream.
     """
-    import tensorflow as tf
-
-    def dataset_fn(epoch):
-        view = 0 if views == 0 else 1 + epoch % views
-        order = np.random.default_rng([seed, epoch]).permutation(len(labels))
-        if isinstance(inputs, dict):
-            x = {k: v[view][order] for k, v in inputs.items()}
-        else:
-            x = inputs[view][order]
-        return tf.data.Dataset.from_tensor_slices((x, labels[order]))
-
-    return dataset_fn
-
-
-class HeadRunner:
-    """Trains heads on stored features through `Trainer`s reused across seeds and folds."""
-
-    def __init__(self, config, num_classes):
-        from reslstm_tf.experiments.ablation import HeadTrainers
-
-        self.config = config
-        train = TrainConfig(
-            epochs=config.head_epochs,
-            batch_size=config.head_batch_size,
-            learning_rate=config.head_learning_rate,
-            dropout=config.dropout,
-        )
-        self.trainers = HeadTrainers(num_classes, 1024, train)
-
-    def run(self, arch, depth, features, labels, train_idx, val_idx, seed, views, fusion=None):
-        """Trains one head; returns (train accuracy, val accuracy, val probabilities)."""
-        modality = "two_stream" if isinstance(features, dict) else "rgb"
-        spec = RunSpec(arch, depth, self.config.units, self.config.num_segments, modality,
-                       fusion or "-", "mid" if fusion else "-", "cv", seed, 0)  # fmt: skip
-        trainer = self.trainers.trainer_for(spec, masking=False)
-
-        def pick(rows, view=0):
-            if isinstance(features, dict):
-                return {k: v[view][rows] for k, v in features.items()}
-            return features[view][rows]
-
-        train = {k: v[:, train_idx] for k, v in features.items()} if modality == "two_stream" \
-            else features[:, train_idx]  # fmt: skip
-        trainer.fit(
-            _view_dataset_fn(train, labels[train_idx], views, seed), labels=labels[train_idx]
-        )
-        train_acc = trainer.evaluate(pick(train_idx), labels[train_idx])
-        logits = trainer.predict(pick(val_idx))
-        probabilities = _softmax(logits)
-        val_acc = float(np.mean(probabilities.argmax(-1) == labels[val_idx]))
-        return train_acc, val_acc, probabilities
-
-
-def _softmax(logits):
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
+    two = isinstance(features, dict)
+    spec = RunSpec(arch, depth, config.units, config.clip.num_segments,
+                   "two_stream" if two else "rgb", fusion or "", "mid" if fusion else "",
+                   "cv", seed, 0)  # fmt: skip
+    if two:
+        centred = {k: v[0] for k, v in features.items()}
+        views = {k: v[1:] for k, v in features.items()}
+    else:
+        centred, views = features[0], features[1:]
+    return heads.run(spec, centred, labels, train_idx, val_idx, views if augmented else None)
 
 
 def _probabilities(model, array, rows, batch_size=16):
@@ -302,7 +297,7 @@ def _probabilities(model, array, rows, batch_size=16):
         np.asarray(model(np.asarray(array[rows[i : i + batch_size]]), training=False))
         for i in range(0, len(rows), batch_size)
     ]
-    return _softmax(np.concatenate(logits))
+    return softmax(np.concatenate(logits))
 
 
 class FinetuneRunner:
@@ -321,15 +316,19 @@ class FinetuneRunner:
             options=config.train_options(),
         )
 
-    def run(self, train_idx, val_idx, seed, out_path):
-        """Trains on `train_idx`; stores features and val probabilities; returns accuracies."""
+    def train(self, train_idx, seed):
+        """Fine-tunes on the videos `train_idx` with `seed`; returns the upper model."""
         from reslstm_tf.training.trunk_cache import TrunkSource
 
-        stream = self.stream
         self.trainer.reset(seed)
+        stream = self.stream
         source = TrunkSource(stream.clips, stream.views, indices=train_idx, seed=seed)
-        self.trainer.fit(source.train_data, labels=source.labels)
-        upper = self.trainer.model
+        return self.trainer.fit(source.train_data, labels=source.labels).model
+
+    def run(self, train_idx, val_idx, seed, out_path):
+        """Trains on `train_idx`; stores features and val probabilities; returns accuracies."""
+        stream = self.stream
+        upper = self.train(train_idx, seed)
         labels = np.asarray(stream.clips.labels)
         features = view_features(upper, stream.views)
         # The head on the centred view's features: the upper model's logits, without running
@@ -399,7 +398,7 @@ class _Context:
         self.config, self.labels, self.streams = config, labels, streams
         self.num_classes = int(labels.max()) + 1
         self.folds = stratified_folds(labels, config.folds, config.split_seed)
-        self.heads = HeadRunner(config, self.num_classes)
+        self.heads = study_heads(config, self.num_classes)
         self.finetuners = {}
         self.out = pathlib.Path(config.out_dir)
 
@@ -434,7 +433,8 @@ def _execute(ctx, recipe, stream, arch, depth, fold, seed):
     if recipe == "finetuned":
         path = ctx.finetuned_path(stream, fold, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return (*ctx.finetuner(stream).run(train_idx, val_idx, seed, path), config.finetune_epochs)
+        accuracies = ctx.finetuner(stream).run(train_idx, val_idx, seed, path)
+        return (*accuracies, config.finetune_train.epochs)
     if recipe in LATE_FUSIONS:
         rgb_method = stream.split("+")
         rgb, flow = (ctx.finetuned(s, fold, seed, "val_probabilities") for s in rgb_method)
@@ -450,19 +450,34 @@ def _execute(ctx, recipe, stream, arch, depth, fold, seed):
             k: ctx.finetuned(s, fold, seed, "features") for k, s in zip(("rgb", "flow"), parts)
         }
         fusion = "product"
-    views = 0 if recipe == "frozen" else config.views
-    result = ctx.heads.run(arch, depth, features, labels, train_idx, val_idx, seed, views, fusion)
-    return result[0], result[1], config.head_epochs
+    result = run_head(ctx.heads, config, arch, depth, features, labels, train_idx, val_idx,
+                      seed, augmented=recipe != "frozen", fusion=fusion)  # fmt: skip
+    return result.train_accuracy, result.val_accuracy, config.head_train.epochs
+
+
+def _execute_logged(ctx, run):
+    """Runs one planned run and times it; returns its `runs.jsonl` row (without the key)."""
+    recipe, stream, arch, depth, fold, seed = run
+    start = time.perf_counter()
+    train_acc, val_acc, epochs = _execute(ctx, recipe, stream, arch, depth, fold, seed)
+    seconds = time.perf_counter() - start
+    train_idx, val_idx = ctx.split(fold)
+    return {
+        "recipe": recipe, "stream": stream, "arch": arch, "depth": depth, "fold": fold,
+        "seed": seed, "n_train": len(train_idx), "n_val": len(val_idx), "epochs": epochs,
+        "train_accuracy": train_acc, "val_accuracy": val_acc, "seconds": round(seconds, 2),
+    }  # fmt: skip
 
 
 def run_study(config):
     """Runs (or resumes) every planned run; writes `runs.jsonl` and the report.
 
+    The runs go through the experiments' one runner (`reslstm_tf.experiments.runner`:
+    `run_plan` over the plan, heads by its `HeadRunner`).
+
     Returns:
         The report dict of `study_report`.
     """
-    from tqdm.auto import tqdm
-
     from reslstm_tf.data import datasets
 
     config.validate()
@@ -470,7 +485,7 @@ def run_study(config):
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(config, out / "study_config.json")
     with atomic_write(out / "study_config.json", "w") as handle:
-        handle.write(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        handle.write(json.dumps(config.to_record(), indent=2) + "\n")
     videos = datasets.load_dataset("folder", data_dir=config.data_dir, split_file=config.split_file)
     num_classes = len(videos.classes)
     streams = {}
@@ -479,41 +494,42 @@ def run_study(config):
         streams[stream] = Stream(config, stream, videos, num_classes)
         _log_timing(out, f"stream {stream}: flow, trunk views and frozen features",
                     time.perf_counter() - start)  # fmt: skip
-    labels = np.asarray(streams["rgb"].clips.labels)
-    ctx = _Context(config, labels, streams)
-    log = RunLog(out / "runs.jsonl")
-    plan = plan_study(config)
-    todo = [run for run in plan.runs if not log.done(run[0])]
-    with tqdm(total=len(plan), initial=len(plan) - len(todo), desc="study", unit="run",
-              disable=not config.progress) as bar:  # fmt: skip
-        for key, recipe, stream, arch, depth, fold, seed in todo:
-            bar.set_postfix_str(key)
-            start = time.perf_counter()
-            train_acc, val_acc, epochs = _execute(ctx, recipe, stream, arch, depth, fold, seed)
-            seconds = time.perf_counter() - start
-            train_idx, val_idx = ctx.split(fold)
-            log.add({
-                "key": key, "recipe": recipe, "stream": stream, "arch": arch, "depth": depth,
-                "fold": fold, "seed": seed, "n_train": len(train_idx), "n_val": len(val_idx),
-                "epochs": epochs, "train_accuracy": train_acc, "val_accuracy": val_acc,
-                "seconds": round(seconds, 2),
-            })  # fmt: skip
-            bar.update(1)
+    ctx = _Context(config, np.asarray(streams["rgb"].clips.labels), streams)
+    runs = [(key, tuple(run)) for key, *run in plan_study(config).runs]
+    run_plan(runs, lambda run: _execute_logged(ctx, run), RunLog(out / "runs.jsonl"),
+             progress=config.progress, desc="study")  # fmt: skip
     from reslstm_tf.experiments.study_report import study_report
 
     return study_report(out)
 
 
 # Settings a resumed study may change: they add or skip runs, and change no finished one.
-EXTENSIBLE = ("flow_methods", "flow_cache_dir", "seeds", "finetune_seeds", "recipes", "progress")
+EXTENSIBLE = ("flow_methods", "flow_cache_dir", "seeds", "finetune_seeds", "recipes", "progress",
+              "head_train.progress", "finetune_train.progress")  # fmt: skip
+
+
+def _flat(record, prefix=""):
+    """A nested record as {"clip.frame_size": 112, ...}."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _check_resumable(config, path):
-    """Refuses to resume a study whose finished runs were made with other settings."""
+    """Refuses to resume a study whose finished runs were made with other settings.
+
+    A `study_config.json` of an earlier release (flat clip and training settings) is read
+    as the config it describes (`StudyConfig.from_record`).
+    """
     if not path.exists():
         return
-    stored = json.loads(path.read_text(encoding="utf-8"))
-    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    record = json.loads(path.read_text(encoding="utf-8"))
+    stored = _flat(StudyConfig.from_record(record).to_record())
+    current = _flat(config.to_record())
     changed = [
         f"{key}: {stored.get(key)!r} -> {current.get(key)!r}"
         for key in sorted(set(stored) | set(current))

@@ -18,11 +18,11 @@ from reslstm_tf.experiments.config import RNN_ARCHS
 from reslstm_tf.experiments.study import (
     LATE_FUSIONS,
     FinetuneRunner,
-    HeadRunner,
     Stream,
+    run_head,
+    study_heads,
     view_features,
 )
-from reslstm_tf.training.trunk_cache import TrunkSource
 
 TWO_STREAM_RECIPES = ("mid_product", *LATE_FUSIONS)
 
@@ -98,11 +98,12 @@ def assemble_classifier(config, num_classes, arch, depth, uppers, head, modality
 
     from reslstm_tf.video_classifier import build_video_classifier
 
+    clip = config.clip
     keras.utils.set_random_seed(0)
     classifier = build_video_classifier(
-        num_classes, modality, "i3d", f"{arch}{depth}",
-        num_segments=config.num_segments, segment_len=config.segment_len,
-        frame_size=config.frame_size, trainable_from=config.trainable_from,
+        num_classes, modality, clip.backbone, f"{arch}{depth}",
+        num_segments=clip.num_segments, segment_len=clip.segment_len,
+        frame_size=clip.frame_size, trainable_from=config.trainable_from,
         fusion=fusion, level=level, units=config.units, dropout=config.dropout,
         num_layers=depth, residual=arch == "res",
     )  # fmt: skip
@@ -153,13 +154,9 @@ def train_final_models(config, selection, videos, flow_method=None, depths=True)
                   or (depths and depth_recipe == "finetuned_features")]  # fmt: skip
     uppers, features = {}, {}
     for name in fine_tuned:
-        runner = FinetuneRunner(streams[name], num_classes)
-        runner.trainer.reset(0)
-        source = TrunkSource(streams[name].clips, streams[name].views, indices=every, seed=0)
-        runner.trainer.fit(source.train_data, labels=source.labels)
-        uppers[name] = runner.trainer.model
+        uppers[name] = FinetuneRunner(streams[name], num_classes).train(every, seed=0)
         features[name] = view_features(uppers[name], streams[name].views)
-    heads = HeadRunner(config, num_classes)
+    heads = study_heads(config, num_classes)
     classifiers, settings = {}, {}
     if not depths:
         rgb_features, rgb_uppers = None, {}
@@ -167,11 +164,12 @@ def train_final_models(config, selection, videos, flow_method=None, depths=True)
         rgb_features, rgb_uppers = features["rgb"], {"rgb": uppers["rgb"]}
     else:
         rgb_features, rgb_uppers = streams["rgb"].frozen, {}
-    views = 0 if depth_recipe == "frozen" else config.views
+    augmented = depth_recipe != "frozen"
     for arch in RNN_ARCHS if depths else ():
         for depth in config.depths:
-            heads.run(arch, depth, rgb_features, labels, every, every[:1], 0, views)
-            head = heads.trainers.trainer.model
+            run_head(heads, config, arch, depth, rgb_features, labels, every, every[:1], 0,
+                     augmented)  # fmt: skip
+            head = heads.model
             classifiers[f"{arch}{depth}"] = assemble_classifier(
                 config, num_classes, arch, depth, rgb_uppers, head
             )
@@ -182,8 +180,9 @@ def train_final_models(config, selection, videos, flow_method=None, depths=True)
         pair = {"rgb": uppers["rgb"], "flow": uppers[flow_method]}
         if recipe == "mid_product":
             both = {"rgb": features["rgb"], "flow": features[flow_method]}
-            heads.run(arch, depth, both, labels, every, every[:1], 0, config.views, "product")
-            head, fusion, level = heads.trainers.trainer.model, "product", "mid"
+            run_head(heads, config, arch, depth, both, labels, every, every[:1], 0, True,
+                     "product")  # fmt: skip
+            head, fusion, level = heads.model, "product", "mid"
         else:
             head = {"rgb": _upper_head(pair["rgb"]), "flow": _upper_head(pair["flow"])}
             fusion, level = recipe.split("_")[1], "late"
@@ -220,10 +219,11 @@ def _metric(entry, config, command):
 
 
 def _architecture(config, modality, arch, depth, fusion=None, level=None):
+    clip = config.clip
     spec = {
-        "kind": "video_classifier", "modality": modality, "backbone": "i3d",
-        "preset": f"{arch}{depth}", "num_segments": config.num_segments,
-        "segment_len": config.segment_len, "frame_size": config.frame_size,
+        "kind": "video_classifier", "modality": modality, "backbone": clip.backbone,
+        "preset": f"{arch}{depth}", "num_segments": clip.num_segments,
+        "segment_len": clip.segment_len, "frame_size": clip.frame_size,
         "trainable_from": config.trainable_from, "units": config.units,
         "num_layers": depth, "residual": arch == "res", "dropout": config.dropout,
     }  # fmt: skip
@@ -233,12 +233,11 @@ def _architecture(config, modality, arch, depth, fusion=None, level=None):
 
 
 def _features(config, streams):
-    from reslstm_tf.clip_spec import default_short_side
-
-    side = default_short_side(config.frame_size)
     out = {}
     for key, method in streams.items():
-        out[key] = {"modality": key, "resize_short_side": side, "short": config.short}
+        out[key] = {
+            "modality": key, "resize_short_side": config.clip.short_side, "short": config.clip.short
+        }  # fmt: skip
         if key == "flow":
             out[key]["flow_method"] = method
     return out
@@ -310,7 +309,7 @@ def final_entries(
                 "recipe": setting["recipe"],
                 "clips": f"all {len(videos)} clips",
                 "seed": 0,
-                "study": dataclasses.asdict(config),
+                "study": config.to_record(),
             },  # fmt: skip
             "license": LICENSE,
         }

@@ -14,8 +14,9 @@ from reslstm_tf.experiments.config import (
     AblationConfig,
     AblationError,
     RunSpec,
-    TrainConfig,
+    head_options,
 )
+from reslstm_tf.experiments.runner import HeadRunner
 from reslstm_tf.experiments.splits import splits_for
 from tests.experiments.helpers import run_cli, write_cache
 
@@ -54,16 +55,14 @@ def test_load_data_errors_name_the_flag(tmp_path):
 def test_reused_trainer_trains_like_a_fresh_one(tmp_path):
     """One Trainer per config is reset per run: same result as a new Trainer."""
     data = runner.load_data(write_cache(tmp_path / "rgb", num_clips=16))
-    train_config = TrainConfig(epochs=3, batch_size=8)
+    options = head_options(epochs=3, batch_size=8)
     folds = splits_for("cv", data.labels, folds=2)
-    shared = runner.HeadTrainers(2, 8, train_config)
+    shared = HeadRunner(2, options)
     for seed, fold in ((0, 0), (1, 1)):
         spec = RunSpec("res", 2, 8, 4, "rgb", "", "", "cv", seed, fold)
         _, train, val = folds[fold]
-        reused = runner.train_and_evaluate(spec, data, train, val, train_config, shared)
-        fresh = runner.train_and_evaluate(
-            spec, data, train, val, train_config, runner.HeadTrainers(2, 8, train_config)
-        )
+        reused = runner.train_and_evaluate(spec, data, train, val, shared)
+        fresh = runner.train_and_evaluate(spec, data, train, val, HeadRunner(2, options))
         assert reused[:2] == fresh[:2]
     assert shared.trainer.learning_rate() == pytest.approx(1e-3)
     assert shared.trainer.global_step == 3 * (8 // 8)  # epochs x whole batches of a fold
@@ -121,7 +120,7 @@ def test_fusion_experiment_runs_beside_single_streams(tmp_path):
         base_depth=2,
         base_steps=4,
         sweep_seeds=1,
-        train=TrainConfig(epochs=1, batch_size=8),
+        train=head_options(epochs=1, batch_size=8),
     )
     results = run_ablation(rgb, tmp_path / "out", config, flow, progress=False)
     rows = {(s["modality"], s["fusion"], s["level"]) for s in results["summary"]}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from reslstm_tf.experiments.config import AblationError, TrainConfig
+from reslstm_tf.experiments.config import AblationError
 from reslstm_tf.experiments.publish import train_selected_head
 from tests.experiments.helpers import write_cache
 
@@ -11,7 +11,9 @@ SKATEBOARD_ENTRY = "skateboard_frozen_lstm3"
 
 def _results(**best):
     head = dict(arch="lstm", depth=2, hidden=8, T=4, **best)
-    return {"best": head, "config": {"train": vars(TrainConfig(epochs=20, batch_size=8))}}
+    # A record of an earlier release: its "train" held the dropout.
+    train = {"epochs": 20, "batch_size": 8, "learning_rate": 1e-3, "dropout": 0.5}
+    return {"best": head, "config": {"train": train}}
 
 
 def test_selected_head_is_trained_on_every_clip_and_stored_as_float16(tmp_path):

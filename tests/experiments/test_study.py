@@ -6,7 +6,14 @@ import pathlib
 import numpy as np
 import pytest
 
-from reslstm_tf.experiments.study import StudyConfig, plan_study, run_study
+from reslstm_tf.clip_spec import PRESETS
+from reslstm_tf.experiments.config import head_options
+from reslstm_tf.experiments.study import (
+    StudyConfig,
+    finetune_train_options,
+    plan_study,
+    run_study,
+)
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +27,10 @@ def study(shared_data, tmp_path_factory):
     split.write_text("\n".join(few) + "\n")
     config = StudyConfig(
         data_dir=str(root), split_file=str(split), out_dir=str(out / "out"),
-        flow_methods=("farneback",), num_segments=2, segment_len=8, frame_size=64, views=1,
-        folds=2, seeds=1, depths=(2,), head_epochs=1, finetune_epochs=1,
-        finetune_batch_size=2, head_batch_size=4, progress=False,
+        flow_methods=("farneback",),
+        clip=PRESETS["cpu_small"].replace(num_segments=2, segment_len=8, frame_size=64),
+        views=1, folds=2, seeds=1, depths=(2,), head_train=head_options(epochs=1, batch_size=4),
+        finetune_train=finetune_train_options(epochs=1, batch_size=2), progress=False,
     )  # fmt: skip
     return config, run_study(config)
 
@@ -140,5 +148,25 @@ def test_resuming_with_settings_that_change_finished_runs_is_refused(study):
     from reslstm_tf.experiments.config import AblationError
 
     config, _ = study
-    with pytest.raises(AblationError, match="head_epochs: 1 -> 2"):
-        run_study(dataclasses.replace(config, head_epochs=2))
+    longer = dataclasses.replace(config.head_train, epochs=2)
+    with pytest.raises(AblationError, match="head_train.epochs: 1 -> 2"):
+        run_study(dataclasses.replace(config, head_train=longer))
+    with pytest.raises(AblationError, match="clip.frame_size: 64 -> 96"):
+        run_study(dataclasses.replace(config, clip=config.clip.replace(frame_size=96)))
+
+
+def test_an_earlier_flat_study_config_reads_as_the_config_it_describes():
+    from reslstm_tf.experiments.study import StudyConfig
+
+    record = {
+        "data_dir": "v", "split_file": "v/list.txt", "out_dir": "o",
+        "flow_methods": ["farneback"], "num_segments": 4, "segment_len": 16, "frame_size": 112,
+        "short": "overlap", "head_epochs": 15, "head_batch_size": 16, "head_learning_rate": 1e-3,
+        "finetune_epochs": 8, "finetune_batch_size": 8, "finetune_learning_rate": 3e-4,
+        "depths": [2, 3, 4],
+    }  # fmt: skip
+    config = StudyConfig.from_record(record)
+    expected = StudyConfig(data_dir="v", split_file="v/list.txt", out_dir="o",
+                           flow_methods=("farneback",))  # fmt: skip
+    assert config == expected and config.clip == PRESETS["cpu_small"]
+    assert StudyConfig.from_record(expected.to_record()) == expected
