@@ -10,6 +10,7 @@ Newton-method reference and finite-difference gradients.
 
 import numpy as np
 
+from reslstm_tf.evaluate import softmax
 from reslstm_tf.experiments.config import AblationError
 
 
@@ -86,10 +87,7 @@ class LogisticRegression:
         """Returns class probabilities (N, C) for features `x` (N, D)."""
         if self.weights is None:
             raise AblationError("LogisticRegression.predict_proba called before fit")
-        logits = self._standardise(x) @ self.weights + self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
+        return softmax(self._standardise(x) @ self.weights + self.bias)
 
     def predict(self, x):
         """Returns the predicted class index (N,) for features `x` (N, D)."""
