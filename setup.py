@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "tensorboard>=2.21",
     "tqdm>=4.66",
     "matplotlib>=3.8",
+    # --config files of the command-line tools may be YAML.
+    "pyyaml>=6",
 ]
 
 ASSET_PACKAGES = ["reslstm_tf._assets.zoo", "reslstm_tf._assets.data"]

@@ -229,39 +229,44 @@ def _yaml(text):
         raise ValueError(" ".join(str(error).split())) from None
 
 
-def flatten(mapping, cls, table, section=None):
-    """The flat settings a config file's mapping gives (nested sections merged).
+def flatten(mapping, cls, table, sections=(), ignore=()):
+    """The flat settings a config file's mapping gives (sections merged).
 
     A key naming a nested field of `cls` (e.g. "clip", "train") may hold that field's
-    settings as a mapping (its fields that are no settings, e.g. shadowed ones, are
-    skipped); a field's own name is read as its setting's (renamed) name. With `section`,
-    a mapping holding that key (a run folder's record, e.g. `train_config.json`) is read
-    through it and its other keys (what the run found or computed) are ignored.
+    settings as a mapping (its fields that are no settings, e.g. shadowed or excluded
+    ones, are skipped); so may the keys of `sections`, whose mappings are merged as they
+    are (e.g. "finetune" or "model" in a run folder's `train_config.json`). A field's own
+    name is read as its setting's (renamed) name. Keys in `ignore` (what a run record
+    holds beside its settings, e.g. "class_names") are skipped.
 
     Raises:
         ConfigFileError: keys that are no settings, all named in one message.
     """
-    if section is not None and isinstance(mapping.get(section), dict):
-        mapping = mapping[section]
     nested = nested_fields(cls)
     by_path = {setting.path: name for name, setting in table.items()}
     flat, unknown = {}, []
-    for key, value in mapping.items():
-        if key in nested and key not in table and isinstance(value, dict):
-            inner = {f.name for f in dataclasses.fields(nested[key])}
+
+    def take(key, value, prefix=""):
+        if key in ignore:
+            return
+        if isinstance(value, dict) and key not in table and (key in nested or key in sections):
+            inner = {f.name for f in dataclasses.fields(nested[key])} if key in nested else ()
             for sub, sub_value in value.items():
                 if (key, sub) in by_path:
                     flat[by_path[key, sub]] = sub_value
                 elif sub not in inner:
-                    unknown.append(f"{key}.{sub}")
-            continue
+                    take(sub, sub_value, f"{prefix}{key}.")
+            return
         named = [n for n, s in table.items() if s.path[-1] == key]
         if key not in table and len(named) == 1:
             key = named[0]
         if key in table:
             flat[key] = value
         else:
-            unknown.append(key)
+            unknown.append(prefix + key)
+
+    for key, value in mapping.items():
+        take(str(key), value)
     if unknown:
         raise ConfigFileError(
             f"unknown {cls.__name__} settings {sorted(unknown)}; allowed: {sorted(table)}"

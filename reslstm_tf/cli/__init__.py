@@ -106,31 +106,94 @@ def flag_values(*names, **renamed):
     return values
 
 
-def define_feature_input_flags(split, purpose, npz_shapes="(N, T, d_f)"):
-    """Defines the feature-input flags `reslstm-train` and `reslstm-eval` share.
+CONFIG_FLAG = "config"
+_DEFINERS = {
+    bool: flags.DEFINE_boolean,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    list: flags.DEFINE_list,
+}
+
+
+def define_config_flags(table, config_help=""):
+    """Defines one absl flag per flat setting of a config dataclass, and `--config`.
 
     Args:
-        split: the default of --split.
-        purpose: what the split is for, e.g. "train on".
-        npz_shapes: the feature shapes --features_npz accepts, for its help text.
+        table: the config's settings, `reslstm_tf.configs.settings(cls, renames=...,
+            exclude=..., defaults=...)`: each flag is named, typed, defaulted and described
+            as its setting (mapping settings, e.g. a dict of overrides, get no flag).
+        config_help: what else `--config`'s help says (e.g. which record it reads).
     """
-    define_once(
-        flags.DEFINE_string, "features_dir", None, "Feature cache folder (sharded TFRecords)."
-    )
-    define_once(
-        flags.DEFINE_string,
-        "flow_features_dir",
-        None,
-        "two_stream: folder of the flow caches (default: inside --features_dir).",
-    )
-    define_once(flags.DEFINE_string, "split", split, f"Split of the feature cache to {purpose}.")
+    for name, setting in table.items():
+        if setting.type is dict:
+            continue
+        definer = _DEFINERS.get(setting.type, flags.DEFINE_string)
+        default = setting.default
+        if definer is flags.DEFINE_string and default is not None:
+            default = str(default)
+        define_once(definer, name, default, _sentence(setting.help) or name)
     define_once(
         flags.DEFINE_string,
-        "features_npz",
+        CONFIG_FLAG,
         None,
-        f"Alternative input: a .npz with 'features' {npz_shapes} (or 'rgb' and 'flow'), "
-        "'labels' (N,) and optionally 'class_names'.",
+        "A JSON or YAML file of settings (flag names as keys); the flags given on the "
+        f"command line override it.{' ' + config_help if config_help else ''}",
     )
+
+
+def _sentence(text):
+    """A docstring entry as a help text: its first word capitalised unless it is a name."""
+    first = text.split(maxsplit=1)[0] if text else ""
+    if not first or "_" in first or "`" in first or not first[0].islower():
+        return text
+    return text[0].upper() + text[1:]
+
+
+def _from_file(table, value, name):
+    """A config file's value of a setting, as the setting's flag would parse it."""
+    kind = table[name].type
+    if isinstance(value, str) and kind in (bool, int, float, list):
+        try:
+            return flags.FLAGS[name].parser.parse(value)
+        except (ValueError, TypeError) as error:
+            raise UserError(f"--{CONFIG_FLAG}: {name}: {error}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def config_values(cls, table, sections=(), ignore=()):
+    """The flat settings of a run: `--config`'s, then the flags given on the command line.
+
+    Settings neither gives are left out (they take the table's defaults). Flags given on
+    the command line override the file, as TF Model Garden's ``--params_override`` does.
+
+    Args:
+        cls: the config dataclass `table` lists.
+        table: its settings (as `define_config_flags` got them).
+        sections, ignore: how to read a run folder's record (`reslstm_tf.configs.flatten`).
+
+    Raises:
+        FileNotFoundError, ValueError: the file is missing, unreadable or holds unknown
+            settings (named in one line).
+    """
+    from reslstm_tf import configs
+
+    values = {}
+    path = flags.FLAGS[CONFIG_FLAG].value if CONFIG_FLAG in flags.FLAGS else None
+    if path:
+        try:
+            mapping = configs.read_mapping(path)
+            found = configs.flatten(mapping, cls, table, sections=sections, ignore=ignore)
+        except configs.ConfigFileError as error:
+            raise UserError(f"--{CONFIG_FLAG}={path}: {error}") from None
+        values = {name: _from_file(table, value, name) for name, value in found.items()}
+    for name in table:
+        if name in flags.FLAGS and flags.FLAGS[name].present:
+            values[name] = flags.FLAGS[name].value
+    return values
 
 
 def _flag_help(flag):

@@ -77,10 +77,26 @@ class TrainOptions:
         for name in ("max_steps", "shuffle_buffer"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name), error=TrainingInputError)
+        for name, low in (("learning_rate", None), ("weight_decay", 0), ("momentum", 0)):
+            _check_number(name, getattr(self, name), low)
+        if self.lr_decay_epochs is not None:
+            check_positive_int("lr_decay_epochs", self.lr_decay_epochs, error=TrainingInputError)
+        _check_number("lr_decay_rate", self.lr_decay_rate, None, high=1)
         setup.mixed_precision_policy(self.mixed_precision)
         if isinstance(self.optimizer, str):
             check_choice("optimizer", self.optimizer, setup.OPTIMIZERS, TrainingInputError)
         check_choice("schedule", self.schedule, setup.SCHEDULES, TrainingInputError)
+
+
+def _check_number(name, value, low, high=None):
+    """Raises `TrainingInputError` unless `value` is a number >= `low` (None: > 0), <= `high`."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and (value >= low if low is not None else value > 0):
+        if high is None or value <= high:
+            return
+    kind = "a positive number" if low is None else f"a number >= {low}"
+    kind += f" and <= {high}" if high is not None else ""
+    raise TrainingInputError(f"{name} must be {kind}. Received: {name}={value!r}")
 
 
 @dataclasses.dataclass

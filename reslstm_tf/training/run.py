@@ -10,7 +10,7 @@ cache without views does. Evaluation always reads the centred view.
 import dataclasses
 import os
 
-from reslstm_tf import models, runs
+from reslstm_tf import configs, models, runs
 from reslstm_tf.checks import check_choice, check_positive_int
 from reslstm_tf.data import feature_sets
 from reslstm_tf.training import setup
@@ -22,6 +22,14 @@ from reslstm_tf.training.trainer import Trainer
 
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(TrainOptions))
 TRAIN_VIEWS = ("auto", "off")
+_RECORDED = (int, float, str, bool)
+# How train_config.json holds a run's settings: "model" holds the architecture's, and these
+# keys are what the run found or computed, not settings.
+RECORD_SECTIONS = ("model",)
+RECORD_ONLY = (
+    "class_names", "feature_spec", "training_views", "view_seed", "num_examples",
+    "steps_per_epoch",
+)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -29,20 +37,28 @@ class RunConfig:
     """One `reslstm-train` run: where the features are, the model, and how to train it.
 
     Attributes:
-        model_dir: output folder (see `reslstm_tf.runs.RunDir`).
-        features_npz: a `.npz` with `features` (or `rgb` and `flow`), `labels` and
-            optionally `class_names`.
-        features_dir: the feature cache folder (alternative to `features_npz`).
-        flow_features_dir: two_stream: a separate folder of the flow caches.
+        model_dir: output folder: checkpoints, summaries, final weights
+            (see `reslstm_tf.runs.RunDir`).
+        features_npz: alternative input: a .npz with 'features' (N, T, d_f) (or 'rgb' and
+            'flow'), 'labels' (N,) and optionally 'class_names'.
+        features_dir: feature cache folder (sharded TFRecords).
+        flow_features_dir: two_stream: folder of the flow caches (default: inside
+            features_dir).
         split: split of the feature cache to train on.
-        num_classes: C; default the number of class names the input records.
-        modality, preset, fusion, level, feature_dim, flow_dim, masking: see
-            `reslstm_tf.models.build_model`.
-        units, num_steps, dropout: architecture overrides (None: the preset's).
-        strategy: "default", "mirrored" or "multi_worker".
-        train_views: "auto" (default): train on the training-mode views of a
-            `features_dir` cache that holds them, one per video and epoch; "off": on the
-            centred view only.
+        num_classes: classes C; default: the class names of the input.
+        modality: stream(s) to train on: rgb, flow or two_stream.
+        preset: architecture preset (res2-4, lstm2-4).
+        fusion: two-stream fusion: sum, product, weighted or concat.
+        level: two-stream fusion level: mid or late.
+        feature_dim: d_f of the (rgb) features.
+        flow_dim: d_f of the flow stream (two_stream; default feature_dim).
+        units: override the preset's LSTM width.
+        num_steps: override the preset's T (segments).
+        dropout: override the preset's dropout rate, in [0, 1).
+        masking: mask all-zero (padding) time steps.
+        strategy: distribution strategy: default, mirrored or multi_worker.
+        train_views: auto: when the training cache holds augmented views (reslstm-extract
+            --views), each epoch feeds every video one of them; off: the centred view only.
         options: the loop's `TrainOptions` (epochs, batch_size, optimizer, ...).
     """
 
@@ -67,16 +83,15 @@ class RunConfig:
     options: TrainOptions = dataclasses.field(default_factory=TrainOptions)
 
     @classmethod
-    def field_names(cls):
-        """Returns the names `from_kwargs` takes: the run's fields and `TrainOptions`'."""
-        own = tuple(f.name for f in dataclasses.fields(cls) if f.name != "options")
-        return own + _OPTION_NAMES
-
-    @classmethod
     def from_kwargs(cls, **kwargs):
         """Returns the config of flat keyword arguments (run fields and option fields mixed)."""
         options = {k: kwargs.pop(k) for k in _OPTION_NAMES if k in kwargs}
         return cls(**kwargs, options=TrainOptions(**options))
+
+    @classmethod
+    def settings(cls, **kwargs):
+        """The run's flat settings (`reslstm_tf.configs.settings`): its fields and options'."""
+        return configs.settings(cls, **kwargs)
 
     def architecture(self):
         """Returns the architecture overrides given (units, num_steps, dropout)."""
@@ -103,6 +118,7 @@ def _check_paths(config):
 
 def _check_config(config):
     """Checks everything that needs no data; returns the model's T."""
+    config.options.validate()
     check_choice("modality", config.modality, models.MODALITIES, TrainingInputError)
     check_choice("strategy", config.strategy, setup.STRATEGIES, TrainingInputError)
     check_choice("train_views", config.train_views, TRAIN_VIEWS, TrainingInputError)
@@ -206,6 +222,9 @@ def _record(config, model_config, class_names, feature_spec, views):
 
     `views` records the views per video trained on ("training_views", 0: the centred
     view) and their extraction seed ("view_seed"): resuming with others is refused.
+    With the record's other keys (`RECORD_ONLY`) left out and "model" read as flat
+    settings (`RECORD_SECTIONS`), the record is the run's settings but `model_dir`:
+    `reslstm-train --config=<run>/train_config.json` trains the same run again.
     """
     options = dataclasses.asdict(config.options)
     paths = ("features_npz", "features_dir", "flow_features_dir")
@@ -217,7 +236,8 @@ def _record(config, model_config, class_names, feature_spec, views):
         "strategy": config.strategy,
         **{k: None if getattr(config, k) is None else str(getattr(config, k)) for k in paths},
         "split": config.split,
-        **{k: v for k, v in options.items() if isinstance(v, (int, float, str, bool))},
+        "train_views": config.train_views,
+        **{k: v for k, v in options.items() if v is None or isinstance(v, _RECORDED)},
     }
 
 

@@ -31,8 +31,10 @@ def features_npz(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--optimizer=lamb"], "--optimizer=lamb"),
-        (["--strategy=tpu"], "--strategy=tpu"),
+        (["--optimizer=lamb"], "Received: optimizer='lamb'"),
+        (["--strategy=tpu"], "Received: strategy='tpu'"),
+        (["--epochs=0"], "Received: epochs=0"),
+        (["--momentum=-1"], "Received: momentum=-1.0"),
         (["--features_dir=no/such/features"], "features_dir 'no/such/features'"),
         (["--feature_dim=1024"], "dimension d_f=16 but the model expects 1024"),
         (["--preset=res7"], "preset must be one of"),
