@@ -9,13 +9,17 @@ from reslstm_tf.clip_spec import PRESETS
 
 
 def _config(*args):
+    """The tool's config of a command line; its flags are defined here and removed after."""
+    before = set(flags.FLAGS)
     cli.define_flags()
     argv = ["reslstm-study", "--data_dir=v", "--split_file=v/list.txt", "--out_dir=o", *args]
-    flags.FLAGS(argv)
     try:
+        flags.FLAGS(argv)
         return cli.config_from_flags()
     finally:
         flags.FLAGS.unparse_flags()
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
 
 
 def test_default_flags_give_the_cpu_small_clip_and_the_studys_training():
