@@ -77,6 +77,7 @@ from reslstm_tf.experiments.report import (
     select_best,
     summarise,
 )
+from reslstm_tf.experiments.runner import HeadRunner, RunLog, run_plan
 from reslstm_tf.experiments.splits import splits_for, stratified_folds, stratified_holdout
 
 __all__ = [
@@ -86,7 +87,9 @@ __all__ = [
     "RNN_ARCHS",
     "AblationConfig",
     "AblationError",
+    "HeadRunner",
     "LogisticRegression",
+    "RunLog",
     "RunSpec",
     "cast_weights",
     "head_options",
@@ -96,6 +99,7 @@ __all__ = [
     "report_from_csv",
     "results_markdown",
     "run_ablation",
+    "run_plan",
     "select_best",
     "splits_for",
     "stratified_folds",
