@@ -149,6 +149,23 @@ class ClipSpec:
             values[key] = value
         return cls(**values)
 
+    @classmethod
+    def from_record(cls, record, **overrides):
+        """The spec whose fields a record holds among others (a cache index, a run's log).
+
+        As `from_dict`, but keys that are not spec fields are passed over, and so are
+        fields recorded as None (an RGB cache records no flow method).
+        """
+        known = set(field_names()) | set(_ALIASES)
+        values = {k: v for k, v in (record or {}).items() if k in known and v is not None}
+        return cls.from_dict(values, **overrides)
+
+    def __getitem__(self, name):
+        """Field access by name, as for the dict records specs are stored as."""
+        if name not in field_names():
+            raise KeyError(name)
+        return getattr(self, name)
+
     def differences(self, other):
         """The fields in which `other` differs, as ["frame_size: 224 -> 112", ...]."""
         return [

@@ -320,21 +320,10 @@ def _extract_locked(config, videos, extractor, progress, problems):
     if extractor is None:
         extractor = build_extractor(config)
         metadata.update(_backbone_metadata(config, extractor, videos))
-    _check_extractor(config.clip, extractor)
     config = dataclasses.replace(config, metadata=metadata)
     summary = _extract_share(config, list(videos), extractor, progress)
     summary["problems"] = problems
     return summary
-
-
-def _check_extractor(spec, extractor):
-    """Raises `ExtractInputError` if the extractor takes other segments than the spec cuts."""
-    takes = getattr(extractor, "segment_len", None)
-    if takes is not None and takes != spec.segment_len:
-        raise ExtractInputError(
-            f"the backbone takes segments of {takes} frames and the clip spec cuts "
-            f"{spec.segment_len}; set segment_len={takes} in the clip spec"
-        )
 
 
 def _cache_settings(config):

@@ -13,7 +13,6 @@ model's.
 """
 
 import dataclasses
-import functools
 import pathlib
 import queue
 import threading
@@ -27,12 +26,10 @@ from keras import ops
 
 from reslstm_tf.backbones.extractor import feature_model
 from reslstm_tf.checks import check_positive_int
-from reslstm_tf.clip_spec import default_short_side
-from reslstm_tf.data.sampling import sample_segments
+from reslstm_tf.data.reader import frame_transform, segment_indices
 from reslstm_tf.data.video import (
     VideoReadError,
     to_float,
-    transform_frames,
 )
 from reslstm_tf.models import StreamingClassifier
 from reslstm_tf.plots import pyplot, save_figure
@@ -150,6 +147,12 @@ def _segment_reader(capture, windows, finite, transform, out_queue, stop, pace_f
     out_queue.put(None)
 
 
+def _stack_transform(spec):
+    """`reader.frame_transform` of a spec for a stack of one frame (1, H, W, 3)."""
+    one = frame_transform(spec)
+    return lambda stack: one(stack[0])[None]
+
+
 def _live_scorer(classifier, segment_len, frame_size):
     """Returns score(uint8 frames (L, S, S, 3)) -> the current class probabilities.
 
@@ -181,7 +184,7 @@ def _live_scorer(classifier, segment_len, frame_size):
         backbone = model.get_layer("segment_encoder").backbone
         model = model.get_layer("head")
     else:
-        backbone = feature_model(classifier.spec.get("backbone", "i3d"), "rgb")
+        backbone = feature_model(classifier.spec.backbone, "rgb")
     features_of = tf.function(lambda x: backbone(x, training=False))
     stream = StreamingClassifier(model)
     step = stream.tf_function()
@@ -278,8 +281,8 @@ def stream_video(
         )
     sliding = segment_len is not None or hop is not None
     entry_frames = frame_size is None  # the entry's frames: its resize target too
-    segment_len = check_positive_int("segment_len", segment_len or classifier.spec["segment_len"])
-    frame_size = check_positive_int("frame_size", frame_size or classifier.spec["frame_size"])
+    segment_len = check_positive_int("segment_len", segment_len or classifier.spec.segment_len)
+    frame_size = check_positive_int("frame_size", frame_size or classifier.spec.frame_size)
     hop = check_positive_int("hop", hop or segment_len)
     if classifier.takes_frames and (segment_len < 9 or frame_size < 193):
         raise ValueError(
@@ -289,23 +292,19 @@ def stream_video(
     capture, fps, is_camera, count = _open_source(source)
     if is_camera or not count or sliding:
         windows = _sliding_windows(segment_len, hop)
-    else:  # the K_v windows extraction cuts from the file, 'overlap' for short clips
-        short = classifier.spec.get("short", "overlap")
-        k = classifier.spec["num_segments"]
-        windows = sample_segments(count, k, segment_len, mode="eval", short=short).indices
+    else:  # the K_v windows extraction cuts from the file (the entry's clip spec)
+        windows = segment_indices(classifier.spec, count).indices
     try:
         score = _live_scorer(classifier, segment_len, frame_size)
     except BaseException:
         capture.release()
         raise
     pace = fps if (realtime if realtime is not None else is_camera) else None
-    short_side = classifier.spec.get("resize_short_side") if entry_frames else None
-    transform = functools.partial(
-        transform_frames,
-        short_side=max(short_side or default_short_side(frame_size), frame_size),
-        crop_size=frame_size,
-        as_float=False,
-    )
+    # the entry's frames are cut as read_clip cuts them; another size resizes as its spec would
+    spec = classifier.spec
+    if not entry_frames:
+        spec = spec.replace(frame_size=frame_size, resize_short_side=None)
+    transform = _stack_transform(spec)
     items = _segments(capture, windows, transform, pace, is_camera)
     try:
         for emitted, ((index, frames, end_frame, read_at), dropped) in enumerate(items, 1):
@@ -384,7 +383,7 @@ def stream_report(source, classifier, strip=None, **stream_kwargs):
         )
         events.append(event)
     hop = stream_kwargs.get("hop") or stream_kwargs.get("segment_len")
-    summary = summarize(events, hop or classifier.spec["segment_len"])
+    summary = summarize(events, hop or classifier.spec.segment_len)
     if summary["segments"]:
         verdict = "keeps up with" if summary["keeps_up"] else "CANNOT keep up with"
         print(

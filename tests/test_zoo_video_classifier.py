@@ -17,6 +17,7 @@ import pytest
 from reslstm_tf import files, zoo
 from reslstm_tf.backbones.extractor import feature_model
 from reslstm_tf.backbones.i3d import I3D
+from reslstm_tf.clip_spec import ClipSpec, field_names
 from reslstm_tf.data.clips import VideoClips
 from reslstm_tf.predict import VideoPredictor, load_classifier, predict_video, sample_video_path
 from reslstm_tf.video_classifier import build_video_classifier
@@ -179,9 +180,10 @@ def test_entry_records_base_deltas_head_and_clip_spec(lab, rgb):
     assert entry["weights"]["sha256"] == files.sha256_of(
         lab.manifest.parent / entry["weights"]["file"]
     )
-    assert entry["features"] == {
-        "rgb": {"modality": "rgb", "resize_short_side": 37, "short": "loop"}
-    }
+    clip = ClipSpec(num_segments=ARCH["num_segments"], segment_len=ARCH["segment_len"])
+    clip = clip.replace(frame_size=ARCH["frame_size"])  # the architecture's clip shape
+    assert entry["features"] == {"rgb": clip.to_dict()}  # the whole spec, serialised
+    assert clip.short_side == 37 and clip.short == "loop"
     assert entry["architecture"] == ARCH and entry["metrics"][0]["command"] == "pytest"
 
 
@@ -377,8 +379,14 @@ def test_two_stream_round_trip_and_prediction_with_the_entry_s_flow_method(lab):
         model, "lab_two", entry, "lab_i3d", lab.manifest, dtype="float32"
     )
     assert set(published["deltas"]) == {"rgb", "flow"}
-    flow_spec = {"modality": "flow", "resize_short_side": 37, "short": "loop"}
-    assert published["features"]["flow"] == {**flow_spec, "flow_method": "farneback"}
+    flow_spec = ClipSpec.from_dict(published["features"]["flow"])  # a whole serialised spec
+    assert set(published["features"]["flow"]) == set(field_names())
+    assert (flow_spec.modality, flow_spec.flow_method, flow_spec.short) == (
+        "flow",
+        "farneback",
+        "loop",
+    )
+    assert flow_spec.short_side == 37  # 32 * 256 / 224, as fine-tuning resized
     classifier = load_classifier("lab_two")
     # float32 head: only the int8 deltas differ (far below this tolerance; see test_delta.py).
     np.testing.assert_allclose(_logits(classifier.model, clips), _logits(model, clips), atol=1e-3)

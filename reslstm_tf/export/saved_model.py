@@ -20,9 +20,9 @@ import shutil
 import keras
 import tensorflow as tf
 
-from reslstm_tf.clip_spec import default_short_side
-from reslstm_tf.data.sampling import eval_indices_tf, step_segment_map
-from reslstm_tf.data.video import transform_frames_tf
+from reslstm_tf.clip_spec import ClipSpec, spec_of
+from reslstm_tf.data.reader import read_clip_tf
+from reslstm_tf.data.sampling import step_segment_map
 from reslstm_tf.export import signatures
 from reslstm_tf.faults import fault_point
 
@@ -42,38 +42,21 @@ def _top_k_outputs(logits, class_names, top_k):
 
 
 def video_to_segments(
-    frames, num_segments, segment_len, frame_size, *, short_side=None, short="overlap"
+    frames, num_segments, segment_len, frame_size, *, short_side=None, short=None
 ):
     """Turns uint8 frames (B, N, H, W, 3) into float segments (B, K, L, S, S, 3) in [-1, 1].
 
-    The same segments extraction feeds the backbone (`reslstm_tf.data.pipeline.load_clip`,
-    eval mode): the frames of `reslstm_tf.data.sampling.sample_segments` for N frames, their
-    shorter side resized to `short_side` and centre-cropped to `frame_size`
-    (`reslstm_tf.data.video.transform_frames_tf` says where the pixels may differ by one
-    grey level), scaled to [-1, 1]. Only TensorFlow ops: the exported graph runs without
-    reslstm_tf.
-
-    Args:
-        frames: uint8 tensor (B, N, H, W, 3), N >= 1.
-        num_segments: K_v.
-        segment_len: L, frames per segment.
-        frame_size: S, the side of the square crop.
-        short_side: the resize target of the shorter side (default S * 256 / 224, as
-            extraction).
-        short: the short-video policy of `sample_segments` ('overlap', as the zoo's feature
-            caches were made).
-
-    Returns:
-        float32 tensor (B, K, L, S, S, 3).
+    `reader.read_clip_tf` for the `ClipSpec` of the arguments (None: the spec's default):
+    the segments extraction feeds the backbone, in TensorFlow ops only.
     """
-    short_side = max(short_side or default_short_side(frame_size), frame_size)
-    shape = tf.shape(frames)
-    batch, count = shape[0], shape[1]
-    indices = eval_indices_tf(count, num_segments, segment_len, short=short)
-    picked = tf.gather(frames, tf.reshape(indices, [-1]), axis=1)
-    flat = tf.reshape(picked, tf.concat([[-1], shape[2:]], axis=0))
-    segments = transform_frames_tf(flat, short_side=short_side, crop_size=frame_size)
-    return tf.reshape(segments, [batch, num_segments, segment_len, frame_size, frame_size, 3])
+    spec = spec_of(
+        num_segments=num_segments,
+        segment_len=segment_len,
+        frame_size=frame_size,
+        resize_short_side=short_side,
+        short=short,
+    )
+    return read_clip_tf(frames, spec)
 
 
 def export_saved_model(
@@ -82,13 +65,14 @@ def export_saved_model(
     class_names,
     top_k=5,
     backbone=None,
-    segment_len=16,
-    frame_size=224,
+    segment_len=None,
+    frame_size=None,
     overwrite=False,
     *,
     num_segments=None,
     short_side=None,
-    short="overlap",
+    short=None,
+    clip=None,
 ):
     """Writes `model` as a SavedModel that TF Serving runs with no reslstm_tf code.
 
@@ -103,7 +87,7 @@ def export_saved_model(
             late, rgb_states and flow_states (returned under the same names), fused at
             mid level one `states`.
         serve_video(frames uint8 (B, N, H, W, 3)), only with `backbone`: the K_v
-            segments extraction would cut from the N frames (`video_to_segments`),
+            segments extraction would cut from the N frames (`reader.read_clip_tf`),
             embedded by `backbone` ((n, L, S, S, 3) -> (n, d_f)), read at the T steps of
             `step_segment_map(T, K_v)` and classified; same outputs.
 
@@ -116,12 +100,14 @@ def export_saved_model(
         class_names: list of str, in logit order.
         top_k: int, how many ranked classes to return. Defaults to 5.
         backbone: optional Keras model mapping segments to features (one-stream heads).
-        segment_len: frames per segment of the backbone's spec. Defaults to 16.
-        frame_size: crop side of the backbone's spec. Defaults to 224.
+        segment_len: frames per segment, replacing the clip spec's.
+        frame_size: crop side, replacing the clip spec's.
         overwrite: bool, replace an existing `export_dir`.
-        num_segments: K_v, segments per video (default: the model's T).
-        short_side: resize target of the shorter side (default frame_size * 256 / 224).
-        short: short-video policy of the sampler. Defaults to 'overlap'.
+        num_segments: K_v, segments per video (default: the clip spec's, else the model's T).
+        short_side: resize target of the shorter side, replacing the clip spec's.
+        short: short-video policy of the sampler, replacing the clip spec's.
+        clip: the `ClipSpec` videos are cut with for `serve_video` (default `ClipSpec()`
+            with K_v the model's T); a zoo entry's is its recorded spec.
 
     Returns:
         The export directory as a `pathlib.Path`.
@@ -141,13 +127,10 @@ def export_saved_model(
                 "serve_video takes RGB frames; a two-stream model also needs optical flow, "
                 "computed outside the graph: export it without a backbone"
             )
-        spec = dict(
-            num_segments=num_segments or num_steps,
-            segment_len=segment_len,
-            frame_size=frame_size,
-            short_side=short_side,
-            short=short,
-        )
+        fields = dict(segment_len=segment_len, frame_size=frame_size, short=short)
+        fields.update(num_segments=num_segments, resize_short_side=short_side)
+        spec = clip or ClipSpec(num_segments=num_steps)
+        spec = spec.replace(**{k: v for k, v in fields.items() if v is not None})
         _add_video_endpoint(archive, model, backbone, spec, class_names, top_k)
     _write_out(archive, export_dir)
     return export_dir
@@ -211,14 +194,14 @@ def _add_video_endpoint(archive, model, backbone, spec, class_names, top_k):
     """Adds `serve_video`: uint8 frames -> segments -> backbone -> the T steps -> the head."""
     archive.track(backbone)
     _, num_steps, feature_dim = model.input_shape
-    step_map = tf.constant(step_segment_map(num_steps, spec["num_segments"]), tf.int32)
+    step_map = tf.constant(step_segment_map(num_steps, spec.num_segments), tf.int32)
 
     def classify_video(frames):
-        segments = video_to_segments(frames, **spec)
+        segments = read_clip_tf(frames, spec)
         batch = tf.shape(segments)[0]
         flat = tf.reshape(segments, tf.concat([[-1], tf.shape(segments)[2:]], axis=0))
         features = tf.cast(backbone(flat, training=False), tf.float32)
-        features = tf.reshape(features, [batch, spec["num_segments"], feature_dim])
+        features = tf.reshape(features, [batch, spec.num_segments, feature_dim])
         logits = model(tf.gather(features, step_map, axis=1), training=False)
         return _top_k_outputs(logits, class_names, top_k)
 
@@ -303,23 +286,20 @@ def export_model(
         model = zoo.load(model_name_or_path)
     class_names = zoo.read_class_names(classes) if classes else zoo.class_names(model_name_or_path)
     top_k = min(top_k, len(class_names))  # The default 5 on a 2-class model means all.
-    backbone, spec = None, {}
+    backbone, spec = None, None
     if video_signature and not isinstance(model.input, dict):
         from reslstm_tf.backbones.extractor import feature_model
 
         entry = getattr(model, "zoo_entry", None) or {}
-        spec = entry.get("features", {}).get("rgb", {})
-        backbone = feature_model(spec.get("backbone", "i3d"), "rgb")
+        record = (entry.get("features") or {}).get("rgb")
+        spec = ClipSpec.from_record(record) if record else None  # the entry's clips
+        backbone = feature_model(spec.backbone if spec else "i3d", "rgb")
     return export_saved_model(
         model,
         export_dir,
         class_names,
         top_k=top_k,
         backbone=backbone,
-        segment_len=spec.get("segment_len", 16),
-        frame_size=spec.get("frame_size", 224),
         overwrite=overwrite,
-        num_segments=spec.get("num_segments"),
-        short_side=spec.get("resize_short_side"),
-        short=spec.get("short", "overlap"),
+        clip=spec,
     )

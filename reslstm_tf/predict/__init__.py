@@ -3,8 +3,8 @@
 `VideoPredictor` is the one way from video files to ranked actions. It builds the backbone
 once, decodes the next videos in threads while the network runs (as extraction does), and
 cuts, resizes and crops each video exactly as `reslstm_tf.extract` does for the feature
-cache (`reslstm_tf.data.pipeline.load_clip`, eval mode, the entry's short-video policy,
-'overlap' by default), so what was trained is what is predicted. A video's segments go
+cache (`reslstm_tf.data.reader.read_clip`, eval mode, with the `ClipSpec` the zoo entry or
+the training run records), so what was trained is what is predicted. A video's segments go
 through the backbone as one batch. Two-stream heads get optical flow computed with OpenCV
 (the entry's flow method) through a second backbone. End-to-end classifiers (fine-tuned zoo
 entries of kind "video_classifier") take the clips themselves, read as fine-tuning
@@ -29,12 +29,13 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from reslstm_tf import zoo
+from reslstm_tf import runs, zoo
 from reslstm_tf.assets import asset_path
 from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
 from reslstm_tf.checks import check_positive_int
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.data import datasets
-from reslstm_tf.data.pipeline import load_clip
+from reslstm_tf.data.reader import read_clip
 from reslstm_tf.data.video import VideoReadError
 from reslstm_tf.extract import check_frame_size
 from reslstm_tf.files import atomic_write
@@ -51,9 +52,6 @@ from reslstm_tf.predict.scoring import (
 SAMPLE_VIDEO = "cricket.mp4"
 DEFAULT_MODEL = "kinetics400_i3d"
 SPLIT_FILE_SUFFIXES = (".txt", ".lst", ".list")
-DEFAULT_SPEC = dict(backbone="i3d", backbone_weights="kinetics400", num_segments=16)
-DEFAULT_SPEC.update(segment_len=16, frame_size=224, resize_short_side=256, flow_method="tvl1")
-DEFAULT_SPEC.update(short="overlap")
 _DECODE_ERRORS = (VideoReadError, ValueError, OSError, cv2.error, MemoryError)
 
 
@@ -67,10 +65,9 @@ class Classifier:
             video classifier (clips of T segments -> logits).
         name: the zoo entry's name (or the model file's stem).
         class_names: the class names in logit order.
-        spec: the RGB feature spec: `num_segments`, `segment_len`, `frame_size`,
-            `backbone`, `backbone_weights`, `resize_short_side`, `short`, ...
-        flow_spec: the flow feature spec of a two-stream head or of an end-to-end
-            classifier taking flow (with `flow_method`), else None.
+        spec: the `ClipSpec` of the RGB stream (how videos are cut and embedded).
+        flow_spec: the `ClipSpec` of the flow stream of a two-stream head or of an
+            end-to-end classifier taking flow, else None.
     """
 
     model: object
@@ -95,17 +92,49 @@ class Classifier:
         return is_end_to_end(self.model)
 
 
-def _head_spec(model, entry_spec, overrides):
-    """The entry's spec (or the defaults), with the model's T as K_v and `overrides` applied."""
-    spec = dict(DEFAULT_SPEC, **(entry_spec or {}))  # the extraction defaults without an entry
-    if not entry_spec:  # a head without an entry: K_v defaults to its T
+def _head_spec(model, recorded, overrides, stream):
+    """The recorded `ClipSpec` of a stream (or the defaults), with `overrides` applied.
+
+    Without a record a head's K_v is its T.
+    """
+    spec = ClipSpec.from_record(recorded, modality=stream)
+    if not recorded:
         first = model.input["rgb"] if isinstance(model.input, dict) else model.input
         if len(first.shape) == 3 and first.shape[1]:
-            spec["num_segments"] = int(first.shape[1])
+            spec = spec.replace(num_segments=int(first.shape[1]))
     overrides = dict(overrides or {})
     if "frame_size" in overrides and "resize_short_side" not in overrides:
         overrides["resize_short_side"] = None  # frame_size * 256 / 224, as extraction
-    return {**spec, **overrides}
+    return spec.replace(**overrides)
+
+
+def _run_record(path):
+    """(the {stream: spec} and class names a training run records, or ({}, None)).
+
+    A `.keras` file inside a `reslstm-train` run folder carries the run's clip spec.
+    """
+    config_file = pathlib.Path(path).parent / runs.CONFIG_FILE
+    if not config_file.is_file():
+        return {}, None
+    config = runs.RunDir(pathlib.Path(path).parent).config()
+    return config.get("feature_spec") or {}, config.get("class_names")
+
+
+def _refuse_conflicts(recorded, overrides, source):
+    """Raises ValueError naming each override that changes a spec the run recorded."""
+    conflicts = []
+    for stream, record in recorded.items():
+        spec = ClipSpec.from_record(record, modality=stream)
+        conflicts += [
+            f"{name}={value!r} (the run's {stream} clips: {spec[name]!r})"
+            for name, value in (overrides or {}).items()
+            if name in record and spec[name] != value
+        ]
+    if conflicts:
+        raise ValueError(
+            f"{source} was trained on clips cut otherwise: {', '.join(conflicts)}; "
+            "drop these settings to classify with the run's clip spec"
+        )
 
 
 def load_classifier(name_or_model, classes=None, spec=None):
@@ -128,11 +157,15 @@ def load_classifier(name_or_model, classes=None, spec=None):
     if isinstance(name_or_model, Classifier):
         return name_or_model
     name = getattr(name_or_model, "name", None)
+    recorded = {}
     if isinstance(name_or_model, (str, pathlib.Path)):
         path = pathlib.Path(name_or_model)
         if path.suffix == ".keras":
             if not path.is_file():
                 raise FileNotFoundError(f"model file {path} does not exist")
+            recorded, run_classes = _run_record(path)
+            _refuse_conflicts(recorded, spec, f"{path}")
+            classes = classes if classes is not None else run_classes
             name_or_model, name = load_model(path), path.stem
         else:
             name_or_model = zoo.load(str(name_or_model))
@@ -150,12 +183,13 @@ def load_classifier(name_or_model, classes=None, spec=None):
         path = pathlib.Path(str(classes))
         is_list = isinstance(classes, (list, tuple))
         names = list(classes) if is_list else zoo.read_class_names(path.name, path.parent)
-    features = (entry or {}).get("features", {})
+    features = (entry or {}).get("features") or recorded
     if is_end_to_end(model):
-        rgb, flow = clip_specs(model, features, DEFAULT_SPEC, spec)
+        rgb, flow = clip_specs(model, features, spec)
         return Classifier(model, entry["name"] if entry else name, names, rgb, flow)
-    rgb = _head_spec(model, features.get("rgb"), spec)
-    flow = _head_spec(model, features.get("flow"), spec) if isinstance(model.input, dict) else None
+    rgb = _head_spec(model, features.get("rgb"), spec, "rgb")
+    two = isinstance(model.input, dict)
+    flow = _head_spec(model, features.get("flow"), spec, "flow") if two else None
     return Classifier(model, entry["name"] if entry else name, names, rgb, flow)
 
 
@@ -213,7 +247,7 @@ def _ranked(probabilities, class_names, top_k):
 
 def _backbone_weights(spec):
     """The `feature_model` weights of a spec: flow's cross-modality init is 'kinetics400'."""
-    weights = spec.get("backbone_weights", "kinetics400")
+    weights = spec.backbone_weights
     return "kinetics400" if str(weights).startswith("kinetics400") else weights
 
 
@@ -231,28 +265,27 @@ class VideoPredictor:
     def __init__(self, classifier, num_segments=None, top_k=5, flow_method=None, decode_workers=2):
         self.classifier = load_classifier(classifier)
         spec = self.classifier.spec
-        self.num_segments = check_positive_int("num_segments", num_segments or spec["num_segments"])
+        self.num_segments = check_positive_int("num_segments", num_segments or spec.num_segments)
         names = self.classifier.class_names
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be in [1, {len(names)}]. Received: top_k={top_k}")
         self.top_k = min(top_k, len(names))  # e.g. the default 5 on a 2-class entry: all.
         self.decode_workers = check_positive_int("decode_workers", decode_workers)
-        self.streams = {"rgb": spec}
+        self.streams = {"rgb": spec.replace(num_segments=self.num_segments)}
         if self.classifier.flow_spec is not None:
-            flow = dict(self.classifier.flow_spec)
-            flow["flow_method"] = flow_method or flow.get("flow_method", "tvl1")
-            self.streams["flow"] = flow
+            flow = self.classifier.flow_spec.replace(num_segments=self.num_segments)
+            self.streams["flow"] = flow.replace(flow_method=flow_method or flow.flow_method)
         self.extractors, self.scorer = {}, None
         if self.classifier.end_to_end:
             self.scorer = EndToEndScorer(self.classifier.model, self.num_segments)
         elif not self.classifier.takes_frames:
             self.extractors = {
                 modality: SegmentFeatureExtractor(
-                    backbone=stream.get("backbone", "i3d"),
+                    backbone=stream.backbone,
                     modality=modality,
                     weights=_backbone_weights(stream),
                     batch_size=self.num_segments,  # a video's segments in one call
-                    segment_len=stream["segment_len"],
+                    segment_len=stream.segment_len,
                 )
                 for modality, stream in self.streams.items()
             }
@@ -262,21 +295,10 @@ class VideoPredictor:
         check_frame_size(path)
         clips, sample, info = {}, None, None
         for modality, stream in self.streams.items():
-            clip, stream_sample, stream_info = load_clip(
-                path,
-                self.num_segments,
-                stream["segment_len"],
-                mode="eval",
-                frame_size=stream["frame_size"],
-                short_side=stream.get("resize_short_side"),
-                modality=modality,
-                flow_method=stream.get("flow_method", "tvl1"),
-                short=stream.get("short", "overlap"),
-                return_info=True,
-            )
-            clips[modality] = clip
+            clip = read_clip(path, stream, "eval")
+            clips[modality] = clip.as_float()
             if modality == "rgb":
-                sample, info = stream_sample, stream_info
+                sample, info = clip.sample, clip.info
         return clips, sample, info
 
     def probabilities(self, clips):

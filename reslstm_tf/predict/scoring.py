@@ -11,20 +11,16 @@ Two kinds of classifier score a video here:
   first k segments (`EndToEndScorer`). The last row is the classifier's output.
 
 `clip_specs` says how videos are read for an end-to-end classifier: the clip shape its
-input fixes, and the entry's reading spec (by default as fine-tuning evaluates,
-`reslstm_tf.data.clips` eval mode: centred windows, the centre crop of frames resized to
-S * 256 / 224 on the shorter side, the 'loop' short-video policy).
+input fixes, and the rest of the entry's `ClipSpec` (what it does not record, the spec's
+defaults, as fine-tuning evaluates).
 """
 
 import keras
 import numpy as np
 
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.data.sampling import step_segment_map
 from reslstm_tf.models import StreamingClassifier
-
-# How fine-tuning reads clips (`reslstm_tf.data.clips.VideoClips` defaults), for entries
-# that do not say: the shorter side S * 256 / 224 (None), loop short videos.
-END_TO_END_READING = {"resize_short_side": None, "short": "loop", "flow_method": "tvl1"}
 
 
 def softmax(logits):
@@ -47,13 +43,12 @@ def _takes_flow(model):
     return isinstance(model.input, dict) or model.input.shape[-1] == 2
 
 
-def clip_specs(model, features, defaults, overrides=None):
-    """Returns the (rgb, flow or None) clip specs of an end-to-end classifier.
+def clip_specs(model, features, overrides=None):
+    """Returns the (rgb, flow or None) `ClipSpec`s of an end-to-end classifier.
 
     Args:
         model: the classifier.
         features: the entry's `features` ({"rgb": {...}, "flow": {...}}), or {}.
-        defaults: the spec fields no entry needs to give (backbone, ...).
         overrides: spec values replacing the entry's; the clip shape cannot change.
 
     Returns:
@@ -72,12 +67,12 @@ def clip_specs(model, features, defaults, overrides=None):
             f"{model.name!r} takes clips of {steps} segments of {length} frames of "
             f"{size}x{size} pixels; they cannot be changed. Received: {changed}"
         )
-    defaults = {k: v for k, v in defaults.items() if k != "backbone_weights"}  # its own I3D
     specs = {
-        stream: {**defaults, **END_TO_END_READING, **(features.get(stream) or {}), **overrides}
+        stream: ClipSpec.from_record(features.get(stream), **{**overrides, **shape}).replace(
+            modality=stream
+        )
         for stream in ("rgb", "flow")
     }
-    specs = {stream: {**spec, **shape, "modality": stream} for stream, spec in specs.items()}
     return specs["rgb"], specs["flow"] if _takes_flow(model) else None
 
 

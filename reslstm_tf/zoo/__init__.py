@@ -38,6 +38,7 @@ from reslstm_tf.assets import asset_path
 from reslstm_tf.backbones.delta import apply_delta, compute_delta, load_delta
 from reslstm_tf.backbones.i3d import I3D
 from reslstm_tf.checks import check_choice
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.faults import fault_point
 from reslstm_tf.models import build_model, load_model
 from reslstm_tf.zoo import video
@@ -536,9 +537,8 @@ def publish_files(
     return publish(load_model(model_path), name, entry, manifest, weights_dir, url)
 
 
-# The zoo's names for a few feature-spec fields, mapped onto those extraction records.
-_ENTRY_SPEC_NAMES = {"backbone_weights": "weights"}
-_ENTRY_SPEC_VALUES = {"kinetics400_rgb_cross_modality": "kinetics400"}
+# A flow stream initialised from the RGB weights was extracted with the 'kinetics400' I3D.
+_ENTRY_WEIGHTS = {"kinetics400_rgb_cross_modality": "kinetics400"}
 
 
 def _check_entry_features(name, entry, trained):
@@ -549,16 +549,14 @@ def _check_entry_features(name, entry, trained):
     """
     declared = entry.get("features") or {}
     for stream, expected in trained.items():
-        spec = declared.get(stream)
-        if not isinstance(spec, dict):
+        record = declared.get(stream)
+        if not isinstance(record, dict):
             continue
-        renamed = {_ENTRY_SPEC_NAMES.get(k, k): v for k, v in spec.items()}
-        renamed = {
-            k: _ENTRY_SPEC_VALUES.get(v, v) if isinstance(v, str) else v for k, v in renamed.items()
-        }
+        spec = ClipSpec.from_record(record)
+        weights = _ENTRY_WEIGHTS.get(spec.backbone_weights, spec.backbone_weights)
         runs.check_feature_spec(
             expected,
-            runs.feature_spec(renamed),
+            runs.feature_spec({**record, **spec.to_dict(), "weights": weights}),
             f"zoo entry {name!r} ({stream} features)",
             fix="declare the features the run was trained on in the entry",
         )

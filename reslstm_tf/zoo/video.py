@@ -41,7 +41,7 @@ import numpy as np
 from reslstm_tf import files as cache
 from reslstm_tf.backbones.delta import encode_delta
 from reslstm_tf.backbones.i3d import VALID_ENDPOINTS
-from reslstm_tf.clip_spec import default_short_side
+from reslstm_tf.clip_spec import ClipSpec
 from reslstm_tf.video_classifier import build_video_classifier
 from reslstm_tf.zoo.fetch import path_inside
 
@@ -141,14 +141,13 @@ def check_fine_tuned_from(name, stream, delta, trainable_from, base):
 
 
 def clip_features(entry):
-    """The entry's `features` with each stream's clip spec, the fine-tuning defaults filled in."""
+    """The entry's `features`: each stream's whole `ClipSpec`, its shape the architecture's."""
     arch, features = entry["architecture"], dict(entry.get("features") or {})
+    shape = {name: arch[name] for name in ("num_segments", "segment_len", "frame_size")}
     for stream in streams(arch["modality"]):
-        spec = {"modality": stream, "resize_short_side": default_short_side(arch["frame_size"])}
-        spec["short"] = "loop"
-        if stream == "flow":
-            spec["flow_method"] = "tvl1"
-        features[stream] = {**spec, **(features.get(stream) or {})}
+        record = features.get(stream) or {}
+        spec = ClipSpec.from_record(record, **shape, backbone=arch.get("backbone", "i3d"))
+        features[stream] = {**record, **spec.replace(modality=stream).to_dict()}
     return features
 
 

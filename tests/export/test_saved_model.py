@@ -32,7 +32,15 @@ def exported(tmp_path_factory):
     )
     path = tmp_path_factory.mktemp("export") / "model"
     export_saved_model(
-        model, path, CLASSES, top_k=3, backbone=backbone, segment_len=3, frame_size=8, short_side=8
+        model,
+        path,
+        CLASSES,
+        top_k=3,
+        backbone=backbone,
+        segment_len=3,
+        frame_size=8,
+        short_side=8,
+        short="overlap",
     )
     return model, backbone, path
 
@@ -166,7 +174,7 @@ def test_video_to_segments_equals_the_extraction_transform():
     ramp = np.linspace(0, 200, 90)[None, None, :, None]
     frames = np.clip(ramp + rng.integers(0, 50, (2, 9, 60, 90, 3)), 0, 255).astype(np.uint8)
     indices = np.array([[0, 1, 2, 3], [2, 3, 4, 5], [5, 6, 7, 8]])
-    got = video_to_segments(tf.constant(frames), 3, 4, 64).numpy()
+    got = video_to_segments(tf.constant(frames), 3, 4, 64, short="overlap").numpy()
     assert got.shape == (2, 3, 4, 64, 64, 3)
     for video in range(2):
         picked = frames[video, indices.reshape(-1)]
