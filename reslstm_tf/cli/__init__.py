@@ -18,6 +18,7 @@ module imports TensorFlow.
 """
 
 import os
+import re
 import sys
 import textwrap
 import traceback
@@ -139,6 +140,36 @@ def define_config_flags(table, config_help=""):
         "A JSON or YAML file of settings (flag names as keys); the flags given on the "
         f"command line override it.{' ' + config_help if config_help else ''}",
     )
+
+
+def build_config(build, table, values):
+    """Returns `build(values)` (the config, built and checked by its own validation).
+
+    The config's validation is the only one: flags carry no bounds or choices of their own.
+    An error naming a setting given on the command line is reported as that flag's,
+    ``flag --batch_size=-1: -1 is not a valid value: batch_size must be ...``.
+
+    Raises:
+        UserError: the config's error, naming the flag it came from.
+    """
+    try:
+        return build(values)
+    except ValueError as error:
+        message = " ".join(str(error).split())
+        named = re.findall(r"Received: (\w+)=", message) or re.findall(r"^(\w+) ", message)
+        flag = _flag_of(named[0], table) if named else None
+        if flag is None or flag not in flags.FLAGS or not flags.FLAGS[flag].present:
+            raise
+        value = flags.FLAGS[flag].value
+        raise UserError(f"flag --{flag}={value}: {value} is not a valid value: {message}") from None
+
+
+def _flag_of(name, table):
+    """The flag of a setting named by its flag or its field name, or None."""
+    if name in table:
+        return name
+    named = [flag for flag, setting in table.items() if setting.path[-1] == name]
+    return named[0] if len(named) == 1 else None
 
 
 def _sentence(text):

@@ -9,7 +9,8 @@ the user's mistakes, in one line: bad flags or split files, an output folder ano
 `reslstm-extract` is writing; 1 when the run stopped or nothing could be extracted: an
 output folder that cannot be written (checked before anything is decoded), a full disk, a
 cache of other settings, or every video failing. After a stop the shards written so far stay
-readable and the same command resumes.
+readable and the same command resumes. --config=FILE reads the settings from a JSON or YAML
+file, which the flags given override.
 
 Example (the centred view and 4 augmented views of every training video):
 
@@ -22,125 +23,58 @@ import sys
 from absl import app, flags
 
 from reslstm_tf import extract as extract_lib
-from reslstm_tf.cli import define_once, flag_values, run_tool
-from reslstm_tf.clip_spec import spec_of
+from reslstm_tf.cli import build_config, config_values, define_config_flags, run_tool
 from reslstm_tf.data.feature_cache import FeatureCacheError
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-extract"
 
 
+RENAMES = {"num_segments": "segments", "backbone_weights": "weights"}
+# Help texts of the command line where the docstrings' do not say how a flag is written.
+HELPS = {
+    "weights": "Backbone weights: kinetics400, none or a .weights.h5 path.",
+    "precision": "Backbone arithmetic: float32 or mixed_bfloat16 (~1.6x faster on CPUs with "
+    "native bfloat16 (AVX512_BF16, AMX) and on recent GPUs, with ~1e-2 relative feature "
+    "change).",
+    "views": "Also store V training-mode views per video (random segment windows, random crop, "
+    "flip) beside the centred one, for reslstm-train to draw one per epoch; costs "
+    "(V + 1) x the extraction time.",
+    "seed": "Seed of the --views' random choices.",
+}
+
+
+def _table():
+    from reslstm_tf import configs
+
+    return configs.settings(
+        extract_lib.ExtractConfig, renames=RENAMES, exclude=("metadata",), helps=HELPS
+    )
+
+
 def define_flags():
     """Defines the tool's absl flags (at run time, so importing this module defines none)."""
-    enum, integer, string = flags.DEFINE_enum, flags.DEFINE_integer, flags.DEFINE_string
-    define_once(enum, "dataset", "folder", ["ucf101", "hmdb51", "folder"], "Dataset format.")
-    define_once(string, "data_dir", None, "Folder of the videos (paths in the lists are relative).")
-    define_once(
-        string,
-        "split_dir",
-        None,
-        "ucf101/hmdb51: folder of the split files (default --data_dir).",
-    )
-    define_once(
-        integer,
-        "split",
-        1,
-        "ucf101/hmdb51: official split 1, 2 or 3.",
-        lower_bound=1,
-        upper_bound=3,
-    )
-    define_once(string, "split_file", None, "folder: optional list of <Class>/<video> lines.")
-    define_once(enum, "subset", "all", ["train", "test", "all"], "ucf101/hmdb51: which videos.")
-    define_once(enum, "backbone", "i3d", ["i3d", "c3d"], "3D CNN feature extractor.")
-    define_once(string, "weights", "kinetics400", "Backbone weights.")
-    define_once(
-        enum,
-        "precision",
-        "float32",
-        ["float32", "mixed_bfloat16"],
-        "Backbone arithmetic: mixed_bfloat16 is ~1.6x faster on CPUs with native bfloat16 "
-        "(AVX512_BF16, AMX) and on recent GPUs, with ~1e-2 relative feature change.",
-    )
-    define_once(enum, "modality", "rgb", ["rgb", "flow"], "Input stream.")
-    define_once(
-        enum, "flow_method", "tvl1", ["tvl1", "farneback"], "Optical flow for --modality flow."
-    )
-    define_once(integer, "segments", None, "K_v, segments per video (default 16).", lower_bound=1)
-    define_once(
-        integer,
-        "segment_len",
-        None,
-        "Frames per segment (default: the backbone's).",
-        lower_bound=1,
-    )
-    define_once(string, "out_dir", None, "Output folder of the feature cache.")
-    define_once(integer, "batch_size", 4, "Videos per backbone call.", lower_bound=1)
-    define_once(
-        integer,
-        "shard_size",
-        256,
-        "Videos per TFRecord shard (a crash redoes at most one).",
-        lower_bound=1,
-    )
-    define_once(integer, "num_shards", 1, "Number of parallel workers.", lower_bound=1)
-    define_once(integer, "shard_index", 0, "This worker's index in [0, num_shards).", lower_bound=0)
-    define_once(
-        enum,
-        "short",
-        "loop",
-        ["loop", "pad", "overlap"],
-        "Videos shorter than K_v windows: loop them, pad with the last frame, or overlap "
-        "the windows (best for clips of a few seconds).",
-    )
-    define_once(
-        integer, "limit", None, "Process at most this many videos (smoke tests).", lower_bound=1
-    )
-    define_once(integer, "decode_workers", 2, "Threads decoding videos.", lower_bound=1)
-    define_once(
-        integer,
-        "views",
-        0,
-        "Also store V training-mode views per video (random segment windows, random crop, "
-        "flip) beside the centred one, for reslstm-train to draw one per epoch; costs "
-        "(V + 1) x the extraction time.",
-        lower_bound=0,
-    )
-    define_once(integer, "seed", 0, "Seed of the --views' random choices.", lower_bound=0)
+    define_config_flags(_table())
 
 
 def _config():
-    """The `ExtractConfig` of the flags."""
-    clip = spec_of(
-        **flag_values(
-            "backbone",
-            "modality",
-            "flow_method",
-            "segment_len",
-            "short",
-            num_segments="segments",
-            backbone_weights="weights",
+    """The `ExtractConfig` of `--config` and the flags."""
+    from reslstm_tf import configs
+
+    table = _table()
+    values = config_values(extract_lib.ExtractConfig, table)
+    if str(values.get("weights", "")).lower() == "none":
+        values["weights"] = None
+    if not values.get("data_dir") or not values.get("out_dir"):
+        raise app.UsageError("--data_dir and --out_dir are required")
+    shard_index, num_shards = values.get("shard_index", 0), values.get("num_shards", 1)
+    if isinstance(shard_index, int) and isinstance(num_shards, int) and shard_index >= num_shards:
+        raise app.UsageError(
+            f"--shard_index must be in [0, --num_shards). Received: --shard_index="
+            f"{shard_index}, --num_shards={num_shards}"
         )
-    )
-    return extract_lib.ExtractConfig(
-        clip=clip,
-        **flag_values(
-            "data_dir",
-            "out_dir",
-            "dataset",
-            "split_dir",
-            "split",
-            "split_file",
-            "subset",
-            "precision",
-            "batch_size",
-            "shard_size",
-            "num_shards",
-            "shard_index",
-            "limit",
-            "decode_workers",
-            "views",
-            "seed",
-        ),
+    return build_config(
+        lambda flat: configs.from_flat(extract_lib.ExtractConfig, flat, table), table, values
     )
 
 
@@ -153,13 +87,6 @@ def _error(message):
 def main(argv):
     """Maps the flags onto `extract`, prints the report; returns the exit status."""
     del argv
-    if not FLAGS.data_dir or not FLAGS.out_dir:
-        raise app.UsageError("--data_dir and --out_dir are required")
-    if FLAGS.shard_index >= FLAGS.num_shards:
-        raise app.UsageError(
-            f"--shard_index must be in [0, --num_shards). Received: --shard_index="
-            f"{FLAGS.shard_index}, --num_shards={FLAGS.num_shards}"
-        )
     try:
         summary = extract_lib.extract(_config())
     except extract_lib.ExtractInputError as error:

@@ -13,7 +13,13 @@ JSON or YAML file (e.g. a run's train_config.json), which the flags given overri
 
 from absl import app, flags
 
-from reslstm_tf.cli import config_values, define_config_flags, define_once, run_tool
+from reslstm_tf.cli import (
+    build_config,
+    config_values,
+    define_config_flags,
+    define_once,
+    run_tool,
+)
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-finetune"
@@ -58,11 +64,17 @@ def config_from_flags():
     head = dict(values.get("head") or {})
     head.update({name: FLAGS[name].value for _, name, _ in HEAD_FLAGS if FLAGS[name].present})
     values["head"] = head
-    if str(values.get("backbone_weights")).lower() == "none":
+    if str(values.get("backbone_weights", "")).lower() == "none":
         values["backbone_weights"] = None
     if values.get("trainable_from") in ("", "all"):
         values["trainable_from"] = None
-    return finetune_lib.from_flat(values)
+
+    def build(flat):
+        config = finetune_lib.from_flat(flat)
+        config.validate()
+        return config
+
+    return build_config(build, table, values)
 
 
 def main(argv):

@@ -15,7 +15,7 @@ Example:
 from absl import app, flags, logging
 
 from reslstm_tf import training as train_lib
-from reslstm_tf.cli import config_values, define_config_flags, run_tool
+from reslstm_tf.cli import build_config, config_values, define_config_flags, run_tool
 from reslstm_tf.runs import RunDir
 
 FLAGS = flags.FLAGS
@@ -54,7 +54,13 @@ def config_from_flags():
     values = config_values(
         train_lib.RunConfig, table, sections=run_lib.RECORD_SECTIONS, ignore=run_lib.RECORD_ONLY
     )
-    config = configs.from_flat(train_lib.RunConfig, values, table)
+
+    def build(flat):
+        config = configs.from_flat(train_lib.RunConfig, flat, table)
+        config.validate()
+        return config
+
+    config = build_config(build, table, values)
     if not config.model_dir:
         raise app.UsageError(f"{NAME} needs --model_dir (or model_dir in --config)")
     return config

@@ -259,13 +259,9 @@ def prepare_clips(config, videos):
     return VideoClips(
         videos,
         config.data_dir,
+        config.clip,
         modality=config.modality,
-        num_segments=config.clip.num_segments,
-        segment_len=config.clip.segment_len,
-        frame_size=config.clip.frame_size,
         flow_cache=cache,
-        flow_method=config.clip.flow_method,
-        short=config.clip.short,
         flip=config.flip,
         seed=config.train.seed,
     )

@@ -93,6 +93,24 @@ class RunConfig:
         """The run's flat settings (`reslstm_tf.configs.settings`): its fields and options'."""
         return configs.settings(cls, **kwargs)
 
+    def validate(self):
+        """Checks every setting that needs no data or files; returns the model's T.
+
+        Raises:
+            TrainingInputError (or the model's ValueError): naming the first bad setting.
+        """
+        self.options.validate()
+        check_choice("modality", self.modality, models.MODALITIES, TrainingInputError)
+        check_choice("strategy", self.strategy, setup.STRATEGIES, TrainingInputError)
+        check_choice("train_views", self.train_views, TRAIN_VIEWS, TrainingInputError)
+        steps = models.resolve_architecture(self.preset, **self.architecture())["num_steps"]
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise TrainingInputError(
+                f"dropout must be in [0, 1). Received: dropout={self.dropout!r}"
+            )
+        check_positive_int("feature_dim", self.feature_dim, error=TrainingInputError)
+        return steps
+
     def architecture(self):
         """Returns the architecture overrides given (units, num_steps, dropout)."""
         arch = {"units": self.units, "num_steps": self.num_steps, "dropout": self.dropout}
@@ -118,14 +136,7 @@ def _check_paths(config):
 
 def _check_config(config):
     """Checks everything that needs no data; returns the model's T."""
-    config.options.validate()
-    check_choice("modality", config.modality, models.MODALITIES, TrainingInputError)
-    check_choice("strategy", config.strategy, setup.STRATEGIES, TrainingInputError)
-    check_choice("train_views", config.train_views, TRAIN_VIEWS, TrainingInputError)
-    steps = models.resolve_architecture(config.preset, **config.architecture())["num_steps"]
-    if config.dropout is not None and not 0 <= config.dropout < 1:
-        raise TrainingInputError(f"dropout must be in [0, 1). Received: dropout={config.dropout!r}")
-    check_positive_int("feature_dim", config.feature_dim, error=TrainingInputError)
+    steps = config.validate()
     _check_paths(config)
     return steps
 

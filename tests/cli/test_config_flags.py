@@ -16,19 +16,23 @@ from tests.training.helpers import TINY_FLAGS, max_weight_diff, run_cli, tool_li
 def parse():
     """Defines a tool's flags in this process, parses a command line; undoes both after."""
     before = set(flags.FLAGS)
-    state = {}
+    state = {"tool": None}
+
+    def forget():
+        flags.FLAGS.unparse_flags()
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
 
     def parse_with(define_flags, *args):
-        if "defined" not in state:
+        if state["tool"] is not define_flags:  # tools give shared names other types
+            forget()
             define_flags()
-            state["defined"] = True
+            state["tool"] = define_flags
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["tool", *args])
 
     yield parse_with
-    flags.FLAGS.unparse_flags()
-    for name in set(flags.FLAGS) - before:
-        delattr(flags.FLAGS, name)
+    forget()
 
 
 def _finetune_config():
@@ -66,6 +70,28 @@ def test_a_finetune_config_goes_to_a_file_and_back_through_the_flags(tmp_path, p
     expected.train.epochs, expected.head = 5, {"units": 32}
     expected.clip = expected.clip.replace(segment_len=4)
     assert cli.config_from_flags() == expected
+
+
+def test_flags_left_out_take_the_dataclasses_defaults(parse):
+    from reslstm_tf import evaluate
+    from reslstm_tf.cli import eval as eval_cli
+    from reslstm_tf.cli import extract as extract_cli
+    from reslstm_tf.cli import finetune as finetune_cli
+    from reslstm_tf.cli import train as train_cli
+    from reslstm_tf.extract import ExtractConfig
+    from reslstm_tf.training import RunConfig, TrainOptions
+
+    parse(finetune_cli.define_flags, "--data_dir=v")
+    assert finetune_cli.config_from_flags() == FinetuneConfig(data_dir="v")
+    parse(train_cli.define_flags, "--model_dir=r")
+    expected = RunConfig(model_dir="r", options=TrainOptions(jit_compile=True))
+    assert train_cli.config_from_flags() == expected
+    parse(eval_cli.define_flags, "--model_dir=r")
+    assert eval_cli.config_from_flags() == evaluate.EvalConfig(model_dir="r")
+    parse(extract_cli.define_flags, "--data_dir=v", "--out_dir=o", "--segments=4", "--weights=none")
+    assert extract_cli._config() == ExtractConfig(
+        data_dir="v", out_dir="o", clip=ClipSpec(num_segments=4, backbone_weights=None)
+    )
 
 
 def test_a_finetune_run_record_is_a_config_file(tmp_path, parse):

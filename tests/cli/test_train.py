@@ -31,9 +31,9 @@ def features_npz(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--optimizer=lamb"], "Received: optimizer='lamb'"),
-        (["--strategy=tpu"], "Received: strategy='tpu'"),
-        (["--epochs=0"], "Received: epochs=0"),
+        (["--optimizer=lamb"], "--optimizer=lamb"),
+        (["--strategy=tpu"], "--strategy=tpu"),
+        (["--epochs=0"], "flag --epochs=0: 0 is not a valid value: epochs must be"),
         (["--momentum=-1"], "Received: momentum=-1.0"),
         (["--features_dir=no/such/features"], "features_dir 'no/such/features'"),
         (["--feature_dim=1024"], "dimension d_f=16 but the model expects 1024"),
