@@ -67,6 +67,7 @@ def _reference_metrics(probs, labels):
     return top1, top5, mean_class, per_class
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_clips", [1, 3])
 def test_metrics_and_outputs_match_numpy(tmp_path, num_clips):
     rng = np.random.default_rng(num_clips)
@@ -152,6 +153,7 @@ def test_two_stream_multi_clip_evaluation(tmp_path):
     np.testing.assert_array_equal(got_labels, labels)
 
 
+@pytest.mark.slow
 def test_evaluates_a_trained_run_from_its_model_dir(tmp_path, features_npz):
     run_dir = tmp_path / "run"
     result = run_training(model_dir=run_dir, features_npz=features_npz, **TINY_RUN)
@@ -192,6 +194,7 @@ def test_run_without_weights_or_config_is_refused(tmp_path):
 # ------------------------------------------------------------------ runs on feature caches
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_from_the_cache(cache_root, tmp_path):
     root = cache_root[0]
     run_dir = tmp_path / "run"
@@ -206,6 +209,7 @@ def test_train_and_evaluate_from_the_cache(cache_root, tmp_path):
     assert RunDir(run_dir).metrics() == {"train": metrics}
 
 
+@pytest.mark.slow
 def test_separate_flow_folder_and_eval_on_the_runs_test_split(cache_root, tmp_path):
     root, ids, x, flow, y = cache_root
     # The zoo recipes' layout: one folder per stream, each holding <split>/ caches.
@@ -234,6 +238,7 @@ def test_eval_never_defaults_to_a_split_less_training_cache(cache_root, tmp_path
         evaluate_lib.run_evaluation(model_dir=run_dir, progress=False)
 
 
+@pytest.mark.slow
 def test_a_run_without_final_weights_is_evaluated_from_its_checkpoint(tmp_path, features_npz):
     run_dir = tmp_path / "run"
     partial = run_training(
@@ -273,6 +278,7 @@ def spec_run(tmp_path):
     return run_dir, ids, x, y
 
 
+@pytest.mark.slow
 def test_a_cache_of_some_classes_keeps_the_runs_class_ids(spec_run, tmp_path):
     run_dir, ids, x, y = spec_run
     # A cache of class "c" videos only: its own class list is ["c"], so its label is 0.
@@ -300,6 +306,7 @@ def test_a_cache_of_other_classes_is_refused(spec_run, tmp_path):
         evaluate_lib.run_evaluation(model_dir=run_dir, features_dir=tmp_path / "zoo")
 
 
+@pytest.mark.slow
 def test_features_of_another_spec_are_refused_naming_each_field(spec_run, tmp_path):
     run_dir, ids, x, y = spec_run
     other = dict(SPEC, segment_len=32, short="pad")

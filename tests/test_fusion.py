@@ -68,6 +68,7 @@ def test_late_fusion_keeps_a_gradient_when_both_streams_are_confidently_wrong():
         assert min(float(tf.reduce_max(tf.abs(g))) for g in grads) > 0.1  # ...and still learning.
 
 
+@pytest.mark.slow
 def test_late_fusion_trains_where_the_epsilon_form_stalled():
     """Two heads that start confidently wrong must still reach the true class."""
     rgb_in, flow_in = keras.Input((2,)), keras.Input((2,))
@@ -86,6 +87,7 @@ def test_late_fusion_trains_where_the_epsilon_form_stalled():
     assert history.history["loss"][-1] < 0.1 * history.history["loss"][0]
 
 
+@pytest.mark.slow
 def test_learnable_weights_are_trained():
     layer = StreamFusion("weighted", flow_weight=0.5, rgb_weight=0.5, learnable=True)
     rgb_in, flow_in = keras.Input((6,)), keras.Input((6,))

@@ -35,6 +35,7 @@ def test_every_preset_builds_with_its_depth(preset):
     assert model.input_shape == (None, 6, 32)
 
 
+@pytest.mark.slow
 def test_default_preset_is_real_sized():
     model = build_single_stream(51, "res3")
     assert model.input_shape == (None, 16, 1024)
@@ -44,6 +45,7 @@ def test_default_preset_is_real_sized():
     assert model.count_params() == 3 * lstm + 1024 * 51 + 51
 
 
+@pytest.mark.slow
 def test_fit_learns_a_separable_task_on_real_shaped_features():
     # 5 classes from chance (loss ln 5 = 1.6): measured, the loss falls from ~2.3 to ~1e-3
     # and held-out accuracy reaches 1.0 for seeds 0-2.
@@ -61,6 +63,7 @@ def test_fit_learns_a_separable_task_on_real_shaped_features():
     assert held_out["accuracy"] >= 0.9, held_out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", FUSION_LEVELS)
 @pytest.mark.parametrize("fusion", FUSION_METHODS)
 def test_two_stream_trains_and_saves(fusion, level):

@@ -83,6 +83,7 @@ def test_unreadable_video_is_named(i3d, tmp_path):
         predict_video(i3d, bad, top_k=0, progress=False)
 
 
+@pytest.mark.slow
 def test_classifier_needs_a_zoo_entry(i3d):
     assert isinstance(i3d, Classifier) and load_classifier(i3d) is i3d
     assert i3d.takes_frames and len(i3d.class_names) == 400 and i3d.spec["num_segments"] == 8

@@ -135,6 +135,7 @@ def test_a_short_clip_streams_the_segments_extraction_cuts(shared_data):
     assert max(streamed.values()) > 0.6  # a confident answer, not 0.50/0.50
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_video_classifier_streams_through_its_own_backbone(shared_data):
     """An end-to-end RGB classifier streams its segments and ends at predict_video's answer."""
     import keras

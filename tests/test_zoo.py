@@ -24,6 +24,7 @@ def test_registry_names_the_paper_models():
     assert "kinetics400_i3d" in names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", HEADS)
 def test_every_head_entry_builds_its_architecture(name):
     entry = zoo.info(name)

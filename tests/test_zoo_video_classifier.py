@@ -131,6 +131,7 @@ def _numpy_dequantised(difference):
     return (q * scale).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_publish_then_load_rebuilds_base_plus_delta_plus_head(lab, rgb):
     model, clips, base_logits, _ = rgb
     loaded = zoo.load("lab_clf")
@@ -187,6 +188,7 @@ def test_entry_records_base_deltas_head_and_clip_spec(lab, rgb):
     assert entry["architecture"] == ARCH and entry["metrics"][0]["command"] == "pytest"
 
 
+@pytest.mark.slow
 def test_every_video_classifier_entry_rebuilds_and_names_its_files():
     """Every published "video_classifier" entry of the zoo (the lab's, while they are read)."""
     names = [n for n in zoo.list() if zoo.info(n)["architecture"]["kind"] == "video_classifier"]
@@ -228,6 +230,7 @@ def test_tampered_or_truncated_delta_is_refused_naming_it_before_anything_is_bui
     assert built == []
 
 
+@pytest.mark.slow
 def test_identical_deltas_share_a_file_and_replaced_ones_are_deleted(
     lab, rgb, tmp_path, monkeypatch
 ):
@@ -267,6 +270,7 @@ def test_identical_deltas_share_a_file_and_replaced_ones_are_deleted(
     )
 
 
+@pytest.mark.slow
 def test_publish_killed_before_the_manifest_leaves_the_old_entry(lab, rgb, tmp_path, monkeypatch):
     model, clips = rgb[0], rgb[1]
     folder = _copy_zoo(lab, tmp_path, monkeypatch)
@@ -307,6 +311,7 @@ def test_publish_killed_before_the_manifest_leaves_the_old_entry(lab, rgb, tmp_p
     )
 
 
+@pytest.mark.slow
 def test_publish_refuses_an_entry_that_does_not_rebuild_the_classifier(lab, rgb, tmp_path):
     model = rgb[0]
     manifest = tmp_path / "manifest.json"
@@ -368,6 +373,7 @@ def test_the_clip_shape_of_a_video_classifier_cannot_change(lab, rgb):
         VideoPredictor(load_classifier(model), num_segments=4)
 
 
+@pytest.mark.slow
 def test_two_stream_round_trip_and_prediction_with_the_entry_s_flow_method(lab):
     keras.utils.set_random_seed(2)
     model = _classifier(lab.base, "two_stream", fusion="product", level="late")

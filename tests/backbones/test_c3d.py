@@ -48,6 +48,7 @@ def test_fc6_features_are_relu_of_flattened_pool5():
     np.testing.assert_allclose(fc6, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_npz_round_trip_and_errors(tmp_path):
     source = c3d.C3D(output="logits", num_classes=5)
     path = tmp_path / "c3d.npz"
@@ -82,6 +83,7 @@ def test_npz_round_trip_and_errors(tmp_path):
         c3d.C3D(weights=bad)
 
 
+@pytest.mark.slow
 def test_keras_weights_round_trip(tmp_path):
     source = c3d.C3D(output="fc7", in_channels=2)
     path = tmp_path / "c3d_flow.weights.h5"

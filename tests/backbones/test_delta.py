@@ -51,6 +51,7 @@ def trained():
     return model, backbone, base, before, clips
 
 
+@pytest.mark.slow
 def test_delta_holds_exactly_the_variables_one_training_step_changed(trained):
     model, backbone, base, before, _ = trained
     after = _values(backbone)
@@ -102,6 +103,7 @@ def test_equal_deltas_give_equal_bytes(tmp_path):
         assert archive["q0"].dtype == np.int8 and archive["scale0"].shape == (4,)
 
 
+@pytest.mark.slow
 def test_save_load_apply_reconstructs_the_trained_weights_and_logits(trained, tmp_path):
     model, backbone, base, before, clips = trained
     save_delta(tmp_path / "rgb.npz", compute_delta(backbone, base))
@@ -135,6 +137,7 @@ def test_save_load_apply_reconstructs_the_trained_weights_and_logits(trained, tm
     assert np.abs(reconstructed - target).max() <= 4 / 254 * moved + 1e-6
 
 
+@pytest.mark.slow
 def test_apply_refuses_unknown_paths_and_shapes_and_changes_nothing(trained):
     _, backbone, base, _, _ = trained
     delta = compute_delta(backbone, base)
@@ -148,6 +151,7 @@ def test_apply_refuses_unknown_paths_and_shapes_and_changes_nothing(trained):
         np.testing.assert_array_equal(value, original[path])
 
 
+@pytest.mark.slow
 def test_compute_refuses_other_architectures_naming_the_variable(trained):
     _, backbone, _, _, _ = trained
     flow = feature_model("i3d", "flow", weights=None)

@@ -27,6 +27,7 @@ def test_attributes():
     assert (c3d.feature_dim, c3d.segment_len, c3d.frame_size, c3d.channels) == (4096, 16, 112, 3)
 
 
+@pytest.mark.slow
 def test_batched_xla_matches_one_by_one(i3d_random):
     x = _segments((5, 8, 32, 32, 3))  # 5 segments: one full batch of 4 and a padded one
     out = i3d_random(x)
@@ -36,6 +37,7 @@ def test_batched_xla_matches_one_by_one(i3d_random):
         np.testing.assert_allclose(out[i], single, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_list_of_segments_with_different_lengths(i3d_random):
     a, b, c = (
         _segments((8, 32, 32, 3), 1),
@@ -119,6 +121,7 @@ def test_feature_model_api():
     assert model.output_shape == (None, 1024) and model.input_shape[-1] == 2
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_features_stay_close_on_a_real_clip(shared_data):
     # The faster bfloat16 path, with the real Kinetics weights on DeepMind's real clip:
     # float32 features out, within a few percent of the float32 model's.

@@ -65,6 +65,7 @@ def test_feature_mode_any_frames_and_size(frames, size):
     np.testing.assert_allclose(features, np.asarray(mixed).mean(axis=(1, 2, 3)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_logits_and_predictions_heads():
     x = np.random.default_rng(1).uniform(-1, 1, (1, 9, 193, 193, 3)).astype("float32")
     logits_model = i3d.I3D(final_endpoint="Logits", weights=None, num_classes=7)

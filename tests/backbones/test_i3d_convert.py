@@ -149,6 +149,7 @@ def _synthetic_checkpoint(seed=0):
     return {"params": params, "batch_stats": stats}
 
 
+@pytest.mark.slow
 def test_convert_synthetic_checkpoint_places_every_array(tmp_path):
     ckpt = _synthetic_checkpoint()
     ckpt_path = tmp_path / "synthetic.ckpt"
@@ -221,6 +222,7 @@ def test_cross_modality_kernel_against_numpy():
         np.testing.assert_allclose(out[..., c, :], manual, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_weights_file_of_same_configuration_loads_directly(tmp_path):
     source = i3d.I3D(final_endpoint="Logits", in_channels=2, num_classes=5, weights=None)
     path = tmp_path / "flow_head.weights.h5"

@@ -64,6 +64,7 @@ def test_litert_and_onnx_from_the_command_line_equal_keras(head_file, tmp_path):
     assert len(again.stderr.strip().splitlines()) == 1, again.stderr
 
 
+@pytest.mark.slow
 def test_an_unknown_format_is_refused_in_one_line(head_file, tmp_path):
     result = _export(head_file[1], tmp_path / "x", "--format=torchscript")
     assert result.returncode == 2

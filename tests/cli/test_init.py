@@ -1,6 +1,7 @@
 """The CLI package's convention: importing a tool defines no flags; `run` defines them."""
 
 import keras
+import pytest
 
 
 def test_flags_are_defined_at_run_time_only():
@@ -45,6 +46,7 @@ def _tool(module, *args):
     )
 
 
+@pytest.mark.slow
 def test_every_tool_lists_its_own_flags_on_help_and_exits_0():
     import concurrent.futures
 
@@ -63,6 +65,7 @@ def test_every_tool_lists_its_own_flags_on_help_and_exits_0():
     assert "export_dir" not in flags.FLAGS  # the subprocesses defined them, not this one
 
 
+@pytest.mark.slow
 def test_tools_start_quiet_and_tf_logs_brings_the_logs_back():
     quiet = _tool("zoo", "list")
     assert quiet.returncode == 0, quiet.stderr[-2000:]
@@ -73,6 +76,7 @@ def test_tools_start_quiet_and_tf_logs_brings_the_logs_back():
     assert loud.stderr.strip() != "", "--tf_logs showed no TensorFlow start-up log"
 
 
+@pytest.mark.slow
 def test_a_user_mistake_is_one_line_with_exit_2():
     result = _tool("zoo", "info", "no_such_entry")
     assert result.returncode == 2, result.stderr[-2000:]

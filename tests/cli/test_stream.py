@@ -17,6 +17,7 @@ def test_stream_plays_the_sample_clip(tmp_path):
     assert "real time" in result.stdout and (tmp_path / "strip.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_missing_file_is_named_in_one_line(tmp_path):
     result = run_cli("stream", str(tmp_path / "gone.mp4"), "--norealtime")
     assert result.returncode == 2, result.stderr[-2000:]

@@ -23,6 +23,7 @@ def _load_example():
     return module
 
 
+@pytest.mark.slow
 def test_fit_example_learns_the_npz_features(features_npz):
     example = _load_example()
     model, history = example.fit_example(

@@ -52,6 +52,7 @@ def test_load_data_errors_name_the_flag(tmp_path):
         runner.load_data(rgb, fewer)
 
 
+@pytest.mark.slow
 def test_reused_trainer_trains_like_a_fresh_one(tmp_path):
     """One Trainer per config is reset per run: same result as a new Trainer."""
     data = runner.load_data(write_cache(tmp_path / "rgb", num_clips=16))

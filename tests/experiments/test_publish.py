@@ -16,6 +16,7 @@ def _results(**best):
     return {"best": head, "config": {"train": train}}
 
 
+@pytest.mark.slow
 def test_selected_head_is_trained_on_every_clip_and_stored_as_float16(tmp_path):
     rgb = write_cache(tmp_path / "rgb", num_clips=16)
     model, info = train_selected_head(rgb, _results(), dtype="float16", seeds=(0, 1))

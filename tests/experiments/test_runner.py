@@ -37,6 +37,7 @@ def test_stored_views_are_read_by_the_one_view_schedule():
     assert x["flow"].numpy()[0, 0] == x["rgb"].numpy()[0, 0] + 100  # the same view index
 
 
+@pytest.mark.slow
 def test_head_runner_takes_the_feature_size_from_the_features():
     rng = np.random.default_rng(0)
     labels = np.arange(12) % 2

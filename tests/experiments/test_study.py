@@ -40,6 +40,7 @@ def _rows(config):
         return [json.loads(line) for line in handle if line.strip()]
 
 
+@pytest.mark.slow
 def test_every_planned_run_has_one_result_and_the_report_is_written(study):
     config, report = study
     planned = {run[0] for run in plan_study(config).runs}
@@ -54,6 +55,7 @@ def test_every_planned_run_has_one_result_and_the_report_is_written(study):
         assert pathlib.Path(config.out_dir, name).stat().st_size
 
 
+@pytest.mark.slow
 def test_frozen_features_equal_the_whole_pretrained_i3d_on_the_centred_clip(study):
     from reslstm_tf.backbones.extractor import feature_model
     from reslstm_tf.data import datasets
@@ -73,6 +75,7 @@ def test_frozen_features_equal_the_whole_pretrained_i3d_on_the_centred_clip(stud
     assert not np.allclose(frozen[0], frozen[1], atol=1e-3)  # the training view differs
 
 
+@pytest.mark.slow
 def test_late_fusion_is_the_product_of_the_stored_stream_probabilities(study):
     config, _ = study
     rows = {row["key"]: row for row in _rows(config)}
@@ -90,6 +93,7 @@ def test_late_fusion_is_the_product_of_the_stored_stream_probabilities(study):
         assert rows[key]["val_accuracy"] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_a_finished_study_resumes_without_running_or_computing_anything(study):
     config, _ = study
     before = _rows(config)
@@ -100,6 +104,7 @@ def test_a_finished_study_resumes_without_running_or_computing_anything(study):
     assert [p.stat().st_mtime_ns for p in views] == stamps
 
 
+@pytest.mark.slow
 def test_publishing_selects_by_cv_and_the_entries_load_and_predict(
     study, tmp_path, shared_data, monkeypatch
 ):
@@ -142,6 +147,7 @@ def test_publishing_selects_by_cv_and_the_entries_load_and_predict(
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_resuming_with_settings_that_change_finished_runs_is_refused(study):
     import dataclasses
 

@@ -72,6 +72,7 @@ def assert_step_signature(path, kind):
         assert list(outputs[name]["shape_signature"]) == [-1, layers, 2, 16]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["one_stream", "mid", "late"])
 def test_float32_full_and_step_match_keras(kind, tmp_path):
     model = random_head(kind)

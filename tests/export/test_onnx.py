@@ -25,6 +25,7 @@ def run(ort, path, inputs):
     return dict(zip(names, session.run(None, inputs)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["one_stream", "late"])
 def test_head_full_and_step_match_keras(kind, ort, tmp_path):
     rng = np.random.default_rng(0)

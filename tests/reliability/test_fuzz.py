@@ -280,6 +280,7 @@ def check_split(seeds, kind, contents):
 SPLIT_FILES = {"ucf101": "trainlist01.txt", "hmdb51": "hmdb", "folder": "folder"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ucf101", "hmdb51", "folder"])
 @settings(FUZZ, max_examples=examples(150))
 @given(edits=EDITS)
@@ -304,6 +305,7 @@ LINE_TEXT = st.text(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ucf101", "hmdb51", "folder"])
 @settings(FUZZ, max_examples=examples(150))
 @given(

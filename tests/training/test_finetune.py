@@ -51,6 +51,7 @@ def _run_python(code, timeout=600, **env):
     return result
 
 
+@pytest.mark.slow
 def test_fine_tuning_learns_a_separable_toy_task(video_dir):
     config = _config(video_dir, epochs=8, learning_rate=3e-3)
     result = finetune(config)
@@ -117,6 +118,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_two_replicas_take_the_one_device_step(video_dir):
     config = _config(video_dir, batch_size=6, learning_rate=1e-2)  # one step of 6 clips
     code = _TWO_REPLICAS.replace("json.loads(sys.argv[1])", repr(finetune_lib.to_flat(config)))
@@ -135,6 +137,7 @@ finetune(from_flat(CONFIG))
 """
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(video_dir, tmp_path):
     config = _config(video_dir, epochs=2, checkpoint_every_steps=1, learning_rate=1e-2)
     whole = _replace(config, model_dir=str(tmp_path / "whole"))
@@ -162,6 +165,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(video_dir, tm
     assert (tmp_path / "killed" / "eval_test" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_flow_is_computed_once_per_video_and_never_in_training(video_dir, tmp_path, monkeypatch):
     calls = {"video_flow": 0, "compute_flow": 0}
     real_video_flow = flow_cache_lib.video_flow
@@ -192,6 +196,7 @@ def test_flow_is_computed_once_per_video_and_never_in_training(video_dir, tmp_pa
     assert [f.stat().st_mtime_ns for f in files] == stamps
 
 
+@pytest.mark.slow
 def test_trunk_cached_step_equals_the_full_model_step(video_dir):
     # 64 px: the trunk output is 1 x 2 x 2 x 832 per segment, not a vector.
     config = _config(
@@ -222,6 +227,7 @@ def test_trunk_cache_refuses_a_trunk_that_is_not_fixed(video_dir):
         finetune(_config(video_dir, trainable_from="Mixed_9z"))
 
 
+@pytest.mark.slow
 def test_real_skateboard_clips_fine_tune_and_score(shared_data, tmp_path):
     split = tmp_path / "few.txt"
     split.write_text("Kickflip/Kickflip11.mp4\nOllie/Ollie14.mp4\nOllie/Ollie92.mp4\n")
@@ -239,6 +245,7 @@ def test_real_skateboard_clips_fine_tune_and_score(shared_data, tmp_path):
     assert all(abs(sum(p["probabilities"]) - 1) < 1e-5 for p in result.evaluation["predictions"])
 
 
+@pytest.mark.slow
 def test_the_command_line_maps_its_flags_onto_finetune(video_dir, tmp_path):
     from tests.conftest import PROJECT_ROOT
 
@@ -267,6 +274,7 @@ def test_the_command_line_maps_its_flags_onto_finetune(video_dir, tmp_path):
     assert bad.returncode == 2 and "modality must be one of" in bad.stderr
 
 
+@pytest.mark.slow
 def test_trunk_views_on_disk_are_computed_once_and_train_the_same(video_dir, tmp_path):
     views_dir = tmp_path / "views"
     config = _config(
@@ -289,6 +297,7 @@ def test_trunk_views_on_disk_are_computed_once_and_train_the_same(video_dir, tmp
         finetune(_replace(config, trunk_cache_dir=str(views_dir), seed=1))
 
 
+@pytest.mark.slow
 def test_two_streams_fine_tune_end_to_end_with_late_product_fusion(video_dir, tmp_path):
     """The paper's best model as one Keras model: RGB and flow I3D, late fusion by product."""
     config = _config(

@@ -10,6 +10,7 @@ from reslstm_tf.training import RunConfig, TrainingInputError, TrainOptions, run
 from tests.training.helpers import NUM_CLASSES, TINY_RUN, separable_features
 
 
+@pytest.mark.slow
 def test_two_stream_training(tmp_path):
     x, y = separable_features(num_videos=16)
     npz = tmp_path / "two.npz"
@@ -27,6 +28,7 @@ def test_two_stream_training(tmp_path):
     assert result.global_step == 2
 
 
+@pytest.mark.slow
 def test_a_config_object_and_keyword_arguments_make_the_same_run(tmp_path, features_npz):
     config = RunConfig(
         model_dir=str(tmp_path / "a"),
@@ -94,6 +96,7 @@ def test_unwritable_model_dir_is_refused(tmp_path, features_npz):
 # --------------------------------------------------------------------------- resuming
 
 
+@pytest.mark.slow
 def test_resuming_with_changed_settings_is_refused_and_restart_starts_over(tmp_path, features_npz):
     first = _run(tmp_path, features_npz, epochs=2, max_steps=3, seed=1, dropout=0.1)
     assert first.global_step == 3

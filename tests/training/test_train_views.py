@@ -66,6 +66,7 @@ def _run(model_dir, features_dir, **overrides):
     return run_training(**kwargs)
 
 
+@pytest.mark.slow
 def test_each_epoch_feeds_every_video_its_scheduled_view(tmp_path, fed):
     centred, views, labels = cache_arrays()
     cache = write_cache(tmp_path / "cache", centred, views, labels)
@@ -80,6 +81,7 @@ def test_each_epoch_feeds_every_video_its_scheduled_view(tmp_path, fed):
     assert record["training_views"] == V and record["view_seed"] == {"rgb": 5}
 
 
+@pytest.mark.slow
 def test_two_streams_read_the_same_view_of_a_video(tmp_path, fed):
     centred, views, labels = cache_arrays()
     write_cache(tmp_path / "f" / "train" / "rgb", centred, views, labels)
@@ -93,6 +95,7 @@ def test_two_streams_read_the_same_view_of_a_video(tmp_path, fed):
             np.testing.assert_array_equal(x["flow"], flow_views[n, chosen[n]])
 
 
+@pytest.mark.slow
 def test_a_run_stopped_mid_epoch_resumes_to_the_uninterrupted_run(tmp_path):
     centred, views, labels = cache_arrays()
     cache = write_cache(tmp_path / "cache", centred, views, labels)
@@ -108,6 +111,7 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.slow
 def test_a_cache_without_views_trains_as_before_and_off_uses_the_centred_view(tmp_path, fed):
     centred, views, labels = cache_arrays()
     plain = write_cache(tmp_path / "plain", centred, None, labels)
@@ -127,6 +131,7 @@ def test_a_cache_without_views_trains_as_before_and_off_uses_the_centred_view(tm
     assert auto.history != off.history
 
 
+@pytest.mark.slow
 def test_views_are_refused_when_the_streams_disagree_and_a_bad_setting_is_named(tmp_path):
     centred, views, labels = cache_arrays()
     write_cache(tmp_path / "f" / "train" / "rgb", centred, views, labels)

@@ -36,6 +36,7 @@ def _max_diff(a, b):
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
 def test_one_epoch_equals_model_fit_on_the_same_batches(tmp_path):
     dataset, _, _ = _dataset()
     result = train(
@@ -75,6 +76,7 @@ def test_one_epoch_equals_model_fit_on_the_same_batches(tmp_path):
     np.testing.assert_allclose(rebuilt.predict(x, verbose=0), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_separates_the_classes(tmp_path):
     dataset, x, y = _dataset()
     result = train(
@@ -136,6 +138,7 @@ def test_summaries_record_loss_accuracy_and_the_scheduled_learning_rate(tmp_path
     assert all(0.0 <= a <= 1.0 for a in scalars["accuracy"].values())
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     dataset, _, _ = _dataset()
     kwargs = dict(
@@ -247,6 +250,7 @@ def _grid_model_fn():
     return build
 
 
+@pytest.mark.slow
 def test_dataset_fn_gives_each_epoch_its_data_and_elements_of_any_rank(tmp_path):
     x, y = separable_features(num_videos=16)
     grids = x.reshape(16, STEPS, 4, 4)
@@ -321,6 +325,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_two_replica_mirrored_strategy_gives_the_one_device_weights():
     from tests.conftest import PROJECT_ROOT
 
@@ -344,6 +349,7 @@ def test_two_replica_mirrored_strategy_gives_the_one_device_weights():
 # ------------------------------------------------------------------- in-memory training
 
 
+@pytest.mark.slow
 def test_numpy_input_without_model_dir_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     x, y = separable_features(num_videos=16)
@@ -370,6 +376,7 @@ def test_numpy_input_without_model_dir_writes_nothing(tmp_path, monkeypatch):
     assert trainer.evaluate(x, y, batch_size=6) == expected
 
 
+@pytest.mark.slow
 def test_reset_trains_exactly_like_a_new_trainer():
     x, y = separable_features(num_videos=24)
     options = dict(num_classes=NUM_CLASSES, epochs=2, batch_size=8, progress=False)
@@ -387,6 +394,7 @@ def test_reset_trains_exactly_like_a_new_trainer():
     assert reused.fit(x, y).global_step == 6  # a finished run is not trained further
 
 
+@pytest.mark.slow
 def test_two_stream_numpy_dict_input():
     from reslstm_tf.models import build_two_stream
 
