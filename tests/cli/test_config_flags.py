@@ -163,3 +163,24 @@ def test_a_train_run_folder_config_reproduces_the_run(tmp_path):
     assert (
         len(lines) == 1 and "unknown RunConfig settings ['learning_rte', 'model.unitz']" in lines[0]
     )
+
+
+def test_extract_and_eval_read_config_files(tmp_path, parse):
+    from reslstm_tf import evaluate
+    from reslstm_tf.cli import eval as eval_cli
+    from reslstm_tf.cli import extract as extract_cli
+    from reslstm_tf.extract import ExtractConfig
+
+    path = tmp_path / "extract.yaml"
+    path.write_text("data_dir: v\nout_dir: o\nsegments: 8\nbackbone: c3d\nviews: 2\n")
+    parse(extract_cli.define_flags, f"--config={path}", "--views=3")
+    expected = ExtractConfig(
+        data_dir="v", out_dir="o", clip=ClipSpec(num_segments=8, backbone="c3d"), views=3
+    )
+    assert extract_cli._config() == expected
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps({"model_dir": "r", "class_names": "c.txt", "top5_videos": [0, 2]}))
+    parse(eval_cli.define_flags, f"--config={path}")
+    assert eval_cli.config_from_flags() == evaluate.EvalConfig(
+        model_dir="r", class_names_file="c.txt", top5_videos=[0, 2]
+    )
