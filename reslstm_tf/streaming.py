@@ -119,9 +119,14 @@ def _segment_reader(capture, windows, finite, transform, out_queue, stop, pace_f
 
     Queues (index, frames (L, S, S, 3), frames read, read time) per window, then None. A
     file that ends before a finite schedule's last windows fills them with its last frame.
+    A finite schedule (a file cut as extraction cuts it) may revisit frames ('loop' and
+    'overlap' windows of a short video): every frame a later window needs is kept.
     """
+    schedule = list(windows) if finite else None
+    windows = iter(schedule) if finite else windows
     kept, frame_index, segment_index, last = {}, 0, 0, None
     window = next(windows, None)
+    needed = _needed(schedule, 0, window)
     started = time.perf_counter()
     while window is not None and not stop.is_set():
         ok, frame = capture.read()
@@ -131,7 +136,7 @@ def _segment_reader(capture, windows, finite, transform, out_queue, stop, pace_f
             delay = started + frame_index / pace_fps - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        if frame_index >= window.min():
+        if needed(frame_index):
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)[None]
             last = kept[frame_index] = transform(rgb)[0]
         frame_index += 1
@@ -139,12 +144,24 @@ def _segment_reader(capture, windows, finite, transform, out_queue, stop, pace_f
             frames = np.stack([kept[i] for i in window])
             out_queue.put((segment_index, frames, frame_index, time.perf_counter()))
             segment_index, window = segment_index + 1, next(windows, None)
-            kept = {i: f for i, f in kept.items() if window is not None and i >= window.min()}
+            needed = _needed(schedule, segment_index, window)
+            kept = {i: f for i, f in kept.items() if needed(i)}
     while finite and window is not None and last is not None:
         frames = np.stack([kept.get(i, last) for i in window])
         out_queue.put((segment_index, frames, frame_index, time.perf_counter()))
         segment_index, window = segment_index + 1, next(windows, None)
     out_queue.put(None)
+
+
+def _needed(schedule, position, window):
+    """Returns a test of which frame indices the windows from `position` on still need."""
+    if window is None:
+        return lambda index: False
+    if schedule is None:  # sliding windows only move forward
+        first = int(window.min())
+        return lambda index: index >= first
+    indices = {int(i) for later in schedule[position:] for i in np.ravel(later)}
+    return indices.__contains__
 
 
 def _stack_transform(spec):
@@ -200,6 +217,18 @@ def _live_scorer(classifier, segment_len, frame_size):
     return score
 
 
+def _reporting_errors(reader):
+    """Wraps a reader thread so that an error it raises is queued for the consumer."""
+
+    def run(capture, windows, finite, transform, out_queue, stop, pace_fps):
+        try:
+            reader(capture, windows, finite, transform, out_queue, stop, pace_fps)
+        except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            out_queue.put(error)
+
+    return run
+
+
 def _segments(capture, windows, transform, pace, is_camera):
     """Yields (segment item, segments dropped so far) from a reader thread; releases `capture`.
 
@@ -210,7 +239,7 @@ def _segments(capture, windows, transform, pace, is_camera):
     """
     waiting, stop = queue.Queue(), threading.Event()
     reader = threading.Thread(
-        target=_segment_reader,
+        target=_reporting_errors(_segment_reader),
         args=(capture, iter(windows), isinstance(windows, np.ndarray), transform, waiting)
         + (stop, pace),
         daemon=True,
@@ -225,6 +254,8 @@ def _segments(capture, windows, transform, pace, is_camera):
                 item = waiting.get()
             if item is None:
                 return
+            if isinstance(item, BaseException):  # the reader failed: fail here, not hang
+                raise item
             yield item, dropped
     finally:
         stop.set()

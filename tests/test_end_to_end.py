@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from reslstm_tf import zoo
+from reslstm_tf.data import feature_cache
 from reslstm_tf.predict import predict_video
 
 
@@ -55,6 +56,28 @@ def _check_evaluation(model_dir, test_cache, test_items):
     return metrics
 
 
+def _check_classify_reads_the_run(model_dir, clips, test_cache):
+    """Classifying videos with a run's model.keras cuts them as the run's features were cut.
+
+    Its probabilities equal reslstm-eval's on the cached features of the same videos, with
+    no class list given (the run's); a setting that would cut the clips otherwise is refused.
+    """
+    from reslstm_tf.predict import load_classifier, predict_videos
+    from reslstm_tf.runs import RunDir
+
+    run = RunDir(model_dir)
+    classifier = load_classifier(str(run.model_file))
+    assert (classifier.spec.num_segments, classifier.spec.segment_len) == (4, 8)
+    assert classifier.spec.short == "overlap" and classifier.class_names == ["Kickflip", "Ollie"]
+    probs, _ = run.eval_dir("test").predictions()
+    ids = [r["id"] for r in feature_cache.read_features(test_cache)]  # eval's order
+    batch = predict_videos(classifier, [str(clips / i) for i in ids], progress=False)
+    got = np.stack([p.probabilities for p in batch.predictions])
+    np.testing.assert_allclose(got, probs, atol=1e-4)
+    with pytest.raises(ValueError, match=r"num_segments=8 \(the run's rgb clips: 4\)"):
+        load_classifier(str(run.model_file), spec={"num_segments": 8})
+
+
 @pytest.mark.slow
 def test_recipe_from_videos_to_a_published_entry(shared_data, tmp_path, monkeypatch):
     clips = shared_data / "skateboard"
@@ -92,6 +115,7 @@ def test_recipe_from_videos_to_a_published_entry(shared_data, tmp_path, monkeypa
         "--split=test",
     )
     metrics = _check_evaluation(model_dir, tmp_path / "features" / "test" / "rgb", splits["test"])
+    _check_classify_reads_the_run(model_dir, clips, tmp_path / "features" / "test" / "rgb")
 
     (tmp_path / "skate_classes.txt").write_text("Kickflip\nOllie\n")
     entry = {
@@ -106,6 +130,7 @@ def test_recipe_from_videos_to_a_published_entry(shared_data, tmp_path, monkeypa
                 "segment_len": 8,
                 "frame_size": 224,
                 "resize_short_side": 256,
+                "short": "overlap",
             }
         },
         "metrics": [],
