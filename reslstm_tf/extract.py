@@ -1,8 +1,8 @@
 """Feature extraction: videos -> per-segment backbone features in a resumable cache.
 
 Each video is split into K_v segments (eval-mode sampling of `reslstm_tf.data.sampling`:
-centred, deterministic), decoded and centre-cropped to the backbone's frame size
-(`reslstm_tf.data.pipeline.load_clip`), run through the 3D CNN, and the (K_v, d_f) features
+centred, deterministic), decoded and centre-cropped as its `ClipSpec` says
+(`reslstm_tf.data.reader.read_clip`), run through the 3D CNN, and the (K_v, d_f) features
 are written to a TFRecord cache (`reslstm_tf.data.feature_cache`). `extract` is the one
 entry point; ``reslstm-extract`` (`reslstm_tf.cli.extract`) maps its flags onto an
 `ExtractConfig` and calls it.
@@ -43,9 +43,10 @@ the reliability tests kill it at (``RESLSTM_FAULT=<point>[:N]``,
 
 Example:
 
+    from reslstm_tf.clip_spec import ClipSpec
     from reslstm_tf.extract import ExtractConfig, extract, report
 
-    summary = extract(ExtractConfig(data_dir="clips", out_dir="cache", num_segments=16))
+    summary = extract(ExtractConfig(data_dir="clips", out_dir="cache", clip=ClipSpec()))
     report(summary)
 """
 

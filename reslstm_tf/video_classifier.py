@@ -22,7 +22,8 @@ from keras import ops
 
 from reslstm_tf.backbones.extractor import CHANNELS, feature_model
 from reslstm_tf.backbones.i3d import VALID_ENDPOINTS
-from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.checks import check_choice
+from reslstm_tf.clip_spec import spec_of
 from reslstm_tf.models import MODALITIES, build_model
 
 
@@ -160,9 +161,9 @@ def build_video_classifier(
     modality="rgb",
     backbone="i3d",
     preset="res3",
-    num_segments=16,
-    segment_len=16,
-    frame_size=224,
+    num_segments=None,
+    segment_len=None,
+    frame_size=None,
     backbone_weights="kinetics400",
     trainable_from="Mixed_4f",
     frozen_batchnorm=True,
@@ -180,9 +181,10 @@ def build_video_classifier(
             each through its own backbone, fused by the head as in `models.build_two_stream`).
         backbone: "i3d" or "c3d".
         preset: the head's architecture preset ("res2".."res4", "lstm2".."lstm4").
-        num_segments: T, segments per video (the head's time steps).
+        num_segments: T, segments per video (the head's time steps); default the
+            `ClipSpec`'s, as are the two below.
         segment_len: L, frames per segment.
-        frame_size: S, the square frame size.
+        frame_size: S, the square frame size (default: the backbone's native size).
         backbone_weights: "kinetics400", None or a weights path (see `feature_model`); for
             two streams also a dict {"rgb": ..., "flow": ...} (e.g. a fine-tuned flow I3D).
         trainable_from: the first I3D endpoint that is fine-tuned ("Mixed_4f" by default;
@@ -203,9 +205,10 @@ def build_video_classifier(
 
     >>> model = build_video_classifier(51, num_segments=8, segment_len=16, frame_size=112)
     """
-    check_positive_int("num_segments", num_segments)
-    check_positive_int("segment_len", segment_len)
-    check_positive_int("frame_size", frame_size)
+    clip = spec_of(
+        num_segments=num_segments, segment_len=segment_len, frame_size=frame_size, backbone=backbone
+    )
+    num_segments, segment_len, frame_size = clip.num_segments, clip.segment_len, clip.frame_size
     check_choice("modality", modality, MODALITIES)
     streams = ("rgb", "flow") if modality == "two_stream" else (modality,)
     inputs, features = {}, {}

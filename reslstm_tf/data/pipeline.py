@@ -15,6 +15,7 @@ import tensorflow as tf
 from reslstm_tf.checks import check_choice
 from reslstm_tf.clip_spec import spec_of
 from reslstm_tf.data import sampling, video
+from reslstm_tf.data.clips import clip_rng, epoch_order
 from reslstm_tf.data.reader import read_clip
 
 MODALITIES = ("rgb", "flow")
@@ -111,19 +112,25 @@ def video_dataset(
     segment_len,
     *,
     mode="eval",
-    frame_size=224,
+    frame_size=None,
     short_side=None,
     modality="rgb",
-    flow_method="tvl1",
+    flow_method=None,
     batch_size=None,
     shuffle=None,
-    seed=None,
+    seed=0,
+    epoch=0,
     on_error="raise",
     num_parallel_calls=None,
     dtype="float32",
     **clip_kwargs,
 ):
-    """Builds a tf.data pipeline of (clip, label) from video files.
+    """Builds a tf.data pipeline of (clip, label) from video files, for one epoch.
+
+    Randomness follows the package's one policy (`reslstm_tf.data.clips.clip_rng`): video i
+    of the list is cut with the generator of (seed, epoch, i) and a shuffled epoch's order is
+    `clips.epoch_order(seed, epoch, N)`, so a dataset is the same however often it is
+    iterated, and another epoch gets other clips by passing another `epoch`.
 
     Args:
         items: a `datasets.VideoList` or (relative path, label, ...) tuples.
@@ -131,13 +138,14 @@ def video_dataset(
         num_segments: K_v.
         segment_len: L.
         mode: 'train' or 'eval' (see `load_clip`).
-        frame_size: S.
+        frame_size: S (default: the `ClipSpec`'s).
         short_side: resize target before cropping.
         modality: 'rgb' or 'flow'.
         flow_method: 'tvl1' or 'farneback'.
         batch_size: batch the output (None: unbatched).
-        shuffle: shuffle the video order each epoch (default: True in train mode).
-        seed: makes the order and the train-mode sampling/cropping reproducible.
+        shuffle: shuffle the video order (default: True in train mode).
+        seed: the seed of the order and of the train-mode sampling and cropping.
+        epoch: the epoch whose order and clips to read.
         on_error: 'raise' stops on an unreadable video; 'skip' logs and drops it.
         num_parallel_calls: decode parallelism (default tf.data.AUTOTUNE).
         dtype: 'float32' (in [-1, 1]) or 'uint8' RGB clips, a quarter of the bytes, to
@@ -159,19 +167,13 @@ def video_dataset(
     _check_output(modality, dtype)
     paths, labels = _as_items(items)
     paths = [os.path.join(os.fspath(data_dir), p) for p in paths]
-    channels = 2 if modality == "flow" else 3
-    shape = (num_segments, segment_len, frame_size, frame_size, channels)
-    if shuffle is None:
-        shuffle = mode == "train"
-    autotune = tf.data.AUTOTUNE
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    if shuffle:
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip((ds, seeds))
+    clip = spec_of(num_segments=num_segments, segment_len=segment_len, frame_size=frame_size)
+    shape = clip.replace(modality=modality).shape
+    shuffle = mode == "train" if shuffle is None else shuffle
+    order = epoch_order(seed, epoch, len(paths)) if shuffle else np.arange(len(paths))
 
-    def _load(path, element_seed):
-        path = path.decode() if isinstance(path, bytes) else str(path)
+    def _load(index):
+        path = paths[int(index)]
         try:
             clip, _ = load_clip(
                 path,
@@ -182,7 +184,7 @@ def video_dataset(
                 short_side=short_side,
                 modality=modality,
                 flow_method=flow_method,
-                seed=int(element_seed) & 0xFFFFFFFFFFFF,
+                seed=clip_rng(seed, epoch, index),
                 dtype=dtype,
                 **clip_kwargs,
             )
@@ -193,23 +195,17 @@ def video_dataset(
             logger.warning("skipping unreadable video: %s", err)
             return np.zeros(shape, dtype), np.bool_(False)
 
-    def _map(pair, element_seed):
-        path, label = pair
-        clip, ok = tf.numpy_function(
-            _load, [path, element_seed], (tf.as_dtype(dtype), tf.bool), stateful=False
-        )
+    def _map(index, label):
+        clip, ok = tf.numpy_function(_load, [index], (tf.as_dtype(dtype), tf.bool), stateful=False)
         clip.set_shape(shape)
         ok.set_shape(())
         return clip, label, ok
 
-    ds = ds.map(
-        _map,
-        num_parallel_calls=num_parallel_calls or autotune,
-        deterministic=seed is not None or not shuffle,
-    )
+    ds = tf.data.Dataset.from_tensor_slices((order.astype(np.int64), labels[order]))
+    ds = ds.map(_map, num_parallel_calls=num_parallel_calls or tf.data.AUTOTUNE)
     if on_error == "skip":
         ds = ds.filter(lambda clip, label, ok: ok)
     ds = ds.map(lambda clip, label, ok: (clip, label))
     if batch_size:
         ds = ds.batch(batch_size)
-    return ds.prefetch(autotune)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -106,6 +106,30 @@ def test_video_dataset_train_is_seeded_and_skips_bad(videos):
         list(pipeline.video_dataset(items, videos, 2, 3, frame_size=16))
 
 
+def test_video_dataset_draws_clips_per_seed_epoch_and_video(videos):
+    # One randomness policy: the train clip of video i in epoch e is fine-tuning's
+    # (VideoClips without flips), whatever the order and however often it is iterated.
+    from reslstm_tf.data.clips import VideoClips, epoch_order
+
+    items = [("A/a.avi", 0), ("B/b.avi", 1)]
+
+    def epoch(number):
+        ds = pipeline.video_dataset(
+            items, videos, 2, 3, frame_size=16, mode="train", seed=3, epoch=number
+        )
+        return [c.numpy() for c, _ in ds]
+
+    reference = VideoClips(items, videos, num_segments=2, segment_len=3, frame_size=16, seed=3)
+    reference.flip = False
+    for number in (0, 1):
+        order = epoch_order(3, number, len(items))
+        expected = [reference.load(int(i), "train", epoch=number)[0] for i in order]
+        got = epoch(number)
+        np.testing.assert_array_equal(np.stack(got), np.stack(expected))
+        np.testing.assert_array_equal(np.stack(epoch(number)), np.stack(got))  # iterated again
+    assert not np.array_equal(np.stack(epoch(0)), np.stack(epoch(1)))
+
+
 def test_load_clip_resamples_when_container_over_announces(shared_data):
     # Ollie6.mov announces 59 frames but only 30 decode: sampling must use the real count
     path = shared_data / "skateboard" / "originals" / "Ollie6.mov"
