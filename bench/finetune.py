@@ -33,14 +33,13 @@ TARGET = 3.5
 
 
 def _config(args, trainable_from):
+    from reslstm_tf.clip_spec import ClipSpec
     from reslstm_tf.training.finetune import FinetuneConfig
 
+    clip = ClipSpec(num_segments=args.segments, segment_len=args.frames, frame_size=args.size)
     return FinetuneConfig(
         data_dir=".",
-        num_segments=args.segments,
-        segment_len=args.frames,
-        frame_size=args.size,
-        backbone_weights=None,
+        clip=clip.replace(backbone_weights=None),
         trainable_from=trainable_from,
         preset="res2",
         head={"units": 256},

@@ -32,7 +32,6 @@ def run(data, limit=None, chunk=10):
     Alternating exposes both to the same load of a shared machine. Each chunk is extracted
     into the same cache (new videos only) and classified by the same predictor.
     """
-    from reslstm_tf.clip_spec import ClipSpec
     from reslstm_tf.data import datasets
     from reslstm_tf.extract import ExtractConfig, build_extractor, extract
     from reslstm_tf.predict import VideoPredictor, predict_videos
@@ -40,20 +39,11 @@ def run(data, limit=None, chunk=10):
     print(machine_header())
     items = list(datasets.folder(data, data / "trainlist.txt"))[:limit]
     predictor = VideoPredictor(MODEL)
-    spec = predictor.classifier.spec
     seconds = {"extract": 0.0, "classify": 0.0}
     counts = {"extract": 0, "classify": 0}
     with tempfile.TemporaryDirectory() as out_dir:
-        config = ExtractConfig(
-            data_dir=str(data),
-            out_dir=out_dir,
-            clip=ClipSpec(
-                num_segments=spec["num_segments"],
-                segment_len=spec["segment_len"],
-                frame_size=spec["frame_size"],
-                short="overlap",
-            ),
-        )
+        # the entry's own clip spec: both sides cut the same clips
+        config = ExtractConfig(str(data), out_dir, clip=predictor.classifier.spec)
         extractor = build_extractor(config)
         for start in range(0, len(items), chunk):
             part = items[start : start + chunk]
