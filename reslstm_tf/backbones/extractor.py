@@ -9,16 +9,11 @@ segment shape) and returns float32 numpy features.
 import numpy as np
 
 from reslstm_tf.checks import check_choice, check_positive_int
+from reslstm_tf.clip_spec import BACKBONES, CHANNELS, MODALITIES, NATIVE_FRAME_SIZE, ClipSpec
 
-BACKBONES = ("i3d", "c3d")
-MODALITIES = ("rgb", "flow")
-CHANNELS = {"rgb": 3, "flow": 2}
 PRECISIONS = ("float32", "mixed_bfloat16")
-_SPECS = {
-    # backbone: (feature_dim, default segment_len, frame_size)
-    "i3d": (1024, 16, 224),
-    "c3d": (4096, 16, 112),
-}
+FEATURE_DIMS = {"i3d": 1024, "c3d": 4096}  # the pooled features of each backbone
+C3D_SEGMENT_LEN = 16  # C3D's fc layers fix its clip length
 _RANGE_TOLERANCE = 1e-3
 
 
@@ -122,18 +117,19 @@ class SegmentFeatureExtractor:
         batch_size = check_positive_int("batch_size", batch_size)
         self.backbone = backbone
         self.modality = modality
-        self.feature_dim, default_len, self.frame_size = _SPECS[backbone]
+        self.feature_dim = FEATURE_DIMS[backbone]
+        self.frame_size = NATIVE_FRAME_SIZE[backbone]
         self.channels = CHANNELS[modality]
         self.batch_size = batch_size
         if jit_compile == "auto":
             jit_compile = bool(tf.config.list_physical_devices("GPU"))
         self.jit_compile = bool(jit_compile)
         if segment_len is None:
-            segment_len = default_len
+            segment_len = ClipSpec.segment_len  # the clip spec's default
         segment_len = check_positive_int("segment_len", segment_len)
-        if backbone == "c3d" and segment_len != default_len:
+        if backbone == "c3d" and segment_len != C3D_SEGMENT_LEN:
             raise ValueError(
-                f"C3D takes segments of exactly {default_len} frames. "
+                f"C3D takes segments of exactly {C3D_SEGMENT_LEN} frames. "
                 f"Received: segment_len={segment_len!r}"
             )
         self.segment_len = segment_len
