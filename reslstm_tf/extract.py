@@ -12,8 +12,8 @@ file without a video stream, or one whose header declares frames larger than
 `MAX_FRAME_PIXELS`, more elongated than `MAX_ASPECT_RATIO` (a 4096x2 video would be resized
 to 256x524288 pixels a frame) or a clip over `MAX_CLIP_BYTES` once resized, is reported by
 name with its reason (in the summary and in ``failures.json``) and skipped; every other
-video is extracted. A rerun skips the videos already cached and retries the
-failed ones. A container is recognised by its content, not its extension.
+video is extracted. A rerun skips the videos already cached and retries the failed ones. A
+container is recognised by its content, not its extension.
 
 Augmented views (``views=V``): besides the centred evaluation view, each video gets V
 training-mode views, as fine-tuning cuts its clips (`reslstm_tf.data.clips.VideoClips`,
@@ -28,10 +28,10 @@ without views.
 
 Crash safety: the run can be killed at any point (preemption, OOM killer) and resumed by
 running it again with the same settings; every video then ends up in the cache exactly
-once. One writer at a time: a second run into the same `out_dir` (and `shard_index`) while
-one is running is refused with `FolderBusyError` naming the running one's pid. The points
-the reliability tests kill it at (``RESLSTM_FAULT=<point>[:N]``,
-`reslstm_tf.faults`) are:
+once; the cache is sealed as complete only when the whole run finished (readers refuse it
+before). One writer at a time: a second run into the same `out_dir` (and `shard_index`) is
+refused with `FolderBusyError` naming the running one's pid. The points the reliability
+tests kill it at (``RESLSTM_FAULT=<point>[:N]``, `reslstm_tf.faults`) are:
 
 * ``extract_decoded``: a batch of videos is decoded (their centred clips, or one of their
   views), its features are not yet written;
@@ -39,7 +39,8 @@ the reliability tests kill it at (``RESLSTM_FAULT=<point>[:N]``,
   complete nor renamed (`reslstm_tf.data.feature_cache`);
 * ``shard_finalised``: the shard is renamed into place, the index does not list it yet;
 * ``index_updated``: the index lists the shard;
-* ``extract_finished``: every shard is written, ``failures.json`` and the report are not.
+* ``extract_finished``: every shard is written and sealed, ``failures.json`` and the report
+  are not.
 
 Example:
 
@@ -71,7 +72,7 @@ from reslstm_tf.data.reader import read_clip
 from reslstm_tf.data.sampling import sample_segments
 from reslstm_tf.data.video import VideoReadError
 from reslstm_tf.faults import fault_point
-from reslstm_tf.files import atomic_write, folder_lock
+from reslstm_tf.files import atomic_write, folder_lock, printable
 
 logger = logging.getLogger(__name__)
 
@@ -378,15 +379,9 @@ def _extract_share(config, videos, extractor, progress):
         raise FeatureCacheWriteError(
             config.out_dir, error, "writing failures.json", done + skipped
         ) from None
-    summary = {
-        "done": done,
-        "skipped": skipped,
-        "failed": len(failures),
-        "failures": failures,
-        "seconds": round(time.monotonic() - start, 2),
-        "out_dir": os.fspath(config.out_dir),
-        "failures_file": failures_file,
-    }
+    seconds, out_dir = round(time.monotonic() - start, 2), os.fspath(config.out_dir)
+    summary = dict(done=done, skipped=skipped, failed=len(failures), failures=failures)
+    summary.update(seconds=seconds, out_dir=out_dir, failures_file=failures_file)
     logger.info("extract summary: %s", {k: v for k, v in summary.items() if k != "failures"})
     return summary
 
@@ -562,17 +557,17 @@ def report(summary, limit=REPORT_FAILURES, file=None):
     file = file or sys.stdout
     failures = summary.get("failures", [])
     problems = list(summary.get("problems", []))
-    for failure in failures[:limit]:
-        print(f"failed: {failure['id']}: {failure['error']}", file=file)
+    for failure in failures[:limit]:  # names escaped: one may hold a newline
+        print(f"failed: {printable(failure['id'])}: {printable(failure['error'])}", file=file)
     if len(failures) > limit:
         print(f"... and {len(failures) - limit} more failures", file=file)
     for problem in problems[:limit]:
-        print(f"skipped split line: {problem}", file=file)
+        print(f"skipped split line: {printable(problem)}", file=file)
     if len(problems) > limit:
         print(f"... and {len(problems) - limit} more split-file problems", file=file)
     print(
         f"done {summary['done']}, skipped {summary['skipped']} (already cached), "
-        f"failed {summary['failed']} (see {summary['failures_file']}), "
+        f"failed {summary['failed']} (see {printable(summary['failures_file'])}), "
         f"{summary['seconds']:.1f} s",
         file=file,
     )

@@ -1,6 +1,7 @@
 """The local cache for converted weights and downloads, and sha256-verified file I/O."""
 
 import contextlib
+import errno
 import hashlib
 import os
 import pathlib
@@ -49,6 +50,11 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def new_file_mode():
+    """The mode the umask gives a new file (0666 less the umask)."""
+    return 0o666 & ~_umask()
 
 
 def file_mode(path):
@@ -108,16 +114,91 @@ class FolderBusyError(ValueError):
     """
 
 
-def _lock_holder(fd, wait_s=2.0):
-    """The holder's record in a lock file; a holder that has just taken it gets a moment."""
+def printable(text):
+    """`text` with control characters escaped (a newline as ``\\n``), for one-line messages.
+
+    A file name may hold any byte but ``/`` and NUL; printed as is, a name with a newline could
+    forge a line of a report.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _open_lock_file(path, flags):
+    """Opens a lock file without following a link and without truncating it.
+
+    Raises:
+        FolderBusyError: `path` is a symbolic link, not a regular file, or has other hard links
+            (locking it would write into a file outside the folder).
+    """
+    import stat
+
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW, 0o666 & ~_umask())
+    except OSError as error:
+        if error.errno == errno.ELOOP or os.path.islink(path):
+            raise FolderBusyError(
+                f"the lock file {printable(path)} is a symbolic link; refusing to follow it. "
+                "Delete the link and run again"
+            ) from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        raise FolderBusyError(
+            f"the lock file {printable(path)} is not a plain file of its own (a device, a "
+            "folder or a hard link); refusing to write to it. Delete it and run again"
+        )
+    return fd
+
+
+def _retry_or_holder(fd, wait_s=2.0):
+    """Retries a refused lock for a moment; returns None once taken, else the holder's record.
+
+    A reader checking the lock (`lock_holder`) holds it shared for an instant, and a holder
+    that has just taken it writes its record a moment later: both get `wait_s`.
+    """
+    import fcntl
     import time
 
     deadline = time.monotonic() + wait_s
     while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            pass
         holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
         if holder or time.monotonic() > deadline:
             return holder or "another process"
         time.sleep(0.02)
+
+
+def lock_holder(folder, lock_name=".lock"):
+    """Returns the record of the process holding `folder/lock_name`, or None when it is free.
+
+    Readers call it to refuse a folder a writer is still writing; it never creates the file
+    and holds the lock (shared) only for the instant of the test.
+    """
+    import fcntl
+
+    path = pathlib.Path(folder) / lock_name
+    try:
+        fd = _open_lock_file(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            return printable(holder or "another process")
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -126,7 +207,9 @@ def folder_lock(folder, what="folder", wait=False, lock_name=".lock"):
 
     The lock is an advisory `flock` on `folder/.lock`: the operating system drops it when the
     holder exits or is killed, so a crashed job never leaves a stale lock behind. The file
-    records the holder's pid and command line, for the error message.
+    records the holder's pid and command line, for the error message. It is opened without
+    following links and without truncation: a lock file that is a link (or another file's hard
+    link) is refused, so locking never writes outside the folder.
 
     Args:
         folder: the folder to lock (created if missing).
@@ -135,7 +218,8 @@ def folder_lock(folder, what="folder", wait=False, lock_name=".lock"):
         lock_name: the lock file's name inside `folder`.
 
     Raises:
-        FolderBusyError: `wait` is False and another process holds the lock.
+        FolderBusyError: `wait` is False and another process holds the lock, or the lock file
+            is a link.
     """
     import fcntl
     import sys
@@ -143,16 +227,17 @@ def folder_lock(folder, what="folder", wait=False, lock_name=".lock"):
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / lock_name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            holder = _lock_holder(fd)
-            raise FolderBusyError(
-                f"{what} {str(folder)!r} is in use by {holder}; wait for it to finish, "
-                "or use another folder"
-            ) from None
+            holder = _retry_or_holder(fd)
+            if holder is not None:
+                raise FolderBusyError(
+                    f"{what} {printable(repr(str(folder)))} is in use by {printable(holder)}; "
+                    "wait for it to finish, or use another folder"
+                ) from None
         with contextlib.suppress(OSError):  # only the error message needs it (a full disk)
             # Written before the old text is cut off, so a reader never sees it empty.
             record = f"pid {os.getpid()} ({' '.join(sys.argv)[:200]})\n".encode()
