@@ -24,7 +24,7 @@ from absl import app, flags
 
 from reslstm_tf import extract as extract_lib
 from reslstm_tf.cli import build_config, config_values, define_config_flags, run_tool
-from reslstm_tf.data.feature_cache import FeatureCacheError
+from reslstm_tf.data.feature_cache import FeatureCacheError, FeatureCacheWriteError
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-extract"
@@ -91,7 +91,15 @@ def main(argv):
         summary = extract_lib.extract(_config())
     except extract_lib.ExtractInputError as error:
         raise app.UsageError(str(error)) from None
-    except (extract_lib.ExtractError, FeatureCacheError) as error:
+    except FeatureCacheWriteError as error:
+        # A folder the user chose that cannot be written (read-only, no permission, under a
+        # file) is the user's mistake, exit 2 as in reslstm-train; a full disk is the machine's.
+        if error.user_mistake:
+            raise app.UsageError(str(error)) from None
+        return _error(error)
+    except FeatureCacheError as error:  # a cache of other settings or another sharding
+        raise app.UsageError(str(error)) from None
+    except extract_lib.ExtractError as error:
         return _error(error)
     extract_lib.report(summary)
     if summary["failed"] and not summary["done"] and not summary["skipped"]:

@@ -41,6 +41,15 @@ reliability tests kill a writer at (`reslstm_tf.faults`) are:
 * ``shard_finalised``: after the shard is renamed into place, before the index lists it;
 * ``index_updated``: after the index lists the shard.
 
+Complete or still written. A writer records ``"complete": false`` in its index with its first
+shard, and `FeatureCacheWriter.seal` sets it to true once the whole run finished (the
+writer's ``with`` block ended without an error: `reslstm_tf.extract` runs a whole run in
+one block). Readers refuse a cache whose writer
+still holds the folder's lock or whose index is not sealed, naming the writer's pid; an index
+with no ``complete`` field (written before the seal existed) counts as complete when no
+writer holds the lock. A writer refuses a folder that holds indexes of another number of
+parallel writers (``--num_shards``), so two sharding modes never list a video twice.
+
 Write errors (a read-only or full disk, a path under a regular file) raise
 `FeatureCacheWriteError` naming the folder and the cause; the shards indexed before stay
 readable, the shard being written is removed, and a rerun resumes. `check_writable` tests a
@@ -70,10 +79,11 @@ from reslstm_tf.data.feature_cache_read import (
     read_features,
     read_index,
     read_index_file,
+    sharding_of,
     tfrecord_dataset,
 )
 from reslstm_tf.faults import fault_point
-from reslstm_tf.files import atomic_write
+from reslstm_tf.files import atomic_write, new_file_mode
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +105,13 @@ _WRITE_PROBLEMS = {
 }
 
 
+# The causes that are the user's choice of folder, not the machine's failure (command-line
+# tools exit 2 for these, 1 for a full disk).
+_USER_PROBLEMS = {
+    getattr(errno, name) for name in ("EROFS", "EACCES", "EPERM", "ENOTDIR", "EEXIST")
+}
+
+
 class FeatureCacheWriteError(FeatureCacheError):
     """A cache folder cannot be written: not a folder, read-only, no permission, disk full.
 
@@ -103,6 +120,8 @@ class FeatureCacheWriteError(FeatureCacheError):
         errno: the OS error number (e.g. ``errno.ENOSPC``), or None.
         problem: a short description of the cause.
         cached: how many videos are safely in the cache (indexed shards) despite the error.
+        user_mistake: the folder the user chose cannot be written (read-only, no permission,
+            under a regular file), as opposed to a full disk or an I/O failure.
     """
 
     def __init__(self, out_dir, error, action, cached=0):
@@ -110,6 +129,7 @@ class FeatureCacheWriteError(FeatureCacheError):
         self.errno = getattr(error, "errno", None)
         self.problem = _WRITE_PROBLEMS.get(self.errno) or str(error)
         self.cached = int(cached)
+        self.user_mistake = self.errno in _USER_PROBLEMS
         detail = getattr(error, "strerror", None) or str(error)
         message = f"cannot write the feature cache in {self.out_dir}: {self.problem}"
         if detail and detail.lower() not in self.problem.lower():
@@ -139,6 +159,17 @@ def check_writable(out_dir):
     except OSError as error:
         raise FeatureCacheWriteError(path, error, "checking that the folder is writable") from None
     return path
+
+
+def _refuse_other_sharding(out_dir, num_shards):
+    """Raises `FeatureCacheError` if `out_dir` holds indexes of another --num_shards."""
+    for path in sorted(pathlib.Path(out_dir).glob("index*.json")):
+        found = sharding_of(path.name)
+        if found is not None and found != num_shards:
+            raise FeatureCacheError(
+                f"{out_dir} already holds a feature cache written with --num_shards={found} "
+                f"({path.name}); extract with --num_shards={found}, or into another folder"
+            )
 
 
 def _bytes(value):
@@ -260,7 +291,8 @@ class FeatureCacheWriter:
     """Writes features to sharded TFRecords with a resumable JSON index.
 
     Use as a context manager; `flush` runs every `shard_size` videos and on exit (also when
-    the block raises, so the finished videos are kept). Ids already in the index (from an
+    the block raises, so the finished videos are kept); a block that ends without an error
+    seals the cache as complete (`seal`). Ids already in the index (from an
     earlier, interrupted run) are reported by `is_done` and ignored by `add`. Opening a
     folder deletes this writer's leftovers of a crash (temporary files, shards its index does
     not list); two writers must not use the same folder and `shard_index` at once.
@@ -307,6 +339,11 @@ class FeatureCacheWriter:
                 "feature_shape": None,
                 "shards": [],
             }
+        _refuse_other_sharding(self.out_dir, num_shards)
+        # Unsealed until `seal`: readers refuse the cache while it is written (see
+        # `feature_cache_read.read_index`); the first flush records it.
+        self._index["complete"] = False
+        self._index["writer"] = f"pid {os.getpid()}"
         self._done = {i for shard in self._index["shards"] for i in shard["ids"]}
         self.removed = self._remove_leftovers()
 
@@ -414,6 +451,7 @@ class FeatureCacheWriter:
         tmp = renamed = None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{name}.", suffix=".tmp")
+            os.fchmod(fd, new_file_mode())  # mkstemp's 0600 -> the umask's, as other files
             with os.fdopen(fd, "wb") as handle:
                 for frame in frames:
                     handle.write(frame)
@@ -446,12 +484,33 @@ class FeatureCacheWriter:
         """Flushes the last partial shard."""
         self.flush()
 
+    def seal(self):
+        """Flushes, then marks the index complete: the whole run finished, readers may read it.
+
+        The context manager calls it when its block ends without an error (`reslstm_tf.extract`
+        runs a whole run in one block); `close` and a block that raises or is killed leave the
+        cache unsealed, and readers refuse it.
+        """
+        self.flush()
+        if not self._index["shards"]:
+            return  # nothing cached: no index to seal
+        index = {**self._index, "complete": True}
+        index.pop("writer", None)
+        try:
+            with atomic_write(self.index_path, "w") as handle:
+                json.dump(index, handle, indent=1)
+        except OSError as error:
+            raise FeatureCacheWriteError(
+                self.out_dir, error, "marking the cache complete", len(self._done)
+            ) from None
+        self._index = index
+
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            self.close()
+            self.seal()  # the block finished: the cache is complete
             return False
         if issubclass(exc_type, FeatureCacheWriteError):
             return False  # writing failed already: do not try again

@@ -8,9 +8,12 @@ import glob
 import json
 import os
 import pathlib
+import re
 
 import numpy as np
 import tensorflow as tf
+
+from reslstm_tf.files import lock_holder, printable
 
 # How a record is parsed: the keys of the table in `reslstm_tf.data.feature_cache`.
 FEATURE_SPEC = {
@@ -49,11 +52,49 @@ def read_index_file(path):
     return index
 
 
-def read_index(cache_dir):
+def sharding_of(index_name):
+    """The --num_shards an index file's name says: 1 for index.json, N for index-*-of-N.json."""
+    match = re.fullmatch(r"index(?:-(\d{5})-of-(\d{5}))?\.json", index_name)
+    if match is None:
+        return None
+    return int(match.group(2)) if match.group(2) else 1
+
+
+def _lock_name(index_name):
+    """The writer's lock file of an index: .lock, or .lock-00001-of-00004 for a worker."""
+    return ".lock" + index_name[len("index") : -len(".json")]
+
+
+def check_complete(cache_dir, path, index):
+    """Raises `FeatureCacheError` if the index at `path` is being written or was not sealed.
+
+    An index with no ``complete`` field predates the seal and counts as complete unless a
+    writer holds the folder's lock.
+    """
+    path = pathlib.Path(path)
+    holder = lock_holder(cache_dir, _lock_name(path.name))
+    shown = printable(cache_dir)
+    if holder is not None:
+        raise FeatureCacheError(
+            f"the feature cache in {shown} is still being written by {holder}; wait for "
+            "reslstm-extract to finish, then run again"
+        )
+    if index.get("complete", True) is not True:
+        writer = printable(index.get("writer") or "its writer")
+        raise FeatureCacheError(
+            f"the feature cache in {shown} is incomplete: {path.name} is not sealed, its "
+            f"writer ({writer}) stopped before finishing; run the same reslstm-extract "
+            "command again to finish it"
+        )
+
+
+def read_index(cache_dir, partial=False):
     """Merges the JSON index files of a cache folder.
 
     Args:
         cache_dir: the cache folder.
+        partial: also read a cache that is being written or was not sealed (its indexed
+            shards, which are safe to read), to inspect it; training and evaluation never do.
 
     Returns:
         dict with 'files' (shard paths), 'ids' (list), 'feature_shape' [K_v, d_f],
@@ -62,7 +103,8 @@ def read_index(cache_dir):
 
     Raises:
         FeatureCacheError: no index, a corrupt index, a listed shard missing, duplicate ids,
-            or inconsistent shapes or numbers of views.
+            inconsistent shapes or numbers of views, or a cache still being written or not
+            sealed as complete (`check_complete`).
     """
     cache_dir = pathlib.Path(cache_dir)
     index_files = sorted(glob.glob(os.path.join(glob.escape(os.fspath(cache_dir)), "index*.json")))
@@ -71,6 +113,8 @@ def read_index(cache_dir):
     files, ids, shape, views, metadata = [], [], None, None, None
     for path in index_files:
         index = read_index_file(path)
+        if not partial:
+            check_complete(cache_dir, path, index)
         if index.get("feature_shape") is None:
             continue
         if shape is not None and index["feature_shape"] != shape:

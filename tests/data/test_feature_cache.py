@@ -74,6 +74,11 @@ def test_crash_leaves_no_partial_shard(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
     # a shard file that is not in the index (crash between rename and index) is ignored
     (tmp_path / "features-00009.tfrecord").write_bytes(b"garbage")
+    # the run stopped early: readers refuse the unsealed cache until a rerun finishes it
+    with pytest.raises(FeatureCacheError, match="incomplete.*not sealed"):
+        features.read_features(tmp_path)
+    with FeatureCacheWriter(tmp_path, shard_size=2) as writer:
+        assert not writer.add(**fake_video(0))
     assert len(features.read_features(tmp_path)) == 3
 
 

@@ -88,7 +88,7 @@ def test_output_under_a_regular_file_fails_before_decoding(clips, tmp_path):
         timeout=600,
         check=False,
     )
-    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert f"cannot write the feature cache in {out_dir}" in result.stderr
     assert "regular file, not a folder" in result.stderr
     assert "Traceback" not in result.stderr
@@ -104,7 +104,7 @@ def test_read_only_output_fails_before_decoding(clips, tmp_path):
     command = shlex.join(_command(data_dir, split_file, out_dir))
     script = f"mount -t tmpfs -o ro tmpfs {shlex.quote(str(out_dir))} && {command}"
     result = _in_namespace(unshare, script, _env())
-    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert f"cannot write the feature cache in {out_dir}: the file system is read-only" in (
         result.stderr
     )
