@@ -1,6 +1,7 @@
 """What a training run is given and gives back: `TrainOptions` and `TrainResult`."""
 
 import dataclasses
+import math
 
 import keras
 
@@ -91,10 +92,11 @@ class TrainOptions:
 def _check_number(name, value, low, high=None):
     """Raises `TrainingInputError` unless `value` is a number >= `low` (None: > 0), <= `high`."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    number = number and math.isfinite(value)  # inf and nan train to a NaN loss
     if number and (value >= low if low is not None else value > 0):
         if high is None or value <= high:
             return
-    kind = "a positive number" if low is None else f"a number >= {low}"
+    kind = "a finite positive number" if low is None else f"a finite number >= {low}"
     kind += f" and <= {high}" if high is not None else ""
     raise TrainingInputError(f"{name} must be {kind}. Received: {name}={value!r}")
 

@@ -75,7 +75,10 @@ def _run(tmp_path, npz, **overrides):
         ({"mixed_precision": "fp8"}, "mixed_precision must be one of"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"batch_size": 100}, "batch_size=100 is larger than the dataset (48 examples)"),
-        ({"learning_rate": -1.0}, "learning_rate must be a positive number"),
+        ({"learning_rate": -1.0}, "learning_rate must be a finite positive number"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite positive number"),
+        ({"weight_decay": float("inf")}, "weight_decay must be a finite number >= 0"),
+        ({"momentum": float("inf")}, "momentum must be a finite number >= 0"),
         ({"dropout": 1.5}, "dropout must be in [0, 1)"),
     ],
 )
