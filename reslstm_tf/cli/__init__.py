@@ -283,6 +283,16 @@ def run_tool(name, main, define_flags, doc=None, user_errors=()):
     before = set(flags.FLAGS)
     define_flags()
     own = set(flags.FLAGS) - before
+    generic_config = CONFIG_FLAG not in own  # a tool without a config dataclass of its own
+    if generic_config:
+        define_once(
+            flags.DEFINE_string,
+            CONFIG_FLAG,
+            None,
+            "A JSON or YAML file of settings (flag names as keys); the flags given on the "
+            "command line override it.",
+        )
+        own.add(CONFIG_FLAG)
     if LOG_FLAG.lstrip("-") not in flags.FLAGS:
         flags.DEFINE_boolean(LOG_FLAG.lstrip("-"), False, "Show TensorFlow's start-up logs.")
     if any(arg in HELP_ARGS for arg in sys.argv[1:]):
@@ -304,6 +314,8 @@ def run_tool(name, main, define_flags, doc=None, user_errors=()):
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
         try:
+            if generic_config:
+                apply_config_file(own - {CONFIG_FLAG})
             return main(argv)
         except mistakes as error:
             if _environment_error(error):
@@ -313,6 +325,40 @@ def run_tool(name, main, define_flags, doc=None, user_errors=()):
             _fail(name, error, ENVIRONMENT_ERROR_STATUS)
 
     app.run(guarded, flags_parser=_parser(name))
+
+
+def apply_config_file(names):
+    """Sets the flags `names` from `--config`'s file where the command line did not give them.
+
+    For tools whose flags map onto no config dataclass: the file's keys are flag names.
+
+    Raises:
+        UserError: the file names a flag the tool does not have, or a bad value.
+        FileNotFoundError: no such file.
+    """
+    from reslstm_tf import configs
+
+    path = flags.FLAGS[CONFIG_FLAG].value
+    if not path:
+        return
+    try:
+        mapping = configs.read_mapping(path)
+    except configs.ConfigFileError as error:
+        raise UserError(f"--{CONFIG_FLAG}={path}: {error}") from None
+    unknown = sorted(set(mapping) - set(names))
+    if unknown:
+        raise UserError(
+            f"--{CONFIG_FLAG}={path}: unknown settings {unknown}; allowed: {sorted(names)}"
+        )
+    for name, value in mapping.items():
+        flag = flags.FLAGS[name]
+        if flag.present or value is None:
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        try:
+            flag.parse(text)
+        except (flags.Error, ValueError) as error:
+            raise UserError(f"--{CONFIG_FLAG}={path}: {name}: {error}") from None
 
 
 def _parser(name):

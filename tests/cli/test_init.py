@@ -62,6 +62,8 @@ def test_every_tool_lists_its_own_flags_on_help_and_exits_0():
         assert "Try --helpfull" in result.stdout
     assert "--export_dir" in results["export"].stdout and "--format" in results["export"].stdout
     assert "--learning_rate" in results["train"].stdout
+    for module, result in results.items():  # every tool reads a config file
+        assert "  --config" in result.stdout, module
     assert "export_dir" not in flags.FLAGS  # the subprocesses defined them, not this one
 
 
@@ -84,3 +86,46 @@ def test_a_user_mistake_is_one_line_with_exit_2():
     assert len(lines) == 1 and lines[0].startswith("reslstm-zoo: error:"), result.stderr
     assert "reslstm-zoo list" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_config_file_sets_the_flags_the_command_line_does_not(tmp_path):
+    # The generic --config of tools whose flags map onto no config dataclass.
+    from absl import flags
+
+    from reslstm_tf.cli import CONFIG_FLAG, UserError, apply_config_file, define_once
+
+    names = {"cfgtest_top_k", "cfgtest_name", "cfgtest_on"}
+    define_once(flags.DEFINE_integer, "cfgtest_top_k", 5, "k", lower_bound=1)
+    define_once(flags.DEFINE_string, "cfgtest_name", "default", "name")
+    define_once(flags.DEFINE_boolean, "cfgtest_on", False, "on")
+    define_once(flags.DEFINE_string, CONFIG_FLAG, None, "config")
+    config = tmp_path / "tool.yaml"
+    config.write_text("cfgtest_top_k: 3\ncfgtest_name: from-file\ncfgtest_on: true\n")
+    try:
+        flags.FLAGS(["tool", f"--{CONFIG_FLAG}={config}", "--cfgtest_name=from-cli"])
+        apply_config_file(names)
+        assert flags.FLAGS.cfgtest_top_k == 3 and flags.FLAGS.cfgtest_on is True
+        assert flags.FLAGS.cfgtest_name == "from-cli"  # the command line wins
+        config.write_text("cfgtest_top_k: 0\n")
+        flags.FLAGS["cfgtest_top_k"].present = 0
+        with pytest.raises(UserError, match="cfgtest_top_k"):
+            apply_config_file(names)
+        config.write_text("cfgtest_typo: 1\n")
+        with pytest.raises(UserError, match=r"unknown settings \['cfgtest_typo'\]"):
+            apply_config_file(names)
+    finally:
+        flags.FLAGS.unparse_flags()
+        for name in [*names, CONFIG_FLAG]:
+            if name in flags.FLAGS and name != CONFIG_FLAG:
+                delattr(flags.FLAGS, name)
+
+
+@pytest.mark.slow
+def test_classify_reads_its_flags_from_a_config_file(tmp_path):
+    config = tmp_path / "classify.json"
+    config.write_text('{"model": "no_such_entry"}')
+    result = _tool("classify", f"--config={config}")
+    assert result.returncode == 2 and "no_such_entry" in result.stderr, result.stderr[-2000:]
+    config.write_text('{"modle": "kinetics400_i3d"}')
+    result = _tool("classify", f"--config={config}")
+    assert result.returncode == 2 and "unknown settings ['modle']" in result.stderr
