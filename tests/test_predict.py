@@ -11,8 +11,12 @@ from reslstm_tf.data.pipeline import load_clip
 from reslstm_tf.data.video import VideoReadError, probe
 from reslstm_tf.models import StreamingClassifier, build_single_stream, build_two_stream
 from reslstm_tf.predict import (
+    BatchPrediction,
     Classifier,
+    NoVideoReadError,
+    VideoPrediction,
     VideoPredictor,
+    classify,
     contact_sheet,
     load_classifier,
     predict_video,
@@ -21,6 +25,7 @@ from reslstm_tf.predict import (
     sample_video_path,
     write_predictions,
 )
+from reslstm_tf.predict.batch import summarize, video_line
 from tests import numpy_reference as ref
 
 # Small untrained backbones: 4 segments of 4 frames, 32-pixel crops.
@@ -145,7 +150,8 @@ def test_many_videos_one_backbone_csv_and_accuracy(tmp_path, shared_data):
     videos, labels = resolve_videos([split, tmp_path / "bad.mp4"], data_dir=root)
     assert videos[-1].endswith("bad.mp4") and labels[str(root / "Ollie/Ollie14.mp4")] == "Ollie"
     labels = {video: "a" for video in videos[:2]}
-    batch = predict_videos(predictor, videos, labels=labels, progress=False)
+    with pytest.warns(UserWarning, match="1 of 4 videos could not be classified"):
+        batch = predict_videos(predictor, videos, labels=labels, progress=False)
     assert [p.video for p in batch.predictions] == videos[:3]
     (failure,) = batch.failures
     assert failure[0] == videos[3] and "bad.mp4" in failure[1]
@@ -165,3 +171,95 @@ def test_inputs_name_what_is_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no videos"):
         resolve_videos([tmp_path / "empty"])
+
+
+@pytest.mark.slow
+def test_failed_videos_warn_and_none_read_raises(tmp_path, shared_data):
+    keras.utils.set_random_seed(3)
+    predictor = _small(tmp_path, build_single_stream(3, "res2", units=8, num_steps=4))
+    good = shared_data / "skateboard" / "Ollie" / "Ollie14.mp4"
+    missing = [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")]
+    with pytest.warns(UserWarning, match=r"1 of 2 videos could not be classified.*a\.mp4"):
+        batch = predict_videos(predictor, [good, missing[0]], progress=False)
+    assert len(batch.predictions) == 1 and len(batch.failures) == 1
+    with pytest.raises(NoVideoReadError, match=r"none of the 2 videos.*a\.mp4.*b\.mp4") as error:
+        predict_videos(predictor, missing, progress=False)
+    assert len(error.value.batch.failures) == 2
+
+
+def test_a_split_file_names_the_folder_its_paths_were_resolved_against(tmp_path, shared_data):
+    split = tmp_path / "split.txt"
+    split.write_text("Kickflip/Kickflip2.mp4\nOllie/Ollie14.mp4\n")
+    with pytest.raises(FileNotFoundError, match=f"resolved against {tmp_path}.*--data_dir"):
+        resolve_videos([split])
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(FileNotFoundError, match="elsewhere gives"):
+        resolve_videos([split], data_dir=tmp_path / "elsewhere")
+    videos, _ = resolve_videos([split], data_dir=shared_data / "skateboard")
+    assert len(videos) == 2
+
+
+def test_a_class_list_must_match_the_model_outputs(tmp_path, monkeypatch):
+    build_single_stream(2, "res2", units=8, feature_dim=16, num_steps=4).save(tmp_path / "m.keras")
+    three = tmp_path / "cls3.txt"
+    three.write_text("a\nb\nc\n")
+    with pytest.raises(ValueError, match=r"cls3.txt gives 3 class names for the 2 outputs"):
+        load_classifier(tmp_path / "m.keras", classes=three)
+    with pytest.raises(ValueError, match=r"classes= gives 1 class names for the 2 outputs"):
+        load_classifier(tmp_path / "m.keras", classes=["a"])
+    assert load_classifier(tmp_path / "m.keras", classes=["a", "b"]).class_names == ["a", "b"]
+    monkeypatch.setattr(zoo, "class_names", lambda name: ["x", "y", "z"])
+    with pytest.raises(ValueError, match=r"zoo entry 'hmdb51_res2' lists 3 class names for the 51"):
+        load_classifier(zoo.load("hmdb51_res2", weights=None))
+
+
+def _prediction(video, top1):
+    return VideoPrediction(video, "m", [(top1, 0.9)], [], np.zeros((1, 1)), None, 25.0)
+
+
+def test_labels_outside_the_model_classes_are_unknown_not_scored(capsys):
+    videos = ["k1.mp4", "k2.mp4", "a.mp4"]
+    labels = {"k1.mp4": "Kickflip", "k2.mp4": "Ollie", "a.mp4": "a"}
+    batch = BatchPrediction([_prediction(v, "a") for v in videos], [], labels, 1.0, ["a", "b"])
+    assert batch.accuracy() == (1, 1)
+    assert batch.unknown_labels() == {"k1.mp4": "Kickflip", "k2.mp4": "Ollie"}
+    summarize(batch, "p.csv")
+    out = capsys.readouterr().out
+    assert "2 videos are labelled with classes the model does not have (Kickflip, Ollie)" in out
+    assert "accuracy: 100.0% (1/1 labelled videos)" in out
+    only_unknown = BatchPrediction(batch.predictions[:2], [], labels, 1.0, ["a", "b"])
+    summarize(only_unknown, "p.csv")
+    assert "accuracy" not in capsys.readouterr().out
+    line = video_line("k1.mp4", batch.predictions[0], None, "Kickflip", ["a", "b"])
+    assert line == "k1.mp4: a 90.0% (true: Kickflip, not a class of the model)"
+    assert video_line("a.mp4", batch.predictions[2], None, "a", ["a"]).endswith("(true: a, right)")
+
+
+@pytest.mark.slow
+def test_classify_prints_a_line_per_video_and_keeps_an_existing_csv(tmp_path, shared_data, capsys):
+    keras.utils.set_random_seed(4)
+    predictor = _small(tmp_path, build_single_stream(3, "res2", units=8, num_steps=4))
+    root = shared_data / "skateboard"
+    videos = [str(root / "Ollie" / "Ollie14.mp4"), str(root / "Kickflip" / "Kickflip2.mp4")]
+    out = tmp_path / "predictions.csv"
+    batch = classify(videos, model=predictor.classifier, top_k=2, out_csv=out)
+    printed = capsys.readouterr().out
+    for prediction in batch.predictions:
+        name, p = prediction.top_k[0]
+        assert f"{prediction.video}: {name} {p:.1%}" in printed
+    before = out.read_bytes()
+    with pytest.raises(FileExistsError, match="predictions.csv exists; pass --overwrite"):
+        classify(videos, model="no_such_entry", out_csv=out)  # refused before the model loads
+    assert out.read_bytes() == before
+    with pytest.raises(ValueError, match="is a folder; give a file path"):
+        classify(videos, model="no_such_entry", out_csv=tmp_path)
+    classify(videos[:1] * 2, model=predictor.classifier, out_csv=out, overwrite=True)
+    assert len(list(csv.DictReader(open(out)))) == 2
+
+
+def test_a_report_says_when_segments_overlap():
+    indices = np.array([[0, 1, 2], [1, 2, 3]])
+    short = VideoPrediction("v.mp4", "m", [("a", 1.0)], [[("a", 1.0)]] * 2, indices, None, 25.0)
+    assert "(overlapping: the clip is shorter than 2 x 3 frames)" in short.format()
+    short.frame_indices = np.array([[0, 1, 2], [3, 4, 5]])
+    assert "overlapping" not in short.format()

@@ -5,16 +5,17 @@ clip (`reslstm_tf/samples/cricket.mp4`): one video prints its ranked classes per
 overall and writes a contact-sheet PNG of the sampled frames with their labels. Several
 videos, a folder (searched recursively; a folder per class gives the true classes) or a split
 file (`<Class>/<video>` lines, `.txt`) run through one backbone with the next video decoded
-while the network runs, show a progress bar with videos/s and ETA, and write
-`predictions.csv` (video, true class, top-k classes and probabilities, per-segment top-1)
-with a summary, and the accuracy when the true classes are known:
+while the network runs, show a progress bar with videos/s and ETA and a line per video (top-1,
+probability, true class), and write `predictions.csv` (video, true class, top-k classes and
+probabilities, per-segment top-1; an existing file is kept unless --overwrite) with a
+summary, and the accuracy over the true classes the model has:
 `reslstm_tf.predict.classify`.
 """
 
 from absl import flags
 
 from reslstm_tf.cli import define_once, flag_values, run_tool
-from reslstm_tf.predict import DEFAULT_MODEL, classify
+from reslstm_tf.predict import DEFAULT_CSV, DEFAULT_MODEL, classify
 
 NAME = "reslstm-classify"
 FLAGS = flags.FLAGS
@@ -37,7 +38,8 @@ def define_flags():
     define_once(
         string, "sheet", None, "One video: contact-sheet PNG (default: <stem>_<model>.png)."
     )
-    define_once(string, "out", "predictions.csv", "Several videos: the predictions CSV.")
+    define_once(string, "out", DEFAULT_CSV, "Several videos: the predictions CSV.")
+    define_once(flags.DEFINE_bool, "overwrite", False, "Replace an existing --out file.")
     define_once(string, "classes", None, "Class list file, for a .keras head (one name a line).")
     define_once(
         flags.DEFINE_enum,
@@ -60,6 +62,7 @@ def main(argv):
             "classes",
             "flow_method",
             "data_dir",
+            "overwrite",
             num_segments="segments",
             out_csv="out",
         ),

@@ -13,14 +13,13 @@ evaluates them, through their own fine-tuned I3D (`reslstm_tf.predict.scoring`).
 `predict_video` and `predict_videos` classify one video and a list; `classify` is the
 library side of `reslstm-classify`: without a video it plays the sample clip shipped in the
 package (`reslstm_tf/samples/cricket.mp4`, DeepMind's Apache-2.0 cricket clip; see
-`samples/NOTICE`); with several videos, a folder or a split file it writes
-`predictions.csv` and a summary. The zoo never imports this module; `reslstm_tf.streaming`
+`samples/NOTICE`); with several videos, a folder or a split file it prints a line per
+video and writes `predictions.csv` and a summary (`reslstm_tf.predict.batch`). The zoo never imports this module; `reslstm_tf.streaming`
 builds on it for live sources.
 """
 
 import collections
 import concurrent.futures
-import csv
 import dataclasses
 import pathlib
 import time
@@ -32,12 +31,23 @@ from tqdm.auto import tqdm
 from reslstm_tf.assets import asset_path
 from reslstm_tf.backbones.extractor import SegmentFeatureExtractor
 from reslstm_tf.checks import check_positive_int
-from reslstm_tf.data import datasets
 from reslstm_tf.data.reader import read_clip
 from reslstm_tf.data.video import VideoReadError
 from reslstm_tf.extract import check_frame_size
-from reslstm_tf.files import atomic_write
 from reslstm_tf.plots import pyplot, save_figure
+from reslstm_tf.predict.batch import (
+    SPLIT_FILE_SUFFIXES as SPLIT_FILE_SUFFIXES,
+)
+from reslstm_tf.predict.batch import (
+    BatchPrediction,
+    NoVideoReadError,
+    check_batch,
+    check_output,
+    summarize,
+    video_line,
+)
+from reslstm_tf.predict.batch import resolve_videos as resolve_videos
+from reslstm_tf.predict.batch import write_predictions as write_predictions
 from reslstm_tf.predict.classifier import Classifier as Classifier
 from reslstm_tf.predict.classifier import load_classifier as load_classifier
 from reslstm_tf.predict.scoring import (
@@ -48,7 +58,7 @@ from reslstm_tf.predict.scoring import (
 
 SAMPLE_VIDEO = "cricket.mp4"
 DEFAULT_MODEL = "kinetics400_i3d"
-SPLIT_FILE_SUFFIXES = (".txt", ".lst", ".list")
+DEFAULT_CSV = "predictions.csv"
 _DECODE_ERRORS = (VideoReadError, ValueError, OSError, cv2.error, MemoryError)
 
 
@@ -78,8 +88,14 @@ class VideoPrediction:
     probabilities: np.ndarray = None
 
     def format(self):
-        """Returns a human-readable report: per-segment top-1 and the whole-video top-k."""
-        lines = [f"{self.video} ({self.model}):"]
+        """Returns a human-readable report: per-segment top-3 and the whole-video top-k.
+
+        Segments that share frames (a clip shorter than its K x L frames) are said to overlap.
+        """
+        count, length = np.shape(self.frame_indices)
+        shared = len(np.unique(self.frame_indices)) < count * length
+        note = f" (overlapping: the clip is shorter than {count} x {length} frames)"
+        lines = [f"{self.video} ({self.model}){note if shared else ''}:"]
         for index, ranked in enumerate(self.segments):
             first, last = self.frame_indices[index][[0, -1]]
             seconds = f"{first / self.fps:5.1f}-{last / self.fps:5.1f} s" if self.fps else ""
@@ -248,32 +264,23 @@ def predict_video(name_or_model, video_path, top_k=5, num_segments=None, progres
     return predictor.predict_decoded(video_path, predictor.decode(video_path))
 
 
-@dataclasses.dataclass
-class BatchPrediction:
-    """What `predict_videos` returns.
+def _classify_all(predictor, videos, labels=None, progress=True, report=None):
+    """Classifies `videos` with `predictor`; returns their `BatchPrediction`.
 
-    Attributes:
-        predictions: the `VideoPrediction`s of the videos that could be read, in order.
-        failures: (video, error message) of the videos that could not.
-        labels: {video: true class name} for the videos whose class is known.
-        seconds: wall time of the run.
+    `report(video, prediction or None, error or None)`, if given, is called per video.
     """
-
-    predictions: list
-    failures: list
-    labels: dict
-    seconds: float
-
-    @property
-    def videos_per_second(self):
-        """Videos (classified or failed) per second of wall time."""
-        return (len(self.predictions) + len(self.failures)) / max(self.seconds, 1e-9)
-
-    def accuracy(self):
-        """Returns (top-1 correct, labelled) over the classified videos with a known class."""
-        labelled = [p for p in self.predictions if self.labels.get(p.video) is not None]
-        correct = sum(p.top_k[0][0] == self.labels[p.video] for p in labelled)
-        return correct, len(labelled)
+    labels = {str(video): label for video, label in (labels or {}).items()}
+    start = time.perf_counter()
+    predictions, failures = [], []
+    for path, prediction, error in predictor.predict(videos, progress=progress):
+        if error is None:
+            predictions.append(prediction)
+        else:
+            failures.append((str(path), str(error)))
+        if report is not None:
+            report(str(path), prediction, error)
+    names = list(predictor.classifier.class_names)
+    return BatchPrediction(predictions, failures, labels, time.perf_counter() - start, names)
 
 
 def predict_videos(
@@ -291,77 +298,19 @@ def predict_videos(
         **kwargs: `flow_method`, `decode_workers` of `VideoPredictor`.
 
     Returns:
-        A `BatchPrediction`.
+        A `BatchPrediction`; a `UserWarning` counts the videos that failed and names the
+        first reasons (all of them are in `.failures`).
+
+    Raises:
+        NoVideoReadError: (a ValueError) no video could be classified; its `.batch` holds
+            each video's reason.
     """
     predictor = name_or_model
     if not isinstance(predictor, VideoPredictor):
         predictor = VideoPredictor(name_or_model, num_segments, top_k, **kwargs)
-    start = time.perf_counter()
-    predictions, failures = [], []
-    for path, prediction, error in predictor.predict(videos, progress=progress):
-        if error is None:
-            predictions.append(prediction)
-        else:
-            failures.append((str(path), str(error)))
-    labels = {str(video): label for video, label in (labels or {}).items()}
-    return BatchPrediction(predictions, failures, labels, time.perf_counter() - start)
-
-
-def resolve_videos(inputs, data_dir=None):
-    """Returns ([video paths], {video: class name}) from videos, folders and split files.
-
-    A folder gives its video files (searched recursively), each labelled with the folder
-    it sits in when that folder is a direct sub-folder (one folder per class); a split file
-    (`.txt`, `<Class>/<video>` lines) gives its videos relative to `data_dir` (default: the
-    split file's folder), labelled with their class folder.
-
-    Raises:
-        FileNotFoundError: an input does not exist, or a folder holds no videos.
-        datasets.SplitFileError: a split file lists no videos.
-    """
-    videos, labels = [], {}
-    for item in map(pathlib.Path, inputs):
-        if item.is_dir():
-            found = sorted(
-                p for p in item.rglob("*") if p.suffix.lower() in datasets.VIDEO_EXTENSIONS
-            )
-            if not found:
-                raise FileNotFoundError(
-                    f"folder {item} holds no videos ({', '.join(datasets.VIDEO_EXTENSIONS)})"
-                )
-            videos += map(str, found)
-            labels.update({str(p): p.parent.name for p in found if p.parent.parent == item})
-        elif item.suffix.lower() in SPLIT_FILE_SUFFIXES and item.is_file():
-            root = pathlib.Path(data_dir) if data_dir else item.parent
-            listed = datasets.folder(root, item, on_error="skip")
-            if not len(listed):
-                raise datasets.SplitFileError(item, "lists no '<Class>/<video>' lines")
-            videos += [str(root / v.path) for v in listed]
-            labels.update({str(root / v.path): v.class_name for v in listed})
-        elif not item.exists():
-            raise FileNotFoundError(
-                f"{item} does not exist: give a video file, a folder of videos or a split file"
-            )
-        else:
-            videos.append(str(item))
-    return videos, labels
-
-
-def write_predictions(batch, path, top_k):
-    """Writes the predictions CSV: video, label, top-k classes and probabilities, segment top-1."""
-    header = ["video", "label", *[f"{c}_{i}" for i in range(1, top_k + 1) for c in ("class", "p")]]
-    header += ["segment_top1", "error"]
-    with atomic_write(path, "w") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for p in batch.predictions:
-            ranked = [x for name, prob in p.top_k for x in (name, f"{prob:.6f}")]
-            ranked += [""] * (2 * top_k - len(ranked))
-            segments = ";".join(r[0][0] for r in p.segments)
-            writer.writerow([p.video, batch.labels.get(p.video, ""), *ranked, segments, ""])
-        for video, error in batch.failures:
-            writer.writerow([video, batch.labels.get(video, ""), *[""] * (2 * top_k + 1), error])
-    return pathlib.Path(path)
+    batch = _classify_all(predictor, videos, labels, progress)
+    check_batch(batch)
+    return batch
 
 
 def contact_sheet(prediction, out_png, columns=4):
@@ -383,24 +332,31 @@ def contact_sheet(prediction, out_png, columns=4):
     bars.barh(labels, values, color="tab:blue")
     bars.set_xlim(0, 1)
     bars.set_xlabel("probability (whole video)")
-    for y, value in enumerate(values):
-        bars.text(value + 0.01, y, f"{value:.1%}", va="center", fontsize=9)
+    for y, value in enumerate(values):  # a long bar holds its label, a short one is followed
+        inside = value > 0.85
+        x, align = (value - 0.01, "right") if inside else (value + 0.01, "left")
+        color = "white" if inside else "black"
+        bars.text(x, y, f"{value:.1%}", va="center", ha=align, color=color, fontsize=9)
     fig.suptitle(f"{pathlib.Path(prediction.video).name}: {prediction.model}", fontsize=11)
     return save_figure(fig, out_png, dpi=90)
 
 
-def _summarize(batch, csv_path):
-    """Prints the failures by name, the totals, the speed and (with labels) the accuracy."""
-    for video, error in batch.failures:
-        print(f"failed: {video}: {error}")
-    print(
-        f"classified {len(batch.predictions)} videos, failed {len(batch.failures)}, "
-        f"{batch.seconds:.1f} s ({batch.videos_per_second:.2f} videos/s); "
-        f"predictions: {csv_path}"
-    )
-    correct, labelled = batch.accuracy()
-    if labelled:
-        print(f"accuracy: {correct / labelled:.1%} ({correct}/{labelled} labelled videos)")
+def _classify_many(predictor, paths, labels, out_csv):
+    """Classifies several videos with a line per video; writes the CSV; prints the summary."""
+    names = predictor.classifier.class_names
+
+    def report(video, prediction, error):
+        tqdm.write(video_line(video, prediction, error, labels.get(video), names))
+
+    batch = _classify_all(predictor, paths, labels, report=report)
+    csv_path = write_predictions(batch, out_csv, predictor.top_k)
+    summarize(batch, csv_path)
+    if not batch.predictions:
+        raise NoVideoReadError(
+            f"none of the {len(paths)} videos could be classified; see {csv_path} for each reason",
+            batch,
+        )
+    return batch
 
 
 def classify(
@@ -413,11 +369,13 @@ def classify(
     classes=None,
     flow_method=None,
     data_dir=None,
+    overwrite=False,
 ):
     """Classifies videos (default: the sample clip); the library side of `reslstm-classify`.
 
     One video: prints its report and writes a contact sheet. Several videos, a folder or a
-    split file: a progress bar, `predictions.csv`, a summary, the accuracy if classes are known.
+    split file: a progress bar, a line per video (top-1, probability, true class when known),
+    `predictions.csv`, a summary, the accuracy over the labels that are classes of the model.
 
     Args:
         videos: a video path, or a list of video paths, folders and split files; None
@@ -426,13 +384,19 @@ def classify(
         top_k: int, ranked classes to report.
         num_segments: int, segments to cut each video into (default: the entry's).
         sheet: one video: the contact-sheet PNG (default `<video stem>_<entry name>.png`).
-        out_csv: several videos: the predictions CSV (default `predictions.csv`).
+        out_csv: several videos: the predictions CSV (default `predictions.csv`), checked
+            before any video is classified.
         classes: a class list file, for a model without a zoo entry.
         flow_method: 'tvl1' or 'farneback' for a two-stream head (default: the entry's).
         data_dir: the folder split-file paths are relative to (default: the file's own).
+        overwrite: replace an existing `out_csv` (otherwise it is refused).
 
     Returns:
         The `VideoPrediction` of one video, or the `BatchPrediction` of several.
+
+    Raises:
+        FileExistsError: `out_csv` exists and `overwrite` is False.
+        NoVideoReadError: none of several videos could be classified.
     """
     inputs = [videos] if isinstance(videos, (str, pathlib.Path)) else list(videos or [])
     inputs = inputs or [sample_video_path()]
@@ -444,22 +408,17 @@ def classify(
         except VideoReadError as error:
             hint = f"{error.problem}; give a video OpenCV can decode"
             raise VideoReadError(error.path, hint) from None
+    else:  # and a bad output before any video is classified
+        out_csv = check_output(out_csv or DEFAULT_CSV, overwrite)
     given = {"num_segments": num_segments, "flow_method": flow_method}
     given = {name: value for name, value in given.items() if value is not None}
     classifier = load_classifier(model, classes, spec=given or None)  # a run refuses changes
     predictor = VideoPredictor(classifier, num_segments, top_k, flow_method=flow_method)
-    if single:
-        prediction = predict_video(predictor, paths[0])
-        print(prediction.format())
-        name = f"{pathlib.Path(paths[0]).stem}_{predictor.classifier.name}.png"
-        contact_sheet(prediction, sheet or name)
-        print(f"contact sheet: {sheet or name}")
-        return prediction
-    batch = predict_videos(predictor, paths, labels=labels)
-    csv_path = write_predictions(batch, out_csv or "predictions.csv", predictor.top_k)
-    _summarize(batch, csv_path)
-    if not batch.predictions:
-        raise ValueError(
-            f"none of the {len(paths)} videos could be read; see {csv_path} for each reason"
-        )
-    return batch
+    if not single:
+        return _classify_many(predictor, paths, labels, out_csv)
+    prediction = predict_video(predictor, paths[0])
+    print(prediction.format())
+    name = f"{pathlib.Path(paths[0]).stem}_{predictor.classifier.name}.png"
+    contact_sheet(prediction, sheet or name)
+    print(f"contact sheet: {sheet or name}")
+    return prediction

@@ -96,6 +96,23 @@ def _refuse_conflicts(recorded, overrides, source):
         )
 
 
+def _check_class_count(model, names, classes, entry):
+    """Raises ValueError when the class list's length is not the model's number of outputs."""
+    outputs = model.output_shape[-1]
+    if not isinstance(outputs, int) or len(names) == outputs:  # unknown or several outputs
+        return
+    if classes is None:
+        source = f"zoo entry {entry['name']!r} lists"
+    elif isinstance(classes, (list, tuple)):
+        source = "classes= gives"
+    else:
+        source = f"class list {classes} gives"
+    raise ValueError(
+        f"{source} {len(names)} class names for the {outputs} outputs of model "
+        f"{model.name!r}; give a class list with one name per output, in logit order"
+    )
+
+
 def load_classifier(name_or_model, classes=None, spec=None):
     """Returns the `Classifier` of a zoo entry, a `.keras` head or a model from `zoo.load`.
 
@@ -110,7 +127,8 @@ def load_classifier(name_or_model, classes=None, spec=None):
             `frame_size`, `backbone_weights` (None: untrained), `flow_method`, ...
 
     Raises:
-        ValueError: for a model with neither a zoo entry nor `classes`.
+        ValueError: for a model with neither a zoo entry nor `classes`, or a class list
+            whose length is not the model's number of outputs.
         FileNotFoundError: for a `.keras` file or class list that does not exist.
     """
     if isinstance(name_or_model, Classifier):
@@ -142,6 +160,7 @@ def load_classifier(name_or_model, classes=None, spec=None):
         path = pathlib.Path(str(classes))
         is_list = isinstance(classes, (list, tuple))
         names = list(classes) if is_list else zoo.read_class_names(path.name, path.parent)
+    _check_class_count(model, names, classes, entry)
     features = (entry or {}).get("features") or recorded
     if is_end_to_end(model):
         rgb, flow = clip_specs(model, features, spec)
