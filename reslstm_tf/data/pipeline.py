@@ -112,10 +112,6 @@ def video_dataset(
     segment_len,
     *,
     mode="eval",
-    frame_size=None,
-    short_side=None,
-    modality="rgb",
-    flow_method=None,
     batch_size=None,
     shuffle=None,
     seed=0,
@@ -138,10 +134,6 @@ def video_dataset(
         num_segments: K_v.
         segment_len: L.
         mode: 'train' or 'eval' (see `load_clip`).
-        frame_size: S (default: the `ClipSpec`'s).
-        short_side: resize target before cropping.
-        modality: 'rgb' or 'flow'.
-        flow_method: 'tvl1' or 'farneback'.
         batch_size: batch the output (None: unbatched).
         shuffle: shuffle the video order (default: True in train mode).
         seed: the seed of the order and of the train-mode sampling and cropping.
@@ -150,7 +142,8 @@ def video_dataset(
         num_parallel_calls: decode parallelism (default tf.data.AUTOTUNE).
         dtype: 'float32' (in [-1, 1]) or 'uint8' RGB clips, a quarter of the bytes, to
             scale on the device with `video.to_float_tf` (see `load_clip`).
-        **clip_kwargs: `stride`, `short`, `threads`, passed to `load_clip`.
+        **clip_kwargs: the clip's other settings, passed to `load_clip`: `frame_size`,
+            `short_side`, `modality`, `flow_method`, `short`, `stride`, `threads`.
 
     Returns:
         A `tf.data.Dataset` of (`dtype` (K_v, L, S, S, C), int32 label), prefetched.
@@ -164,11 +157,12 @@ def video_dataset(
     """
     check_choice("on_error", on_error, ("raise", "skip"))
     check_choice("mode", mode, sampling.MODES)
+    modality = clip_kwargs.get("modality", "rgb")
     _check_output(modality, dtype)
     paths, labels = _as_items(items)
     paths = [os.path.join(os.fspath(data_dir), p) for p in paths]
-    clip = spec_of(num_segments=num_segments, segment_len=segment_len, frame_size=frame_size)
-    shape = clip.replace(modality=modality).shape
+    fields = {k: clip_kwargs.get(k) for k in ("frame_size", "modality", "flow_method", "short")}
+    shape = spec_of(num_segments=num_segments, segment_len=segment_len, **fields).shape
     shuffle = mode == "train" if shuffle is None else shuffle
     order = epoch_order(seed, epoch, len(paths)) if shuffle else np.arange(len(paths))
 
@@ -180,10 +174,6 @@ def video_dataset(
                 num_segments,
                 segment_len,
                 mode=mode,
-                frame_size=frame_size,
-                short_side=short_side,
-                modality=modality,
-                flow_method=flow_method,
                 seed=clip_rng(seed, epoch, index),
                 dtype=dtype,
                 **clip_kwargs,
