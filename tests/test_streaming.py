@@ -15,6 +15,7 @@ from reslstm_tf.streaming import (
     stream_report,
     stream_video,
     summarize,
+    verdict,
 )
 from tests import numpy_reference as ref
 
@@ -161,3 +162,46 @@ def test_a_fine_tuned_video_classifier_streams_through_its_own_backbone(shared_d
     )  # fmt: skip
     with pytest.raises(ValueError, match="two-stream"):
         list(stream_video(clip, load_classifier(two_stream, classes=["a", "b"]), realtime=False))
+
+
+def _events(latencies, compute_ms=800.0, paced=True, fps=25.0):
+    return [
+        StreamEvent(
+            i,
+            1.28 * i,
+            1.28 * (i + 1),
+            [("a", 1.0)],
+            latency,
+            compute_ms,
+            np.zeros((4, 4, 3), np.uint8),
+            0,
+            fps,
+            paced,
+        )  # fmt: skip
+        for i, latency in enumerate(latencies)
+    ]
+
+
+def test_the_verdict_is_latency_against_the_segment_duration():
+    # Compute alone fits the 1280 ms a segment of 32 frames at 25 fps spans, but the
+    # latency grows from 1.6 s to 7.9 s: recognition falls behind from the first segment.
+    growing = _events([1600, 3200, 4800, 6400, 7900])
+    summary = summarize(growing, hop=32)
+    assert summary["realtime_factor"] > 1 and not summary["keeps_up"]
+    assert summary["behind_from"] == 1
+    line = verdict(summary, growing)
+    assert line.startswith("falls behind real time from segment 1 (at 1.3 s)"), line
+    assert "from 1600 ms to 7900 ms" in line and "keeps up" not in line
+    later = _events([300, 400, 1500, 2800, 4100])
+    summary = summarize(later, hop=32)
+    assert summary["behind_from"] == 3 and "from segment 3 (at 3.8 s)" in verdict(summary, later)
+    steady = _events([850, 820, 900, 840], compute_ms=800.0)
+    summary = summarize(steady, hop=32)
+    assert summary["keeps_up"] and summary["behind_from"] is None
+    assert verdict(summary, steady).startswith("keeps up with real time: p95 latency")
+    unpaced = _events([900, 5000, 9000], compute_ms=800.0, paced=False)
+    summary = summarize(unpaced, hop=32)
+    assert summary["keeps_up"] and summary["behind_from"] is None
+    assert verdict(summary, unpaced).startswith("would keep up with real time")
+    slow = summarize(_events([2000], compute_ms=2000.0, paced=False), hop=32)
+    assert verdict(slow, None).startswith("would NOT keep up")

@@ -1,7 +1,8 @@
 """`reslstm-stream [VIDEO|CAMERA]`: online action recognition, one segment at a time.
 
 Prints the current top-3 actions after every segment with its latency, a summary saying
-whether recognition kept up with real time, and optionally a PNG strip of the segments' last
+whether recognition kept up with real time (the latency against the video a segment spans,
+and from which segment it fell behind), and optionally a PNG strip of the segments' last
 frames with their labels: `reslstm_tf.streaming.stream_report`. Without a source it plays
 the sample clip shipped in the package. A file is cut into the segments extraction cuts from
 it (short clips: overlapping windows), so the last prediction is `reslstm-classify`'s;
