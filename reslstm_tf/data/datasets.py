@@ -372,6 +372,33 @@ def hmdb51(
     return VideoList(items, classes, collector.problems)
 
 
+def _class_folder_problem(entry, data_dir):
+    """A split line's entry, turned into a bad line if its class folder does not exist.
+
+    A typo in a class folder (``Nonexist/x.mp4``, ``kickflip/`` for ``Kickflip/``) would
+    otherwise become a class of its own.
+    """
+    number, rel, problem = entry
+    if rel is None or (data_dir / rel.split("/")[0]).is_dir():
+        return entry
+    name = rel.split("/")[0]
+    return number, None, f"video {rel} not found: no class folder {name!r} under {data_dir}"
+
+
+def _check_case(classes, where):
+    """Returns `classes`; raises `SplitFileError` if two names differ only in case."""
+    seen = {}
+    for name in classes:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise SplitFileError(
+                where,
+                f"classes {other!r} and {name!r} differ only in case; rename one folder (or "
+                "fix the split file) so that each class has one name",
+            )
+    return classes
+
+
 def folder(
     data_dir,
     split_file=None,
@@ -388,7 +415,9 @@ def folder(
         split_file: optional text file of ``<Class>/<video>`` lines (an optional trailing
             label is ignored; labels come from the class list).
         classes: class names in label order; default: the sorted class names found in
-            the split file, or without one the sorted sub-folders that hold videos.
+            the split file (a line whose class folder does not exist is a bad line, not a
+            class), or without one the sorted sub-folders that hold videos. Names that differ
+            only in case are refused (`SplitFileError`).
         extensions: video file extensions to list when no split file is given.
         check_files: with a split file, report listed videos missing from `data_dir`.
         on_error: 'raise' a `SplitFileError` or 'skip' the line and record the problem.
@@ -411,7 +440,7 @@ def folder(
                 f"no classes found: data_dir {os.fspath(data_dir)} has no sub-folder with "
                 f"videos ({', '.join(extensions)})"
             )
-        classes = list(classes)
+        classes = _check_case(list(classes), data_dir)
         items = []
         for label, name in enumerate(classes):
             class_dir = data_dir / name
@@ -432,11 +461,12 @@ def folder(
         else:
             problem = _path_problem(rel, 2)
         entries.append((number, None if problem else rel, problem))
-    if classes is None:  # the classes of the well-formed lines
+    if classes is None:  # the classes of the well-formed lines whose class folder exists
+        entries = [_class_folder_problem(entry, data_dir) for entry in entries]
         classes = sorted({rel.split("/")[0] for _, rel, _ in entries if rel is not None})
         if not classes and not any(problem for _, _, problem in entries):
             raise SplitFileError(path, "lists no videos ('<Class>/<video>' lines)")
-    classes = list(classes)
+    classes = _check_case(list(classes), path)
     lookup = {name: i for i, name in enumerate(classes)}
     listing = _Listing(collector, data_dir, check_files)
     for number, rel, problem in entries:

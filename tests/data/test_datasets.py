@@ -189,3 +189,32 @@ def test_folder_split_errors(tmp_path):
     with pytest.raises(SplitFileError, match="line 2: video B/w.mp4 not found"):
         datasets.folder(tmp_path, split, check_files=True)
     assert datasets.folder(tmp_path).as_tuples() == [("A/v.mp4", 0, "A"), ("B/v.mp4", 1, "B")]
+
+
+def test_a_typo_in_a_class_folder_is_a_bad_line_not_a_class(tmp_path):
+    # Before: classes [Kickflip, Nonexist, Ollie, kickflip] and a 4-class model trained.
+    for name in ("Kickflip", "Ollie"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "v.mp4").write_bytes(b"x")
+    split = _write(
+        tmp_path / "list.txt", "Kickflip/v.mp4\nNonexist/x.mp4\nOllie/v.mp4\nkickflip/K102.mp4\n"
+    )
+    with pytest.raises(SplitFileError, match="line 2: video Nonexist/x.mp4 not found: no class"):
+        datasets.folder(tmp_path, split)
+    kept = datasets.folder(tmp_path, split, on_error="skip")
+    assert kept.classes == ["Kickflip", "Ollie"]
+    assert [item.path for item in kept] == ["Kickflip/v.mp4", "Ollie/v.mp4"]
+    assert [p.line for p in kept.problems] == [2, 4]
+    assert "no class folder 'kickflip'" in str(kept.problems[1])
+
+
+def test_classes_that_differ_only_in_case_are_refused(tmp_path):
+    for name in ("Kickflip", "kickflip", "Ollie"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "v.mp4").write_bytes(b"x")
+    if len({p.name for p in tmp_path.iterdir()}) < 3:
+        pytest.skip("a case-insensitive file system")
+    split = _write(tmp_path / "list.txt", "Kickflip/v.mp4\nkickflip/v.mp4\nOllie/v.mp4\n")
+    for kwargs in ({"split_file": split, "on_error": "skip"}, {}):
+        with pytest.raises(SplitFileError, match="'Kickflip' and 'kickflip' differ only in case"):
+            datasets.folder(tmp_path, **kwargs)
