@@ -1,23 +1,29 @@
 """`reslstm-zoo`: list the zoo, show an entry, or publish a trained model into a manifest.
 
 Usage:
-    reslstm-zoo list
-    reslstm-zoo info hmdb51_res3
+    reslstm-zoo list [--published]
+    reslstm-zoo info skateboard_lstm3 [--json]
     reslstm-zoo publish --model_dir=runs/skate --name=skateboard_res3 \
         --entry_json=skate_entry.json [--manifest=zoo/manifest.json]
 
-Each verb is one library function: `zoo.format_list`, `zoo.info`, `zoo.publish_files`. With
+`list` prints one row per entry (tagged name, aliases, accuracy with its protocol, size,
+input clip spec, weights status; `zoo.table.format_list`), `info` one entry's card
+(`zoo.table.format_info`). On a terminal both are text with a header; piped, `list` prints
+the rows alone and `info` the manifest entry as JSON (force either with --json/--nojson).
+`publish` is `zoo.publish_files`. With
 --model_dir the model is `<model_dir>/model.keras` (written by reslstm-train) and the metrics
 of every `<model_dir>/eval_*/metrics.json` (written by reslstm-eval) are added to the entry's
 metrics.
 """
 
 import json
+import sys
 
 from absl import app, flags
 
 from reslstm_tf import zoo
 from reslstm_tf.cli import UserError, define_once, flag_values, run_tool
+from reslstm_tf.zoo import table
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-zoo"
@@ -50,6 +56,13 @@ def define_flags():
     define_once(
         flags.DEFINE_string, "url", None, "publish: download URL to record for the weights."
     )
+    define_once(flags.DEFINE_boolean, "published", False, "list: only the published entries.")
+    define_once(
+        flags.DEFINE_boolean,
+        "json",
+        None,
+        "info: print the manifest entry as JSON (default: text on a terminal, JSON when piped).",
+    )
 
 
 def _publish_flags():
@@ -69,8 +82,9 @@ def main(argv):
     if len(argv) < 2 or argv[1] not in VERBS:
         raise app.UsageError(f"give one of {', '.join(VERBS)}. Received: {argv[1:]}")
     verb = argv[1]
+    terminal = sys.stdout.isatty()
     if verb == "list":
-        print(zoo.format_list())
+        print(table.format_list(published_only=FLAGS.published, header=terminal))
     elif verb == "info":
         if len(argv) != 3:
             raise app.UsageError("info takes one entry name, e.g. reslstm-zoo info hmdb51_res3")
@@ -78,7 +92,8 @@ def main(argv):
             entry = zoo.info(argv[2])
         except zoo.UnknownEntryError as error:
             raise UserError(error.hint(f"`{NAME} list`")) from None
-        print(json.dumps(entry, indent=2))
+        as_json = (not terminal) if FLAGS.json is None else FLAGS.json
+        print(json.dumps(entry, indent=2) if as_json else table.format_info(argv[2]))
     else:
         weights = zoo.publish_files(**_publish_flags())["weights"]
         print(f"published {FLAGS.name}: {weights['file']} sha256 {weights['sha256']}")
