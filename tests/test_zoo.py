@@ -84,8 +84,8 @@ def test_published_weights_download_verify_and_cache(lab_zoo, monkeypatch):
     assert "lab_res2" in zoo.published()
     loaded = zoo.load("lab_res2")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
-    cached = files.cache_dir("zoo") / remote.name
-    assert cached.is_file()
+    cached = files.cache_dir("zoo") / f"{files.sha256_of(remote)}-{remote.name}"
+    assert cached.is_file()  # cached under the sha256 its entry declares
     # No network: the verified cache is used.
     monkeypatch.delenv("RESLSTM_ZOO_URL")
     remote.unlink()
@@ -106,7 +106,7 @@ def test_tampered_download_is_refused_and_nothing_kept(lab_zoo):
 def test_tampered_cache_is_refused_and_refetched(lab_zoo, monkeypatch):
     model, x, remote = lab_zoo
     zoo.load("lab_res2")
-    cached = files.cache_dir("zoo") / remote.name
+    cached = files.cache_dir("zoo") / f"{files.sha256_of(remote)}-{remote.name}"
     cached.write_bytes(b"tampered")
     monkeypatch.delenv("RESLSTM_ZOO_URL")
     with pytest.raises(zoo.WeightsUnavailableError, match="not cached"):

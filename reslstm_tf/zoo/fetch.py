@@ -6,6 +6,18 @@ files shipped in the wheel), in the cache (`$RESLSTM_HOME/zoo`, default
 `$RESLSTM_ZOO_URL/<file>` (a mirror or a lab's own zoo; `file://` works). Every file is
 sha256-verified, from the cache as after a download, and downloads are written atomically.
 
+The cache is content-addressed: a file is cached as `<sha256>-<file>`, the sha256 its record
+declares, so an entry can only ever read, or delete on a mismatch, the file of its own hash;
+an entry naming another entry's file with a wrong hash never touches that file. (A file
+cached under its plain name by an older version is still used when it verifies, and never
+deleted.)
+
+Sizes are bounded: a record's `bytes` must be in [1, `MAX_FILE_BYTES`] (1 GiB; the largest
+zoo file is 50 MB), a download reads fixed-size chunks and stops at the declared size plus
+`DOWNLOAD_MARGIN`, and no download ever goes past `MAX_DOWNLOAD_BYTES`. A download is
+written to `.<name>.<random>.partial`, which its process holds an `flock` on; a later fetch
+deletes the partial files whose lock is free (their process died, e.g. killed mid-download).
+
 A manifest is not trusted further than its checksums: entry names and file names must be
 plain names (`check_plain_name`), every path built from them must stay inside its folder,
 and a download stops at the record's declared `bytes` (plus `DOWNLOAD_MARGIN`).
@@ -16,20 +28,25 @@ downloads under the final name, where a file that failed its hash check stays. T
 path containment, a size cap and atomic writes, so `download` streams the file itself.
 """
 
+import contextlib
 import os
 import pathlib
 import re
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from reslstm_tf import files as cache
+from reslstm_tf.faults import fault_point
 
 MIRROR_ENV = "RESLSTM_ZOO_URL"
 # A download may exceed its record's declared `bytes` by this much before it is refused.
 DOWNLOAD_MARGIN = 64 << 10
-# The cap of a download whose record declares no size.
-MAX_DOWNLOAD_BYTES = 2 << 30
+# The largest zoo file a record may declare, and the cap of one that declares no size.
+MAX_FILE_BYTES = 1 << 30
+# The hard ceiling of any download, whatever its caller asks for.
+MAX_DOWNLOAD_BYTES = 4 << 30
 _CHUNK = 1 << 20
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
@@ -66,12 +83,12 @@ def path_inside(folder, file_name, what):
 
 
 def _copy_capped(response, out, limit, url):
-    """Copies `response` into `out`; raises `DownloadTooLargeError` past `limit` bytes."""
+    """Copies `response` into `out` in fixed-size chunks; raises past `limit` bytes."""
     declared = response.headers.get("Content-Length") if response.headers else None
     if declared and declared.isdigit() and int(declared) > limit:
         raise DownloadTooLargeError(f"{url} announces {declared} bytes, over the {limit} allowed")
     copied = 0
-    while chunk := response.read(min(_CHUNK, limit + 1 - copied)):
+    while chunk := response.read(max(1, min(_CHUNK, limit + 1 - copied))):
         copied += len(chunk)
         if copied > limit:
             raise DownloadTooLargeError(
@@ -79,23 +96,61 @@ def _copy_capped(response, out, limit, url):
                 "plus a margin: refused and deleted"
             )
         out.write(chunk)
+        fault_point("zoo_download_chunk")
+
+
+def remove_stale_partials(folder):
+    """Deletes the `.partial` downloads in `folder` whose process is gone (lock free)."""
+    import fcntl
+
+    for path in pathlib.Path(folder).glob(".*.partial"):
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live download
+                if os.path.samestat(os.fstat(fd), os.lstat(path)):
+                    path.unlink()
+            finally:
+                os.close(fd)
+
+
+def _locked_partial(destination):
+    """Creates `.<name>.<random>.partial` beside `destination`, locked; returns (fd, path)."""
+    import fcntl
+
+    while True:
+        fd, name = tempfile.mkstemp(
+            dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial"
+        )
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(name)):  # no cleaner took it first
+                os.fchmod(fd, cache.file_mode(destination))
+                return fd, pathlib.Path(name)
+        os.close(fd)
 
 
 def download(url, destination, expected_sha256, max_bytes=MAX_DOWNLOAD_BYTES):
     """Downloads `url` (http(s) or file://) atomically to `destination` and verifies it.
 
-    At most `max_bytes` are read; past that the download stops with `DownloadTooLargeError`
-    and, as on any failure, nothing is left behind.
+    At most `max_bytes` (in [1, `MAX_DOWNLOAD_BYTES`]) are read, in fixed-size chunks; past
+    that the download stops with `DownloadTooLargeError` and, as on any failure, nothing is
+    left behind. Stale partial downloads of dead processes in the folder are deleted first.
     """
-    tmp = cache.atomic_path(destination)
+    if isinstance(max_bytes, bool) or not 0 < max_bytes <= MAX_DOWNLOAD_BYTES:
+        raise ValueError(f"max_bytes must be in [1, {MAX_DOWNLOAD_BYTES}]. Received: {max_bytes!r}")
+    destination = pathlib.Path(destination)
+    remove_stale_partials(destination.parent)
+    fd, tmp = _locked_partial(destination)
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
             _copy_capped(response, out, max_bytes, url)
         cache.verify_sha256(tmp, expected_sha256)
         os.replace(tmp, destination)
     finally:
-        if tmp.exists():
+        with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        os.close(fd)
 
 
 def candidate_urls(record):
@@ -107,6 +162,23 @@ def candidate_urls(record):
     if record.get("url"):
         urls.append(record["url"])
     return urls
+
+
+def cache_name(record):
+    """The content-addressed cache name of a file record: `<sha256>-<file>`."""
+    return f"{record['sha256']}-{record['file']}"
+
+
+def _check_record_size(label, record):
+    """The download limit of a record: its declared `bytes` plus the margin, bounded."""
+    declared = record.get("bytes")
+    if declared is None:
+        return MAX_FILE_BYTES
+    if isinstance(declared, bool) or not isinstance(declared, int):
+        raise ValueError(f"{label}: bytes must be an integer. Received: {declared!r}")
+    if not 0 < declared <= MAX_FILE_BYTES:
+        raise ValueError(f"{label}: bytes must be in [1, {MAX_FILE_BYTES}]. Received: {declared}")
+    return declared + DOWNLOAD_MARGIN
 
 
 def verified_file(name, manifest_dir, record, what):
@@ -124,19 +196,22 @@ def verified_file(name, manifest_dir, record, what):
     """
     expected = record["sha256"]
     label = f"zoo entry {name!r}: {what} file"
+    limit = _check_record_size(label, record)
     shipped = path_inside(manifest_dir, record["file"], label)
     if shipped.is_file():
         cache.verify_sha256(shipped, expected)
         return shipped
-    cached = path_inside(cache.cache_dir("zoo"), record["file"], label)
-    declared = record.get("bytes")
-    limit = declared + DOWNLOAD_MARGIN if isinstance(declared, int) else MAX_DOWNLOAD_BYTES
+    folder = cache.cache_dir("zoo")
+    legacy = path_inside(folder, record["file"], label)
+    if legacy.is_file() and cache.sha256_of(legacy) == expected:
+        return legacy  # cached by an older version under its plain name: used, never deleted
+    cached = path_inside(folder, cache_name(record), label)
     if cached.is_file():
         try:
             cache.verify_sha256(cached, expected)
             return cached
         except cache.ChecksumError:
-            cached.unlink()  # A corrupt or tampered cache entry is refused and refetched.
+            cached.unlink()  # Named by this hash only: a corrupt or tampered copy, refetched.
     errors = []
     for url in candidate_urls(record):
         try:
