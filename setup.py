@@ -27,6 +27,8 @@ EXTRAS_REQUIRE = {
     "litert": ["ai-edge-litert>=2.3"],
     # ONNX export (reslstm-export --format=onnx) and ONNX Runtime to check it.
     "onnx": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
+    # Apache Beam pipelines (reslstm-beam): feature extraction on Flink, Spark or Dataflow.
+    "beam": ["apache-beam>=2.78"],
     "test": [
         "pytest>=8.0",
         "hypothesis>=6.100",
@@ -36,6 +38,8 @@ EXTRAS_REQUIRE = {
         "tf2onnx>=1.17",
         "onnx>=1.17",
         "onnxruntime>=1.20",
+        # The Beam pipeline tests (DirectRunner).
+        "apache-beam>=2.78",
     ],
     # Peers that bench/ measures against; never needed at run time.
     "bench": [
@@ -78,6 +82,7 @@ setup(
     entry_points={
         "console_scripts": [
             "reslstm-ablate=reslstm_tf.cli.ablate:run",
+            "reslstm-beam=reslstm_tf.cli.beam:run",
             "reslstm-classify=reslstm_tf.cli.classify:run",
             "reslstm-demo=reslstm_tf.cli.demo:run",
             "reslstm-eval=reslstm_tf.cli.eval:run",

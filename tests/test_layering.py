@@ -33,6 +33,7 @@ FLOORS = (
     "zoo",
     "predict",
     "streaming",
+    "pipelines",
     "export",
     "cli",
     "testing",

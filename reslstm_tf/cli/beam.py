@@ -1,0 +1,155 @@
+"""`reslstm-beam`: reslstm-extract as an Apache Beam pipeline, on one machine or a cluster.
+
+    reslstm-beam extract --runner=direct|flink|spark|dataflow [reslstm-extract's flags] \\
+        [-- Beam's pipeline options]
+
+Takes reslstm-extract's flags (the dataset, the clip spec, the backbone, --batch_size videos
+per backbone call, --shard_size videos per shard) and writes the same feature cache, read
+unchanged by reslstm-train and reslstm-eval; bad videos are listed in failures.json. A run
+killed and run again finishes the cache, every video in it once. Beam's own options (the
+workers, the job server, the project and region, ...) follow ``--``; an option the tool does
+not know is passed to Beam too. The DirectRunner runs ``--direct_running_mode=
+multi_processing --direct_num_workers=<cores>`` unless told otherwise. Needs the ``beam``
+extra (``pip install "reslstm-tf[beam]"``); see docs/beam.md.
+
+Exit status as reslstm-extract's: 0 when the run finished, 2 for the user's mistakes, 1 when
+nothing could be extracted or the folder cannot be written.
+
+Example:
+
+    reslstm-beam extract --runner=direct --data_dir=videos --out_dir=features/rgb \\
+        --segments=8 -- --direct_num_workers=2
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+from reslstm_tf import extract as extract_lib
+from reslstm_tf.cli import build_config, config_values, define_config_flags, define_once, run_tool
+from reslstm_tf.cli.extract import HELPS, RENAMES
+from reslstm_tf.data.feature_cache import FeatureCacheError, FeatureCacheWriteError
+
+FLAGS = flags.FLAGS
+NAME = "reslstm-beam"
+COMMANDS = ("extract",)
+# reslstm-extract's settings the runner takes over (it spreads the work itself).
+EXCLUDED = ("metadata", "num_shards", "shard_index", "limit", "views", "seed", "decode_workers")
+RUNNER_CHOICES = ("direct", "flink", "spark", "dataflow")
+
+_beam_args = []
+
+
+def _table():
+    from reslstm_tf import configs
+
+    return configs.settings(
+        extract_lib.ExtractConfig, renames=RENAMES, exclude=EXCLUDED, helps=HELPS
+    )
+
+
+def define_flags():
+    """Defines the tool's absl flags: reslstm-extract's, --runner and --share_model."""
+    define_config_flags(_table())
+    define_once(flags.DEFINE_enum, "runner", "direct", RUNNER_CHOICES, "The Beam runner.")
+    define_once(
+        flags.DEFINE_boolean,
+        "share_model",
+        False,
+        "Load one backbone per machine and serve it to the worker processes (default: one "
+        "per worker process).",
+    )
+
+
+def split_beam_args(argv, known):
+    """Splits a command line into the tool's arguments and Beam's.
+
+    Beam's are everything after ``--`` and every ``--name[=value]`` whose name (or, for a
+    boolean, ``no<name>``) is not in `known`.
+    """
+    own, beam = [argv[0]], []
+    args = list(argv[1:])
+    if "--" in args:
+        at = args.index("--")
+        args, beam = args[:at], args[at + 1 :]
+    passed = []
+    for arg in args:
+        name = arg.lstrip("-").split("=", 1)[0]
+        plain = name[2:] if name.startswith("no") and name[2:] in known else name
+        if arg.startswith("--") and plain not in known:
+            passed.append(arg)
+        else:
+            own.append(arg)
+    return own, passed + beam
+
+
+def _direct_defaults(beam_args):
+    """The DirectRunner's options: all cores in worker processes unless the user set them."""
+    given = {arg.lstrip("-").split("=", 1)[0] for arg in beam_args}
+    defaults = []
+    if "direct_running_mode" not in given:
+        defaults.append("--direct_running_mode=multi_processing")
+    if "direct_num_workers" not in given:
+        defaults.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    return defaults + list(beam_args)
+
+
+def _config():
+    from reslstm_tf import configs
+
+    table = _table()
+    values = config_values(extract_lib.ExtractConfig, table)
+    if str(values.get("weights", "")).lower() == "none":
+        values["weights"] = None
+    if not values.get("data_dir") or not values.get("out_dir"):
+        raise app.UsageError("--data_dir and --out_dir are required")
+    return build_config(
+        lambda flat: configs.from_flat(extract_lib.ExtractConfig, flat, table), table, values
+    )
+
+
+def main(argv):
+    """Runs `reslstm_tf.pipelines.extract.run_extract` on the flags; returns the exit status."""
+    if argv[1:] != ["extract"]:
+        raise app.UsageError(f"expected one command, one of {list(COMMANDS)}; got {argv[1:]}")
+    from reslstm_tf.pipelines import extract as pipeline_lib
+
+    beam_args = list(_beam_args)
+    if FLAGS.runner == "direct":
+        beam_args = _direct_defaults(beam_args)
+    try:
+        config = _config()
+        options = pipeline_lib.pipeline_options(FLAGS.runner, beam_args)
+        summary = pipeline_lib.run_extract(config, options, share_model=FLAGS.share_model)
+    except extract_lib.ExtractInputError as error:
+        raise app.UsageError(str(error)) from None
+    except FeatureCacheWriteError as error:
+        if error.user_mistake:
+            raise app.UsageError(str(error)) from None
+        print(f"{NAME}: error: {error}", file=sys.stderr)
+        return 1
+    except FeatureCacheError as error:
+        raise app.UsageError(str(error)) from None
+    except extract_lib.ExtractError as error:
+        print(f"{NAME}: error: {error}", file=sys.stderr)
+        return 1
+    extract_lib.report(summary)
+    if summary["failed"] and not summary["done"] and not summary["skipped"]:
+        print(f"{NAME}: error: no video could be extracted: all failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    table = _table()
+    known = set(table) | {"config", "runner", "share_model", "tf_logs", "helpfull"}
+    known |= set(FLAGS)  # absl's own (verbosity, logtostderr, ...)
+    sys.argv[:], beam_args = split_beam_args(sys.argv, known)
+    _beam_args[:] = beam_args
+    run_tool(NAME, main, define_flags, doc=__doc__)
+
+
+if __name__ == "__main__":
+    run()
