@@ -37,3 +37,32 @@ def check_positive_int(name, value, allow_zero=False, error=ValueError):
         kind = "a non-negative" if allow_zero else "a positive"
         raise error(f"{name} must be {kind} integer. Received: {name}={value!r}")
     return int(value)
+
+
+def check_finite_weights(model, what="the model", error=ValueError):
+    """Raises `error` naming the first variable of `model` that holds NaN or infinite values.
+
+    A model trained to a NaN loss predicts one class for every input; it must never be
+    evaluated, published or exported as if it were trained.
+
+    Args:
+        model: a `keras.Model` (or any object with `.weights`, each with `.path` or `.name`
+            and `.numpy()`).
+        what: how the message names the model, e.g. "the weights runs/res3/final.weights.h5".
+        error: the exception class to raise.
+
+    Returns:
+        `model`.
+    """
+    import numpy as np
+
+    for variable in model.weights:
+        values = np.asarray(variable.numpy())
+        if values.size and not np.all(np.isfinite(values)):
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            name = getattr(variable, "path", None) or variable.name
+            raise error(
+                f"{what} hold {bad} NaN or infinite values (in {name}); the training that "
+                "wrote them diverged. Train again with a lower learning rate"
+            )
+    return model

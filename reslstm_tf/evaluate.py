@@ -31,7 +31,7 @@ import pathlib
 import numpy as np
 
 from reslstm_tf import runs
-from reslstm_tf.checks import check_positive_int
+from reslstm_tf.checks import check_finite_weights, check_positive_int
 from reslstm_tf.files import atomic_write
 from reslstm_tf.plots import pyplot, save_figure
 
@@ -426,6 +426,8 @@ def load_trained_model(model_dir, weights=None):
         run.load_weights(model, weights)
     except FileNotFoundError as error:
         raise EvaluationInputError(str(error)) from None
+    shown = f"the weights {weights}" if weights else f"the weights of model_dir {str(run.path)!r}"
+    check_finite_weights(model, shown, EvaluationInputError)
     return model, config
 
 

@@ -7,11 +7,15 @@
 * `run_folder.py`: the run folder as training uses it (lock, restart, resume checks);
 * `setup.py`: strategy, dtype policy, learning-rate schedule and optimizer;
 * `inputs.py`: checks of a dataset against the model, and each epoch's batches;
-* `errors.py`: `TrainingInputError`, `TrainingWriteError`;
+* `errors.py`: `TrainingInputError`, `TrainingWriteError`, `TrainingDivergedError`;
 * `demo.py`: the `reslstm-demo` smoke test.
 """
 
-from reslstm_tf.training.errors import TrainingInputError, TrainingWriteError
+from reslstm_tf.training.errors import (
+    TrainingDivergedError,
+    TrainingInputError,
+    TrainingWriteError,
+)
 from reslstm_tf.training.options import TrainOptions, TrainResult
 from reslstm_tf.training.run import RunConfig, run_training, train
 from reslstm_tf.training.setup import MIXED_PRECISION, OPTIMIZERS, SCHEDULES, STRATEGIES
@@ -26,6 +30,7 @@ __all__ = [
     "TrainOptions",
     "TrainResult",
     "Trainer",
+    "TrainingDivergedError",
     "TrainingInputError",
     "TrainingWriteError",
     "run_training",

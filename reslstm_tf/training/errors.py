@@ -10,6 +10,35 @@ class TrainingInputError(ValueError):
     """Training input (data, flags, output folder) that cannot be used; raised before training."""
 
 
+class TrainingDivergedError(ValueError):
+    """The loss became NaN or infinite: training stopped, no final weights were written.
+
+    The checkpoint on disk is the last one written before the loss was non-finite. A
+    ValueError: the settings (learning rate, weight decay) or the data are the user's.
+    """
+
+
+# A mean cross-entropy above this is divergence, not learning: it gives the true class a
+# probability of e^-10000, reachable only with exploded logits (a learning rate of 1e30 gives
+# 1e31 while the weights are still finite).
+MAX_LOSS = 1e4
+
+
+def diverged(loss, step, epoch, latest):
+    """The `TrainingDivergedError` of a non-finite `loss` (None: of the weights) at `step`."""
+    what = "the weights hold NaN or infinite values" if loss is None else f"the loss is {loss:.4g}"
+    kept = (
+        f"the last checkpoint with a finite loss, {os.path.basename(latest)}, is kept"
+        if latest
+        else "no checkpoint had been written"
+    )
+    return TrainingDivergedError(
+        f"training diverged: {what} at step {step} (epoch {epoch + 1}); stopped, "
+        f"no final weights written, {kept}. Lower --learning_rate (or --weight_decay) and run "
+        "again with --restart"
+    )
+
+
 class TrainingWriteError(OSError):
     """The model_dir cannot be written mid-run (disk full, read-only, no permission).
 

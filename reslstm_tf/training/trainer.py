@@ -40,6 +40,7 @@ refused), refuses to resume with changed settings that alter the result, and
 import contextlib
 import dataclasses
 import json
+import math
 import shutil
 import time
 
@@ -53,7 +54,7 @@ from reslstm_tf.checks import check_positive_int
 from reslstm_tf.faults import fault_point
 from reslstm_tf.precision import dtype_policy
 from reslstm_tf.training import run_folder, setup
-from reslstm_tf.training.errors import TrainingInputError, disk_errors
+from reslstm_tf.training.errors import MAX_LOSS, TrainingInputError, disk_errors, diverged
 from reslstm_tf.training.inputs import (
     as_dataset,
     check_labels,
@@ -307,9 +308,19 @@ class Trainer:
             )
         return latest
 
+    def _check_finite(self, loss=None):
+        """Raises `TrainingDivergedError` if `loss` (a step's sum) or a weight is not finite."""
+        if loss is None and all(np.isfinite(v.numpy()).all() for v in self.model.trainable_weights):
+            return
+        latest = self._manager.latest_checkpoint if self._manager is not None else None
+        mean = None if loss is None else loss / self.options.batch_size
+        step = self.global_step
+        raise diverged(mean, step, (step - 1) // self.steps_per_epoch, latest)
+
     def _save_checkpoint(self):
         if self._manager is None:
             return
+        self._check_finite()  # a checkpoint never holds a diverged model
         self._totals_var.assign(self._sums)
         self._history_var.assign(json.dumps(self.history))
         self._manager.save(checkpoint_number=self.global_step, options=self._write_options)
@@ -336,6 +347,7 @@ class Trainer:
     def _save_final(self):
         if self.run is None:
             return
+        self._check_finite()  # no final weights of a diverged model
         if self.is_chief:
             runs.save_final(
                 self.model,
@@ -381,6 +393,8 @@ class Trainer:
         self._step_var.assign(step)
         fault_point("train_step")
         loss_sum, correct = float(loss_sum), float(correct)
+        if not math.isfinite(loss_sum) or loss_sum > MAX_LOSS * opts.batch_size:
+            self._check_finite(loss_sum)  # raised before this update is checkpointed or saved
         sums = self._sums
         sums[0], sums[1], sums[2] = sums[0] + loss_sum, sums[1] + correct, sums[2] + opts.batch_size
         self._timer.tick()
@@ -524,14 +538,8 @@ class Trainer:
                 check_shapes(dataset, model_input_shapes(self.model))
             with self._disk_errors():
                 self._train(dataset)
-        return TrainResult(
-            self.model,
-            self.history,
-            self.global_step,
-            self._timer.rate(),
-            self.resumed_from,
-            self.is_chief,
-        )
+        done = (self.model, self.history, self.global_step, self._timer.rate())
+        return TrainResult(*done, self.resumed_from, self.is_chief)
 
     def reset(self, seed):
         """Starts a new in-memory run: fresh weights for `seed`, optimizer state as new.
