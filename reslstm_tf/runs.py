@@ -79,7 +79,7 @@ RESUMABLE_CHANGES = frozenset(
         "save_worker_weights", "jit_compile", "deterministic", "strategy", "restart",
         "recompute", "model_dir", "features_npz", "features_dir", "flow_features_dir",
         "data_dir", "split_dir", "flow_cache_dir", "eval_subset", "eval_split_file",
-        "num_examples", "steps_per_epoch",
+        "num_examples", "steps_per_epoch", "keep_checkpoints",
     }
 )  # fmt: skip
 

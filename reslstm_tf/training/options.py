@@ -44,6 +44,9 @@ class TrainOptions:
             `model_dir/workers/<task_type>_<id>/final.weights.h5`.
         restart: delete the checkpoints and outputs of a previous run in model_dir and
             start over (otherwise a run resumes, and refuses changed settings).
+        keep_checkpoints: keep the checkpoints (model and optimizer slots, about 3x the
+            weights with Adam) once training finished; by default they are deleted after
+            the final weights and model are written, and a finished run cannot be continued.
     """
 
     epochs: int = 10
@@ -67,6 +70,7 @@ class TrainOptions:
     progress: bool = True
     save_worker_weights: bool = False
     restart: bool = False
+    keep_checkpoints: bool = False
 
     def validate(self):
         """Raises `TrainingInputError` naming the first bad option and what is allowed."""

@@ -44,7 +44,8 @@ def start_or_resume(run, config, restart=False, is_chief=True):
 
     Raises:
         TrainingInputError: the folder holds a checkpoint of a run whose recorded
-            settings that alter the result (`runs.config_changes`) differ from `config`.
+            settings that alter the result (`runs.config_changes`) differ from `config`, or
+            a finished run whose checkpoints were deleted (nothing to resume).
     """
     if run is None:
         return
@@ -53,7 +54,8 @@ def start_or_resume(run, config, restart=False, is_chief=True):
         if removed:
             logging.warning("restart: deleted %s in %s", ", ".join(removed), run.path)
         return
-    if config is None or not run.config_file.is_file() or not run.latest_checkpoint():
+    finished = run.model_file.is_file() and not run.latest_checkpoint()
+    if config is None or not run.config_file.is_file() or not (run.latest_checkpoint() or finished):
         return
     changes = runs.config_changes(run.config(), config)
     if changes:
@@ -63,4 +65,10 @@ def start_or_resume(run, config, restart=False, is_chief=True):
             f"would mix with these ({listed}); run with the recorded values to resume, "
             "restart=True (--restart) to delete that run and start over, or use another "
             "model_dir"
+        )
+    if finished:  # its checkpoints were deleted when it finished (keep_checkpoints=False)
+        raise TrainingInputError(
+            f"model_dir {str(run.path)!r} holds a finished run ({runs.FINAL_MODEL}) whose "
+            "checkpoints were deleted; evaluate it, use another model_dir, or run with "
+            "--restart to train it again (--keep_checkpoints keeps them to continue a run)"
         )

@@ -355,6 +355,8 @@ class Trainer:
                 self.run.model_file,
                 before_model=lambda: fault_point("final_weights_saved"),
             )
+            if not self.options.keep_checkpoints:  # the model and optimizer state: 3x weights
+                shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
         elif self.options.save_worker_weights:
             runs.save_final(self.model, self.run.worker_weights_file(self.task_type, self.task_id))
 

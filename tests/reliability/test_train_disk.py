@@ -204,6 +204,7 @@ def test_disk_full_at_the_final_weights_is_a_clean_error(tmp_path, checked):
         "--epochs=2",
         "--batch_size=8",
         "--nojit_compile",
+        "--keep_checkpoints",  # the checks below read the last checkpoint of the finished run
     ]
     env = dict(DISK=str(disk), COPY=str(copy), LOG=str(log), LEFT="24")
     env["UNCHECKED"] = "" if checked else _UNCHECKED

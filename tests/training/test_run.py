@@ -5,6 +5,7 @@ import json
 import pytest
 
 from reslstm_tf.data.feature_sets import write_npz_features
+from reslstm_tf.evaluate import load_trained_model
 from reslstm_tf.runs import RunDir
 from reslstm_tf.training import RunConfig, TrainingInputError, TrainOptions, run_training
 from tests.training.helpers import NUM_CLASSES, TINY_RUN, separable_features
@@ -129,11 +130,33 @@ def test_resuming_with_changed_settings_is_refused_and_restart_starts_over(tmp_p
 
 
 def test_a_run_keeps_one_checkpoint_and_its_final_files(tmp_path, features_npz):
-    _run(tmp_path, features_npz, epochs=3)
+    _run(tmp_path, features_npz, epochs=3, keep_checkpoints=True)
     run = RunDir(tmp_path / "run")
     assert sorted(p.name for p in run.checkpoint_dir.glob("*.index")) == ["ckpt-18.index"]
     assert run.weights_file.is_file() and run.model_file.is_file()
     assert not list(run.path.glob(".tmp-*"))
+
+
+def _folder_bytes(path):
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_a_finished_run_deletes_its_checkpoints_and_refuses_to_run_again(tmp_path, features_npz):
+    # Before: the optimizer checkpoint (3x the weights with Adam) stayed after training.
+    result = _run(tmp_path, features_npz, epochs=2)
+    run = RunDir(tmp_path / "run")
+    assert not run.checkpoint_dir.exists()
+    assert run.weights_file.is_file() and run.model_file.is_file()
+    assert load_trained_model(run.path)[0].count_params() == result.model.count_params()
+    weights = run.weights_file.stat().st_size
+    # model.keras and final.weights.h5 (two copies) plus small JSON files and summaries
+    assert _folder_bytes(run.path) <= 2.2 * weights + (256 << 10)
+    with pytest.raises(TrainingInputError, match="holds a finished run .* --restart"):
+        _run(tmp_path, features_npz, epochs=2)
+    with pytest.raises(TrainingInputError, match="learning_rate: 0.001 -> 0.01"):
+        _run(tmp_path, features_npz, epochs=2, learning_rate=1e-2)
+    assert _run(tmp_path, features_npz, epochs=2, restart=True).global_step == 12
 
 
 def test_nan_features_in_a_cache_are_a_training_input_error(tmp_path):
