@@ -5,13 +5,18 @@ One-stream and two-stream heads export alike (the step graphs of
 crops exactly as extraction does (`video_to_segments`), so a served video gets the features
 its feature cache would hold.
 
-Replacing an export (``overwrite=True``) never leaves the folder without a complete version:
+Without ``overwrite`` the export folder is created exclusively before anything is traced, so
+of two exports started into one new folder the second is refused (`FileExistsError`) and the
+first one's export stays; a killed export leaves that folder empty (remove it, or pass
+``overwrite=True``). Replacing an export (``overwrite=True``) never leaves the folder without
+a complete version:
 the new one is written beside it, the two are swapped, and the old one is deleted last. The
 points the reliability tests kill the export at (``RESLSTM_FAULT``, `reslstm_tf.faults`):
 ``export_written`` (the new version is complete beside the old, which still serves) and
 ``export_swapped`` (the new version serves, the old one is not yet deleted).
 """
 
+import contextlib
 import ctypes
 import os
 import pathlib
@@ -113,10 +118,35 @@ def export_saved_model(
         The export directory as a `pathlib.Path`.
     """
     export_dir = pathlib.Path(export_dir)
-    if export_dir.exists() and not overwrite:
+    fields = dict(segment_len=segment_len, frame_size=frame_size, short=short)
+    fields.update(num_segments=num_segments, resize_short_side=short_side)
+    reserved = _reserve(export_dir, overwrite)
+    try:
+        _export(model, export_dir, class_names, top_k, backbone, clip, reserved, fields)
+    except BaseException:
+        if reserved:
+            with contextlib.suppress(OSError):
+                export_dir.rmdir()  # only if still the empty folder reserved above
+        raise
+    return export_dir
+
+
+def _reserve(export_dir, overwrite):
+    """Creates `export_dir` exclusively unless `overwrite`; True if it did."""
+    if overwrite:
+        return False
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        export_dir.mkdir()
+    except FileExistsError:
         raise FileExistsError(
             f"export directory {export_dir} already exists; choose another or pass overwrite=True"
-        )
+        ) from None
+    return True
+
+
+def _export(model, export_dir, class_names, top_k, backbone, clip, reserved, fields):
+    """Traces the signatures of `model` (and `backbone`) and writes them to `export_dir`."""
     class_names, num_steps = _check_exportable(model, class_names, top_k)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -127,13 +157,10 @@ def export_saved_model(
                 "serve_video takes RGB frames; a two-stream model also needs optical flow, "
                 "computed outside the graph: export it without a backbone"
             )
-        fields = dict(segment_len=segment_len, frame_size=frame_size, short=short)
-        fields.update(num_segments=num_segments, resize_short_side=short_side)
         spec = clip or ClipSpec(num_segments=num_steps)
         spec = spec.replace(**{k: v for k, v in fields.items() if v is not None})
         _add_video_endpoint(archive, model, backbone, spec, class_names, top_k)
-    _write_out(archive, export_dir)
-    return export_dir
+    _write_out(archive, export_dir, reserved)
 
 
 def _check_exportable(model, class_names, top_k):
@@ -224,8 +251,10 @@ def _exchange(first, second):
     )
 
 
-def _write_out(archive, export_dir):
+def _write_out(archive, export_dir, reserved=False):
     """Writes the archive beside `export_dir`, then swaps it into place.
+
+    A `reserved` export_dir is the empty folder this export created: the new one replaces it.
 
     An existing version keeps serving until the new one is complete: the two folders are
     exchanged in one atomic rename where the system allows it (else the old one is moved
@@ -238,7 +267,7 @@ def _write_out(archive, export_dir):
             shutil.rmtree(leftover)
     archive.write_out(str(tmp_dir), verbose=False)
     fault_point("export_written")
-    if not export_dir.exists():
+    if reserved or not export_dir.exists():
         os.replace(tmp_dir, export_dir)
         return
     if _exchange(tmp_dir, export_dir):
@@ -248,6 +277,26 @@ def _write_out(archive, export_dir):
         os.replace(tmp_dir, export_dir)
     fault_point("export_swapped")
     shutil.rmtree(old_dir)
+
+
+def _class_names(classes, model_name):
+    """The class list `classes` (a file, relative to the current directory; or one of the
+    package's `data/`), else the zoo entry's."""
+    from reslstm_tf import zoo
+    from reslstm_tf.zoo.manifest import read_class_file
+
+    if not classes:
+        return zoo.class_names(model_name)
+    path = pathlib.Path(classes).expanduser()
+    if path.is_file():
+        return read_class_file(path)
+    try:
+        return zoo.read_class_names(str(classes))
+    except (FileNotFoundError, ValueError):
+        raise FileNotFoundError(
+            f"class list {classes} not found: no file {path.absolute()}, nor one of that name "
+            "in the package's data/"
+        ) from None
 
 
 def export_model(
@@ -284,7 +333,7 @@ def export_model(
             raise ValueError("--classes is needed when exporting a .keras file")
     else:
         model = zoo.load(model_name_or_path)
-    class_names = zoo.read_class_names(classes) if classes else zoo.class_names(model_name_or_path)
+    class_names = _class_names(classes, model_name_or_path)
     top_k = min(top_k, len(class_names))  # The default 5 on a 2-class model means all.
     backbone, spec = None, None
     if video_signature and not isinstance(model.input, dict):

@@ -482,3 +482,81 @@ def test_export_cli_names_an_unknown_entry(tmp_path):
     (line,) = result.stderr.strip().splitlines()[-1:]
     assert line.startswith("reslstm-export: error: unknown zoo entry 'hmdb51_res9'"), line
     assert "Traceback" not in result.stderr
+
+
+# Runs `reslstm-export`; as process "a" it pauses before writing the SavedModel until the file
+# `go` exists (the folder checked, the graphs traced).
+_EXPORTER = textwrap.dedent(
+    """
+    import pathlib, sys, time
+    from reslstm_tf.cli import export as cli
+    from reslstm_tf.export import saved_model
+    role, folder = sys.argv[1], pathlib.Path(sys.argv[2])
+    if role == "a":
+        write_out = saved_model._write_out
+        def paused(*args, **kwargs):
+            (folder / "a_paused").touch()
+            deadline = time.monotonic() + 120
+            while not (folder / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return write_out(*args, **kwargs)
+        saved_model._write_out = paused
+    sys.argv = ["reslstm-export", *sys.argv[3:]]
+    cli.run()
+    """
+)
+
+
+def _exporter(role, tmp_path, model_file):
+    args = [f"--model={model_file}", f"--classes={tmp_path / 'classes.txt'}"]
+    args += [f"--export_dir={tmp_path / 'export'}", "--novideo_signature"]
+    command = [sys.executable, "-c", _EXPORTER, role, str(tmp_path), *args]
+    return subprocess.Popen(
+        command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow
+def test_two_exports_into_one_new_folder_the_second_is_refused(tmp_path):
+    import time
+
+    import tensorflow as tf
+
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    x = np.random.default_rng(8).random((1, 5, 16)).astype("float32")
+    models = {}
+    for name, seed in (("a", 0), ("b", 1)):
+        keras.utils.set_random_seed(seed)
+        models[name] = build_single_stream(4, "res2", feature_dim=16, units=8, num_steps=5)
+        models[name].save(tmp_path / f"{name}.keras")
+    first = _exporter("a", tmp_path, tmp_path / "a.keras")
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "a_paused").exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1]
+        time.sleep(0.05)
+    second = _exporter("b", tmp_path, tmp_path / "b.keras")
+    _, second_err = second.communicate(timeout=300)
+    (tmp_path / "go").touch()
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err[-2000:]
+    assert second.returncode == 2, second_err[-2000:]
+    assert "export directory" in second_err and "already exists" in second_err
+    served = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
+    logits = served(features=tf.constant(x))["logits"].numpy()
+    np.testing.assert_allclose(logits, keras.ops.convert_to_numpy(models["a"](x)), atol=1e-5)
+
+
+def test_export_reads_a_relative_classes_path_against_the_current_directory(tmp_path, monkeypatch):
+    from reslstm_tf.export.saved_model import export_model
+
+    keras.utils.set_random_seed(0)
+    build_single_stream(4, "res2", feature_dim=16, units=8, num_steps=5).save(
+        tmp_path / "head.keras"
+    )
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    monkeypatch.chdir(tmp_path)
+    export_model("head.keras", "export", classes="classes.txt", video_signature=False)
+    assert (tmp_path / "export" / "saved_model.pb").is_file()
+    with pytest.raises(FileNotFoundError, match=f"no file {tmp_path / 'missing.txt'}"):
+        export_model("head.keras", "other", classes="missing.txt", video_signature=False)
+    assert not (tmp_path / "other").exists()
