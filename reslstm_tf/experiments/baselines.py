@@ -94,7 +94,9 @@ class LogisticRegression:
         return self.predict_proba(x).argmax(axis=1)
 
 
-def mean_pooled_accuracies(features, labels, train_idx, val_idx, num_classes=None):
+def mean_pooled_accuracies(
+    features, labels, train_idx, val_idx, num_classes=None, return_predictions=False
+):
     """Fits `LogisticRegression` on mean-pooled features; returns (train, val) accuracy.
 
     Args:
@@ -102,13 +104,16 @@ def mean_pooled_accuracies(features, labels, train_idx, val_idx, num_classes=Non
         labels: int array (N,) of class indices.
         train_idx, val_idx: index arrays of the training and the validation clips.
         num_classes: number of classes C (default: the largest label + 1).
+        return_predictions: also return the validation clips' predicted classes.
 
     Returns:
-        (train accuracy, val accuracy), floats in [0, 1].
+        (train accuracy, val accuracy), floats in [0, 1]; (train, val, val predictions)
+        with `return_predictions`.
     """
     pooled = np.asarray(features).mean(axis=1)
     y_train, y_val = labels[train_idx], labels[val_idx]
     model = LogisticRegression().fit(pooled[train_idx], y_train, num_classes)
     train_acc = float(np.mean(model.predict(pooled[train_idx]) == y_train))
-    val_acc = float(np.mean(model.predict(pooled[val_idx]) == y_val))
-    return train_acc, val_acc
+    predicted = model.predict(pooled[val_idx])
+    val_acc = float(np.mean(predicted == y_val))
+    return (train_acc, val_acc, predicted) if return_predictions else (train_acc, val_acc)

@@ -424,22 +424,25 @@ class _Context:
 
 
 def _execute(ctx, recipe, stream, arch, depth, fold, seed):
-    """Runs one planned run; returns (train accuracy or None, val accuracy, epochs)."""
+    """Runs one planned run; returns (train accuracy or None, val predictions, epochs)."""
     config, labels = ctx.config, ctx.labels
     train_idx, val_idx = ctx.split(fold)
     if recipe == "logreg":
         features = ctx.streams["rgb"].frozen[0]
-        return (*mean_pooled_accuracies(features, labels, train_idx, val_idx), 0)
+        train_acc, _, predicted = mean_pooled_accuracies(
+            features, labels, train_idx, val_idx, return_predictions=True
+        )
+        return train_acc, predicted, 0
     if recipe == "finetuned":
         path = ctx.finetuned_path(stream, fold, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        accuracies = ctx.finetuner(stream).run(train_idx, val_idx, seed, path)
-        return (*accuracies, config.finetune_train.epochs)
+        train_acc, _ = ctx.finetuner(stream).run(train_idx, val_idx, seed, path)
+        probabilities = ctx.finetuned(stream, fold, seed, "val_probabilities")
+        return train_acc, probabilities.argmax(-1), config.finetune_train.epochs
     if recipe in LATE_FUSIONS:
         rgb_method = stream.split("+")
         rgb, flow = (ctx.finetuned(s, fold, seed, "val_probabilities") for s in rgb_method)
-        fused = _fuse(rgb, flow, recipe)
-        return None, float(np.mean(fused.argmax(-1) == labels[val_idx])), 0
+        return None, _fuse(rgb, flow, recipe).argmax(-1), 0
     if recipe in ("frozen", "frozen_aug"):
         features, fusion = ctx.streams[stream].frozen, None
     elif recipe == "finetuned_features":
@@ -452,20 +455,27 @@ def _execute(ctx, recipe, stream, arch, depth, fold, seed):
         fusion = "product"
     result = run_head(ctx.heads, config, arch, depth, features, labels, train_idx, val_idx,
                       seed, augmented=recipe != "frozen", fusion=fusion)  # fmt: skip
-    return result.train_accuracy, result.val_accuracy, config.head_train.epochs
+    return result.train_accuracy, result.val_probabilities.argmax(-1), config.head_train.epochs
 
 
 def _execute_logged(ctx, run):
-    """Runs one planned run and times it; returns its `runs.jsonl` row (without the key)."""
+    """Runs one planned run and times it; returns its `runs.jsonl` row (without the key).
+
+    Besides the accuracies the row keeps which validation videos the run got right
+    (`val_index`, `val_correct`), for McNemar's test on pooled out-of-fold predictions.
+    """
     recipe, stream, arch, depth, fold, seed = run
     start = time.perf_counter()
-    train_acc, val_acc, epochs = _execute(ctx, recipe, stream, arch, depth, fold, seed)
+    train_acc, predicted, epochs = _execute(ctx, recipe, stream, arch, depth, fold, seed)
     seconds = time.perf_counter() - start
     train_idx, val_idx = ctx.split(fold)
+    correct = np.asarray(predicted) == ctx.labels[val_idx]
     return {
         "recipe": recipe, "stream": stream, "arch": arch, "depth": depth, "fold": fold,
         "seed": seed, "n_train": len(train_idx), "n_val": len(val_idx), "epochs": epochs,
-        "train_accuracy": train_acc, "val_accuracy": val_acc, "seconds": round(seconds, 2),
+        "train_accuracy": train_acc, "val_accuracy": float(np.mean(correct)),
+        "seconds": round(seconds, 2), "val_index": [int(i) for i in val_idx],
+        "val_correct": [int(c) for c in correct],
     }  # fmt: skip
 
 
