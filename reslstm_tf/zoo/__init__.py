@@ -32,6 +32,7 @@ import warnings
 from reslstm_tf.assets import asset_path
 from reslstm_tf.backbones.delta import apply_delta, load_delta
 from reslstm_tf.backbones.i3d import I3D
+from reslstm_tf.faults import fault_point as fault_point
 from reslstm_tf.models import build_model
 from reslstm_tf.zoo import manifest as manifests
 from reslstm_tf.zoo import video
