@@ -221,9 +221,14 @@ def write_per_class_csv(path, labels, predictions, class_names):
 
 
 def plot_confusion_matrix(matrix, class_names, path, normalize=True):
-    """Saves a confusion-matrix figure (rows: true class; row-normalised by default) as PNG."""
+    """Saves a confusion-matrix figure (rows: true class; row-normalised by default) as PNG.
+
+    Each non-zero cell is labelled with its count of videos (up to 30 classes), so a
+    small evaluation (10 videos of 2 classes) reads as counts, not only as shades.
+    """
     plt = pyplot()
     matrix = np.asarray(matrix, dtype="float64")
+    counts = matrix.copy()
     if normalize:
         matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     num_classes = len(class_names)
@@ -237,6 +242,12 @@ def plot_confusion_matrix(matrix, class_names, path, normalize=True):
         fontsize = 8 if num_classes <= 20 else 5
         ax.set_xticklabels(class_names, rotation=90, fontsize=fontsize)
         ax.set_yticklabels(class_names, fontsize=fontsize)
+    if num_classes <= 30:
+        for (row, col), count in np.ndenumerate(counts):
+            if count:
+                dark = matrix[row, col] > 0.5 * max(matrix.max(), 1e-12)
+                color = "white" if dark else "black"
+                ax.text(col, row, f"{count:g}", ha="center", va="center", color=color, fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
@@ -378,6 +389,9 @@ def evaluate(
     metrics = compute_metrics(probs, labels)
     metrics["num_clips"] = num_clips
     predictions = np.argmax(probs, axis=1)
+    # Videos of several classes all predicted as one: the model collapsed (reslstm-eval warns).
+    metrics["predicted_classes"] = int(len(np.unique(predictions)))
+    metrics["collapsed"] = bool(metrics["predicted_classes"] == 1 and len(np.unique(labels)) > 1)
 
     outputs.write_metrics(metrics)
     write_per_class_csv(outputs.per_class_file, labels, predictions, class_names)

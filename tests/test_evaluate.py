@@ -327,3 +327,26 @@ def test_top5_is_reported_only_with_more_than_five_classes():
     assert "top5" not in evaluate_lib.compute_metrics(probs, [0, 1, 2, 3])
     probs = np.eye(6)[[0, 1, 2, 3]]
     assert evaluate_lib.compute_metrics(probs, [0, 1, 2, 3])["top5"] == 1.0
+
+
+def test_the_confusion_matrix_shows_counts(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(evaluate_lib, "save_figure", lambda fig, path: figures.append(fig))
+    matrix = np.array([[3, 2], [0, 5]])
+    evaluate_lib.plot_confusion_matrix(matrix, ["Kickflip", "Ollie"], tmp_path / "c.png")
+    texts = sorted(t.get_text() for t in figures[0].axes[0].texts)
+    assert texts == ["2", "3", "5"]  # the counts; the empty cell stays blank
+
+
+def test_a_model_that_predicts_one_class_is_flagged_collapsed(tmp_path):
+    inputs = keras.Input((3, 4))
+    flat = keras.layers.Flatten()(inputs)
+    logits = keras.layers.Dense(2, kernel_initializer="zeros", bias_initializer="ones")(flat)
+    model = keras.Model(inputs, logits)
+    features = np.random.default_rng(0).normal(size=(6, 3, 4)).astype("float32")
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    metrics = evaluate_lib.evaluate(
+        model, numpy_dataset(features, labels), ["a", "b"], tmp_path, progress=False
+    )
+    assert metrics["collapsed"] and metrics["predicted_classes"] == 1
+    assert metrics["top1"] == pytest.approx(0.5)

@@ -10,10 +10,13 @@ Example:
     reslstm-eval --model_dir=runs/res3 --features_npz=test.npz --num_clips=1
 """
 
+import sys
+
 from absl import app, flags, logging
 
 from reslstm_tf import evaluate as evaluate_lib
 from reslstm_tf.cli import config_values, define_config_flags, run_tool
+from reslstm_tf.files import printable
 from reslstm_tf.runs import RunDir
 
 FLAGS = flags.FLAGS
@@ -85,9 +88,16 @@ def main(argv):
         f"mean class accuracy {metrics['mean_class_accuracy']:.4f}  "
         f"({metrics['num_videos']} videos, {metrics['num_clips']} clip(s) each)"
     )
-    out_dir = config.out_dir or RunDir(config.model_dir).eval_dir(config.split).path
+    out_dir = printable(config.out_dir or RunDir(config.model_dir).eval_dir(config.split).path)
     figures = "confusion_matrix.png" + (", top5_predictions.png" if config.top5_videos else "")
     print(f"outputs in {out_dir}: metrics.json, per_class_accuracy.csv, predictions.npz, {figures}")
+    if metrics["collapsed"]:
+        print(
+            f"{NAME}: warning: every one of the {metrics['num_videos']} videos is predicted as "
+            "the same class: the model has collapsed onto one class (its training diverged, "
+            "or had too few steps); retrain with a lower --learning_rate",
+            file=sys.stderr,
+        )
 
 
 def run():

@@ -16,6 +16,7 @@ from absl import app, flags, logging
 
 from reslstm_tf import training as train_lib
 from reslstm_tf.cli import build_config, config_values, define_config_flags, run_tool
+from reslstm_tf.files import printable
 from reslstm_tf.runs import RunDir
 
 FLAGS = flags.FLAGS
@@ -82,8 +83,8 @@ def main(argv):
         print(
             f"done: step {result.global_step}, {speed}, "
             f"last epoch loss {last.get('loss', float('nan')):.4f} "
-            f"accuracy {last.get('accuracy', float('nan')):.4f}; outputs in {config.model_dir} "
-            f"({size:.1f} MiB)"
+            f"accuracy {last.get('accuracy', float('nan')):.4f}; "
+            f"outputs in {printable(config.model_dir)} ({size:.1f} MiB)"
         )
 
 
