@@ -31,14 +31,16 @@ def define_flags():
         flags.DEFINE_string,
         "export_dir",
         None,
-        "Output SavedModel directory (must not exist).",
+        "Output SavedModel directory; must not exist (it is created at once, so a second "
+        "export into it is refused) unless --overwrite.",
         required=True,
     )
     define_once(
         flags.DEFINE_string,
         "classes",
         None,
-        "Class list file (one per line); default: the zoo entry's.",
+        "Class list file (one per line; a relative path is read from the current "
+        "directory); default: the zoo entry's.",
     )
     define_once(
         flags.DEFINE_integer,
