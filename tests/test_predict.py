@@ -263,3 +263,28 @@ def test_a_report_says_when_segments_overlap():
     assert "(overlapping: the clip is shorter than 2 x 3 frames)" in short.format()
     short.frame_indices = np.array([[0, 1, 2], [3, 4, 5]])
     assert "overlapping" not in short.format()
+
+
+def test_the_contact_sheet_keeps_a_long_bar_label_inside(tmp_path, monkeypatch):
+    import reslstm_tf.predict as predict
+
+    top = [("playing cricket", 0.969), ("hurling (sport)", 0.8), ("golf driving", 0.002)]
+    thumbnails = np.zeros((2, 32, 32, 3), np.uint8)
+    prediction = VideoPrediction("c.mp4", "m", top, [top] * 2, np.arange(8)[None], thumbnails, 25)
+    outside = []
+
+    def checked(fig, path, **kwargs):  # each bar label lies inside the bars' frame
+        fig.tight_layout()
+        fig.canvas.draw()
+        for axis in fig.axes:
+            box = axis.get_window_extent()
+            for text in axis.texts:
+                extent = text.get_window_extent()
+                if extent.x1 > box.x1 or extent.x0 < box.x0:
+                    outside.append(text.get_text())
+        return save_figure(fig, path, **kwargs)
+
+    save_figure = predict.save_figure
+    monkeypatch.setattr(predict, "save_figure", checked)
+    assert contact_sheet(prediction, tmp_path / "sheet.png").is_file()
+    assert outside == []
