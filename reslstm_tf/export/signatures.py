@@ -14,7 +14,15 @@ other format name their inputs and outputs alike:
   ``logits``, ``probabilities``, ``rgb_states``, ``flow_states``. Start from zero states
   and feed back the returned ones; after T steps the probabilities equal the
   full-sequence graph's (masking aside: a step never skips an all-zero feature).
+
+A fine-tuned video classifier (`build_video_classifier`, zoo kind "video_classifier") takes
+clips, not features: its one graph is `clips_function`, inputs ``clips`` (one stream) or
+``rgb`` and ``flow`` (B, T, L, S, S, C) in [-1, 1] -> ``logits`` and ``probabilities``. It has
+no streaming step (its backbone reads whole segments of frames).
 """
+
+import contextlib
+import functools
 
 import keras
 import tensorflow as tf
@@ -55,6 +63,95 @@ def load_head(model):
     from reslstm_tf import zoo
 
     return zoo.load(str(model))
+
+
+def is_clip_model(model):
+    """Whether `model` takes clips (B, T, L, S, S, C), as a fine-tuned video classifier does."""
+    inputs = model.input if isinstance(model.input, dict) else {"clips": model.input}
+    return all(len(tensor.shape) == 6 for tensor in inputs.values())
+
+
+def clips_function(model, batch_size=None):
+    """Returns a video classifier's clips-to-logits graph as a `tf.function` with its signature.
+
+    Args:
+        model: a `build_video_classifier` model (one or two streams).
+        batch_size: the batch dimension of the signature; None (any batch) by default.
+
+    Returns:
+        A `tf.function` mapping ``clips`` (or ``rgb`` and ``flow``), each
+        (B, T, L, S, S, C) float32, to {"logits", "probabilities"}.
+    """
+    if batch_size is not None:
+        check_positive_int("batch_size", batch_size)
+    if not is_clip_model(model):
+        shapes = keras.tree.map_structure(lambda tensor: tensor.shape, model.input)
+        raise ValueError(
+            "clips_function takes a video classifier (clips of shape (B, T, L, S, S, C) in). "
+            f"Received: a model with inputs {shapes}"
+        )
+    if not isinstance(model.input, dict):
+        spec = tf.TensorSpec((batch_size, *model.input.shape[1:]), tf.float32, "clips")
+
+        @tf.function(input_signature=[spec])
+        def classify_clips(clips):
+            return _outputs(model(clips, training=False))
+
+        return classify_clips
+    rgb, flow = (
+        tf.TensorSpec((batch_size, *model.input[name].shape[1:]), tf.float32, name)
+        for name in ("rgb", "flow")
+    )
+
+    @tf.function(input_signature=[rgb, flow])
+    def classify_stream_clips(rgb, flow):
+        return _outputs(model({"rgb": rgb, "flow": flow}, training=False))
+
+    return classify_stream_clips
+
+
+def _pool_as_2d(layer, inputs):
+    """A 3D pooling layer's output, computed as a 2D pool per frame, then a pool over time."""
+    (kt, kh, kw), (st, sh, sw) = layer.pool_size, layer.strides
+    pool = tf.nn.max_pool2d if isinstance(layer, keras.layers.MaxPooling3D) else tf.nn.avg_pool2d
+    padding = layer.padding.upper()
+    dynamic = tf.shape(inputs)
+    batch, steps = dynamic[0], inputs.shape[1] if inputs.shape[1] is not None else dynamic[1]
+    height, width, channels = inputs.shape[2:]
+    x = pool(tf.reshape(inputs, [-1, height, width, channels]), (kh, kw), (sh, sw), padding)
+    height, width = x.shape[1:3]
+    x = tf.reshape(x, tf.stack([batch, steps, height * width, channels]))
+    x = pool(x, (kt, 1), (st, 1), padding)
+    return tf.reshape(x, tf.stack([batch, -1, height, width, channels]))
+
+
+@contextlib.contextmanager
+def pooling_as_2d(model):
+    """Within the block, `model`'s 3D max and average pooling layers compute as 2D pools.
+
+    LiteRT has no builtin 3D pooling op (the I3D's `MaxPool3D` would need TensorFlow on the
+    device). A pool over a (t, h, w) window equals a 2D pool over (h, w) on every frame then a
+    pool over t: the window and its padding are products over the axes (an average counts
+    the valid elements, a product too), so graphs traced inside use builtin ops only and
+    compute the same values.
+    """
+    pooling = (keras.layers.MaxPooling3D, keras.layers.AveragePooling3D)
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, pooling) and layer.data_format == "channels_last"
+    ]
+    saved = [(layer, layer.__dict__.get("call")) for layer in layers]
+    for layer in layers:
+        layer.call = functools.partial(_pool_as_2d, layer)
+    try:
+        yield
+    finally:
+        for layer, call in saved:
+            if call is None:
+                del layer.call
+            else:
+                layer.call = call
 
 
 def head_kind(model):

@@ -160,3 +160,34 @@ def test_zoo_head_float32_and_quantised(skateboard_features, tmp_path):
     np.testing.assert_array_equal(top1["dynamic_int8"], top1["none"])
     assert sizes["float16"] < 0.6 * sizes["none"]
     assert sizes["dynamic_int8"] < 0.35 * sizes["none"]
+
+
+def test_3d_pools_traced_as_2d_pools_give_the_same_values():
+    import keras
+
+    inputs = keras.Input((5, 9, 9, 3))
+    x = keras.layers.MaxPooling3D((3, 3, 3), strides=(2, 2, 2), padding="same")(inputs)
+    x = keras.layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), padding="same")(x)
+    x = keras.layers.AveragePooling3D((2, 2, 2), strides=(1, 1, 1), padding="valid")(x)
+    model = keras.Model(inputs, x)
+    clips = np.random.default_rng(0).normal(size=(2, 5, 9, 9, 3)).astype("float32")
+    expected = np.asarray(model(clips))
+    with signatures.pooling_as_2d(model):
+        np.testing.assert_allclose(np.asarray(model(clips)), expected, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(model(clips)), expected)  # restored
+
+
+@pytest.mark.slow
+def test_video_classifier_exports_clips_to_logits(tmp_path):
+    """A fine-tuned zoo entry (clips in) exports whole, its I3D pools as builtin 2D pools."""
+    from reslstm_tf import zoo
+    from reslstm_tf.export import labels
+
+    model = zoo.load("skateboard_lstm3.i3d112_ft")
+    paths = export_litert(model, tmp_path)
+    assert sorted(paths) == ["labels", "metadata", "model"]  # no streaming step
+    assert labels.read_labels(tmp_path) == ["Kickflip", "Ollie"]
+    clips = np.random.default_rng(0).uniform(-1, 1, (2, *model.input_shape[1:]))
+    clips = clips.astype("float32")
+    logits = run_full(paths["model"], {"clips": clips})["logits"]
+    np.testing.assert_allclose(logits, np.asarray(model(clips, training=False)), atol=TOLERANCE)
