@@ -66,6 +66,9 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    # The licence in the wheel's metadata; the licence and the model card as documentation.
+    license_files=["LICENSE"],
+    data_files=[("share/doc/reslstm-tf", ["LICENSE", "MODEL_CARD.md"])],
     python_requires=">=3.10",
     # The top-level zoo/ (manifest, small published weights) and data/ (class lists)
     # folders ship inside the wheel as reslstm_tf/_assets/{zoo,data}.
