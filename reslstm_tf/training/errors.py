@@ -24,6 +24,21 @@ class TrainingDivergedError(ValueError):
 MAX_LOSS = 1e4
 
 
+def rising_loss(history, factor=2.0):
+    """A warning if the last epoch's loss is over `factor` x the lowest before it, else None.
+
+    A loss that climbs like that (0.7, 0.6, 12 on a small folder) means the learning rate is
+    too high for the data: the run is diverging, and its model often predicts one class.
+    """
+    losses = [entry["loss"] for entry in history]
+    if len(losses) < 2 or not losses[-1] > factor * min(losses[:-1]):
+        return None
+    return (
+        f"the loss rose to {losses[-1]:.4g} in epoch {len(losses)} from {min(losses[:-1]):.4g}: "
+        "training is diverging; lower --learning_rate (or use a larger --batch_size)"
+    )
+
+
 def diverged(loss, step, epoch, latest):
     """The `TrainingDivergedError` of a non-finite `loss` (None: of the weights) at `step`."""
     what = "the weights hold NaN or infinite values" if loss is None else f"the loss is {loss:.4g}"

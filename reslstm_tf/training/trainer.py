@@ -53,8 +53,8 @@ from reslstm_tf import runs
 from reslstm_tf.checks import check_positive_int
 from reslstm_tf.faults import fault_point
 from reslstm_tf.precision import dtype_policy
-from reslstm_tf.training import run_folder, setup
-from reslstm_tf.training.errors import MAX_LOSS, TrainingInputError, disk_errors, diverged
+from reslstm_tf.training import errors, run_folder, setup
+from reslstm_tf.training.errors import TrainingInputError, disk_errors
 from reslstm_tf.training.inputs import (
     as_dataset,
     check_labels,
@@ -315,7 +315,7 @@ class Trainer:
         latest = self._manager.latest_checkpoint if self._manager is not None else None
         mean = None if loss is None else loss / self.options.batch_size
         step = self.global_step
-        raise diverged(mean, step, (step - 1) // self.steps_per_epoch, latest)
+        raise errors.diverged(mean, step, (step - 1) // self.steps_per_epoch, latest)
 
     def _save_checkpoint(self):
         if self._manager is None:
@@ -395,7 +395,7 @@ class Trainer:
         self._step_var.assign(step)
         fault_point("train_step")
         loss_sum, correct = float(loss_sum), float(correct)
-        if not math.isfinite(loss_sum) or loss_sum > MAX_LOSS * opts.batch_size:
+        if not math.isfinite(loss_sum) or loss_sum > errors.MAX_LOSS * opts.batch_size:
             self._check_finite(loss_sum)  # raised before this update is checkpointed or saved
         sums = self._sums
         sums[0], sums[1], sums[2] = sums[0] + loss_sum, sums[1] + correct, sums[2] + opts.batch_size
@@ -426,6 +426,8 @@ class Trainer:
             "steps": seen // self.options.batch_size,
         }
         self.history.append(entry)
+        if self.is_chief and (warning := errors.rising_loss(self.history)):
+            logging.warning("%s", warning)
         if self._summaries:
             tf.summary.scalar("epoch_loss", entry["loss"], step=self.global_step)
             tf.summary.scalar("epoch_accuracy", entry["accuracy"], step=self.global_step)

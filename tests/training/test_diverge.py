@@ -74,3 +74,13 @@ def test_evaluation_refuses_non_finite_weights(tmp_path, features_npz):
     trained.model.save_weights(run.weights_file)
     with pytest.raises(evaluate.EvaluationInputError, match="hold .* NaN or infinite values"):
         evaluate.load_trained_model(run.path)
+
+
+def test_a_rising_loss_is_a_warning():
+    from reslstm_tf.training.errors import rising_loss
+
+    history = [{"loss": 0.7}, {"loss": 0.6}]
+    assert rising_loss(history) is None
+    warning = rising_loss([*history, {"loss": 12.0}])  # the small folder's epoch 3
+    assert warning.startswith("the loss rose to 12 in epoch 3 from 0.6: training is diverging")
+    assert rising_loss([{"loss": 12.0}]) is None
