@@ -151,9 +151,13 @@ def read(path):
 def read_class_names(file_name, manifest_dir=None):
     """Reads a class list (one name per line) beside a manifest or from the package's `data/`.
 
-    `file_name` must be a plain name and the file must resolve inside the manifest's folder
-    (links followed), as weights files do: a manifest cannot make a class list of any file.
+    With `manifest_dir` (a name a manifest gives), `file_name` must be a plain name and the
+    file must resolve inside the manifest's folder (links followed), as weights files do: a
+    manifest cannot make a class list of any file. Without it (a file the user names, as
+    `--classes`), an existing path is read as given, relative to the current directory.
     """
+    if manifest_dir is None and pathlib.Path(file_name).is_file():
+        return read_class_file(file_name)
     check_plain_name("class list", file_name)
     candidates = []
     if manifest_dir:
