@@ -35,7 +35,7 @@ from reslstm_tf.backbones.i3d import I3D
 from reslstm_tf.faults import fault_point as fault_point
 from reslstm_tf.models import build_model
 from reslstm_tf.zoo import manifest as manifests
-from reslstm_tf.zoo import video
+from reslstm_tf.zoo import names, video
 from reslstm_tf.zoo.fetch import DOWNLOAD_MARGIN as DOWNLOAD_MARGIN
 from reslstm_tf.zoo.fetch import MAX_DOWNLOAD_BYTES as MAX_DOWNLOAD_BYTES
 from reslstm_tf.zoo.fetch import MAX_FILE_BYTES as MAX_FILE_BYTES
@@ -99,9 +99,20 @@ def _all_entries():
     return entries
 
 
-def list():  # noqa: A001 - the zoo's public verb, as in timm.list_models
-    """Returns the sorted names of all zoo entries."""
-    return sorted(_all_entries())
+def aliases():
+    """Returns {alias: its record} of every manifest: `target` and `history` (`zoo.names`)."""
+    table = names.read_aliases(default_manifest_path())
+    for extra in filter(None, os.environ.get(MANIFEST_ENV, "").split(os.pathsep)):
+        table.update(names.read_aliases(extra))
+    return table
+
+
+def list(include_aliases=False):  # noqa: A001 - the zoo's public verb, as in timm.list_models
+    """Returns the sorted names of all zoo entries (tagged names and unpublished entries).
+
+    With `include_aliases`, the bare names that point at a tag (`skateboard_lstm3`) too.
+    """
+    return sorted({*_all_entries(), *(aliases() if include_aliases else {})})
 
 
 def published():
@@ -110,14 +121,21 @@ def published():
 
 
 def info(name):
-    """Returns a copy of the manifest entry `name`, or raises a ValueError suggesting one."""
-    entries = _all_entries()
-    if name not in entries:
-        close = difflib.get_close_matches(str(name), entries, n=3, cutoff=0.5)
+    """Returns a copy of the manifest entry `name` (a tagged name, an alias or a bare entry).
+
+    Its `name` is the entry's own (the tag an alias resolves to), `alias` the name asked
+    for if it was an alias. Raises an `UnknownEntryError` suggesting close names.
+    """
+    entries, table = _all_entries(), aliases()
+    resolved = names.resolve(name, entries, table)
+    if resolved is None:
+        close = difflib.get_close_matches(str(name), [*entries, *table], n=3, cutoff=0.5)
         raise UnknownEntryError(name, close, len(entries))
-    entry = copy.deepcopy(entries[name])
+    entry = copy.deepcopy(entries[resolved])
     entry.pop("_manifest_dir", None)
-    entry["name"] = name
+    entry["name"] = resolved
+    if resolved != name:
+        entry["alias"] = name
     return entry
 
 
@@ -282,14 +300,11 @@ def load(name, weights="auto"):
     return model
 
 
-def format_list():
-    """Returns one line per zoo entry: its name, whether it is published, its description."""
-    lines = []
-    for name in list():
-        entry = info(name)
-        state = "published" if entry.get("weights") else "not published"
-        lines.append(f"{name:28s} {state:14s} {entry.get('description', '')}")
-    return "\n".join(lines)
+def format_list(published_only=False, header=False):
+    """Returns the zoo as text, one line per entry (`reslstm_tf.zoo.table`), `header` first."""
+    from reslstm_tf.zoo import table
+
+    return table.format_list(published_only=published_only, header=header)
 
 
 # Publishing lives in its own module, which uses the functions above.

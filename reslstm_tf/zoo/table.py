@@ -80,9 +80,7 @@ def input_spec(entry):
 
 
 def _status(entry):
-    if not entry.get("weights"):
-        return "not published"
-    return "published" if (entry["weights"].get("file") or entry.get("deltas")) else "converted"
+    return "published" if entry.get("weights") else "not published"
 
 
 def rows(published_only=False):
