@@ -84,6 +84,20 @@ def split_beam_args(argv, known):
     return own, passed + beam
 
 
+def _import_pipelines():
+    """Imports the pipelines without Beam's warning about Google Cloud clients it lacks."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        from reslstm_tf.pipelines import extract as pipeline_lib
+    finally:
+        root.setLevel(level)
+    return pipeline_lib
+
+
 def _direct_defaults(beam_args):
     """The DirectRunner's options: all cores in worker processes unless the user set them."""
     given = {arg.lstrip("-").split("=", 1)[0] for arg in beam_args}
@@ -113,7 +127,7 @@ def main(argv):
     """Runs `reslstm_tf.pipelines.extract.run_extract` on the flags; returns the exit status."""
     if argv[1:] != ["extract"]:
         raise app.UsageError(f"expected one command, one of {list(COMMANDS)}; got {argv[1:]}")
-    from reslstm_tf.pipelines import extract as pipeline_lib
+    pipeline_lib = _import_pipelines()
 
     beam_args = list(_beam_args)
     if FLAGS.runner == "direct":
@@ -144,7 +158,8 @@ def main(argv):
 def run():
     """Console-script entry point."""
     table = _table()
-    known = set(table) | {"config", "runner", "share_model", "tf_logs", "helpfull"}
+    known = set(table) | {"config", "runner", "share_model", "tf_logs"}
+    known |= {"help", "helpshort", "helpfull", "helpxml"}
     known |= set(FLAGS)  # absl's own (verbosity, logtostderr, ...)
     sys.argv[:], beam_args = split_beam_args(sys.argv, known)
     _beam_args[:] = beam_args
