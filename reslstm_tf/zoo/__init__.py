@@ -1,9 +1,12 @@
 """The model zoo: named, verified models from the manifest in `zoo/manifest.json`.
 
-Entries are named `<dataset>_<arch>`: `hmdb51_res3`, `ucf101_lstm2`,
-`hmdb51_twostream_res3`, `kinetics400_i3d`, ... Each records its architecture
-preset, the backbone and feature spec its head expects, its class names, the
-location and sha256 of its weights, and metrics with the command that produced
+Entries are named `<dataset>_<arch>` (`hmdb51_res3`, `ucf101_lstm2`, ...), and a published
+one `<dataset>_<arch>.<tag>` as in timm (`skateboard_lstm3.i3d224_frozen`,
+`kinetics400_i3d.deepmind`): a tagged name always loads the same sha256. Bare names such as
+`skateboard_lstm3` are aliases to a recommended tag, recorded with their history in the
+manifest (`reslstm_tf.zoo.names`); `info`, `load` and the rest take either. Each entry
+records its architecture preset, the backbone and feature spec its head expects, its class
+names, the location and sha256 of its weights, and metrics with the command that produced
 them. `load` never returns random weights silently: an entry whose weights are
 not published raises `WeightsNotPublishedError` saying how to produce them.
 
