@@ -79,3 +79,23 @@ def test_i3d_kinetics_matches_keras(ort, tmp_path):
     assert features.shape == (1, 1024)
     np.testing.assert_allclose(features, expected, atol=TOLERANCE)
     assert float(np.abs(expected).max()) > 0.1  # real weights: features far above the tolerance
+
+
+@pytest.mark.slow
+def test_video_classifier_exports_clips_to_logits_with_its_labels(ort, tmp_path):
+    import json
+
+    from reslstm_tf import zoo
+    from reslstm_tf.export import labels
+
+    model = zoo.load("skateboard_lstm3")
+    paths = export_onnx(model, tmp_path / "model.onnx")
+    assert labels.read_labels(tmp_path) == ["Kickflip", "Ollie"]
+    session = ort.InferenceSession(str(paths["model"]), providers=["CPUExecutionProvider"])
+    props = session.get_modelmeta().custom_metadata_map
+    assert props["model_name"] == "skateboard_lstm3.i3d112_ft"
+    assert json.loads(props["clip_spec"])["rgb"]["frame_size"] == 112
+    clips = np.random.default_rng(0).uniform(-1, 1, (2, *model.input_shape[1:]))
+    outputs = run(ort, paths["model"], {"clips": clips.astype("float32")})
+    expected = np.asarray(model(clips.astype("float32"), training=False))
+    np.testing.assert_allclose(outputs["logits"], expected, atol=TOLERANCE)
