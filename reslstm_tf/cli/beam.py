@@ -12,6 +12,12 @@ not know is passed to Beam too. The DirectRunner runs ``--direct_running_mode=
 multi_processing --direct_num_workers=<cores>`` unless told otherwise. Needs the ``beam``
 extra (``pip install "reslstm-tf[beam]"``); see docs/beam.md.
 
+    reslstm-beam flow [the same flags] [-- Beam's pipeline options]
+
+fills the flow-frame cache fine-tuning reads (reslstm-finetune --flow_cache_dir) for the clip
+spec's --flow_method and short side, in --out_dir: every frame pair of every video, quantised
+to uint8, the files a single-machine fill writes (failures in flow_failures.json).
+
 Exit status as reslstm-extract's: 0 when the run finished, 2 for the user's mistakes, 1 when
 nothing could be extracted or the folder cannot be written.
 
@@ -30,10 +36,11 @@ from reslstm_tf import extract as extract_lib
 from reslstm_tf.cli import build_config, config_values, define_config_flags, define_once, run_tool
 from reslstm_tf.cli.extract import HELPS, RENAMES
 from reslstm_tf.data.feature_cache import FeatureCacheError, FeatureCacheWriteError
+from reslstm_tf.files import printable
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-beam"
-COMMANDS = ("extract",)
+COMMANDS = ("extract", "flow")
 # reslstm-extract's settings the runner takes over (it spreads the work itself).
 EXCLUDED = ("metadata", "num_shards", "shard_index", "limit", "views", "seed", "decode_workers")
 RUNNER_CHOICES = ("direct", "flink", "spark", "dataflow")
@@ -104,8 +111,8 @@ def _direct_defaults(beam_args):
     defaults = []
     if "direct_running_mode" not in given:
         defaults.append("--direct_running_mode=multi_processing")
-    if "direct_num_workers" not in given:
-        defaults.append(f"--direct_num_workers={os.cpu_count() or 1}")
+        if "direct_num_workers" not in given:
+            defaults.append(f"--direct_num_workers={os.cpu_count() or 1}")
     return defaults + list(beam_args)
 
 
@@ -123,9 +130,30 @@ def _config():
     )
 
 
+def _flow(config, options):
+    """`reslstm-beam flow`: the flow cache fine-tuning reads for the config's clip spec."""
+    from reslstm_tf.data.flow_cache import FlowCache
+    from reslstm_tf.pipelines.flow import run_flow
+
+    videos = extract_lib.load_videos(config)
+    if not len(videos):
+        raise extract_lib.ExtractError("no videos: the video list is empty")
+    spec = config.clip
+    cache = FlowCache(config.out_dir, method=spec.flow_method, short_side=spec.short_side)
+    items = [(item.path, os.path.join(config.data_dir, item.path)) for item in videos]
+    summary = run_flow(cache, items, options)
+    for failure in summary["failures"]:
+        print(f"failed: {printable(failure['id'])}: {printable(failure['error'])}")
+    print(
+        f"computed {summary['computed']}, skipped {summary['skipped']} (already cached), "
+        f"failed {summary['failed']}, {summary['seconds']:.1f} s"
+    )
+    return dict(summary, done=summary["computed"])
+
+
 def main(argv):
-    """Runs `reslstm_tf.pipelines.extract.run_extract` on the flags; returns the exit status."""
-    if argv[1:] != ["extract"]:
+    """Runs the command's pipeline (`run_extract` or `run_flow`); returns the exit status."""
+    if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(f"expected one command, one of {list(COMMANDS)}; got {argv[1:]}")
     pipeline_lib = _import_pipelines()
 
@@ -135,7 +163,11 @@ def main(argv):
     try:
         config = _config()
         options = pipeline_lib.pipeline_options(FLAGS.runner, beam_args)
-        summary = pipeline_lib.run_extract(config, options, share_model=FLAGS.share_model)
+        if argv[1] == "flow":
+            summary = _flow(config, options)
+        else:
+            summary = pipeline_lib.run_extract(config, options, share_model=FLAGS.share_model)
+            extract_lib.report(summary)
     except extract_lib.ExtractInputError as error:
         raise app.UsageError(str(error)) from None
     except FeatureCacheWriteError as error:
@@ -148,9 +180,8 @@ def main(argv):
     except extract_lib.ExtractError as error:
         print(f"{NAME}: error: {error}", file=sys.stderr)
         return 1
-    extract_lib.report(summary)
     if summary["failed"] and not summary["done"] and not summary["skipped"]:
-        print(f"{NAME}: error: no video could be extracted: all failed", file=sys.stderr)
+        print(f"{NAME}: error: no video could be processed: all failed", file=sys.stderr)
         return 1
     return 0
 
