@@ -304,7 +304,8 @@ def extract(config, *, videos=None, extractor=None, progress=True):
     if not len(videos):
         skipped = f" ({len(problems)} split-file lines skipped)" if problems else ""
         raise ExtractError(f"no videos to extract: the video list is empty{skipped}")
-    check_writable(config.out_dir)  # before building the backbone or decoding anything
+    # before building the backbone or decoding anything; another sharding's cache is refused
+    check_writable(config.out_dir, config.num_shards)
     with folder_lock(config.out_dir, "feature cache", lock_name=f".lock{_suffix(config)}"):
         return _extract_locked(config, videos, extractor, progress, problems)
 

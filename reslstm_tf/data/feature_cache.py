@@ -143,12 +143,16 @@ class FeatureCacheWriteError(FeatureCacheError):
         super().__init__(message)
 
 
-def check_writable(out_dir):
+def check_writable(out_dir, num_shards=None):
     """Creates `out_dir` if needed and checks that a file can be created in it.
+
+    With `num_shards`, also that the folder holds no cache of another number of parallel
+    writers (`check_sharding`).
 
     Raises:
         FeatureCacheWriteError: naming the folder and the cause (a parent is a regular file,
             read-only file system, permission denied, ...).
+        FeatureCacheError: the folder holds a cache written with another `num_shards`.
     """
     path = pathlib.Path(out_dir)
     try:
@@ -158,10 +162,12 @@ def check_writable(out_dir):
         os.unlink(name)
     except OSError as error:
         raise FeatureCacheWriteError(path, error, "checking that the folder is writable") from None
+    if num_shards is not None:
+        check_sharding(path, num_shards)
     return path
 
 
-def _refuse_other_sharding(out_dir, num_shards):
+def check_sharding(out_dir, num_shards):
     """Raises `FeatureCacheError` if `out_dir` holds indexes of another --num_shards."""
     for path in sorted(pathlib.Path(out_dir).glob("index*.json")):
         found = sharding_of(path.name)
@@ -318,7 +324,7 @@ class FeatureCacheWriter:
                 "shard_index must be in [0, num_shards). "
                 f"Received: shard_index={shard_index!r}, num_shards={num_shards!r}"
             )
-        self.out_dir = check_writable(out_dir)
+        self.out_dir = check_writable(out_dir, num_shards)
         self.shard_size = int(shard_size)
         self._suffix = "" if num_shards == 1 else f"-{shard_index:05d}-of-{num_shards:05d}"
         self.index_path = self.out_dir / f"index{self._suffix}.json"
@@ -339,7 +345,6 @@ class FeatureCacheWriter:
                 "feature_shape": None,
                 "shards": [],
             }
-        _refuse_other_sharding(self.out_dir, num_shards)
         # Unsealed until `seal`: readers refuse the cache while it is written (see
         # `feature_cache_read.read_index`); the first flush records it.
         self._index["complete"] = False
@@ -529,6 +534,7 @@ __all__ = [
     "FeatureCacheError",
     "FeatureCacheWriteError",
     "FeatureCacheWriter",
+    "check_sharding",
     "check_writable",
     "make_example",
     "parse_example",

@@ -73,3 +73,22 @@ def test_train_and_eval_refuse_a_cache_being_written(tmp_path):
     line = _one_line(again, "reslstm-train")
     assert "is incomplete: index.json is not sealed, its writer (pid 4242)" in line, line
     assert not (tmp_path / "run2" / "final.weights.h5").exists()
+
+
+def test_extract_with_another_sharding_into_a_finished_cache_is_refused(shared_data, tmp_path):
+    from tests.data.test_feature_cache import write
+    from tests.reliability.test_extract_faults import FLAGS, _env, extract_command
+
+    data_dir = shared_data / "skateboard"
+    split_file = tmp_path / "list.txt"
+    split_file.write_text("\n".join((data_dir / "trainlist.txt").read_text().split()[:3]) + "\n")
+    cache = tmp_path / "cache"
+    write(cache, range(3))  # a finished single-writer cache
+    before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    command = extract_command(data_dir, split_file, cache, *FLAGS, "--num_shards=2")
+    result = subprocess.run(
+        [*command, "--shard_index=0"], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    line = _one_line(result, "reslstm-extract")
+    assert "already holds a feature cache written with --num_shards=1 (index.json)" in line
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == before
