@@ -87,18 +87,26 @@ def _all_entries():
     """The entries of the packaged manifest and of each `$RESLSTM_ZOO_MANIFEST` one, in order.
 
     A later manifest's entry replaces an earlier one of the same name (a lab's own wins over
-    the packaged one), with a warning naming both manifests.
+    the packaged one), and an entry named as an earlier manifest's alias is found before that
+    alias's target; either way with a warning naming both manifests.
     """
     entries = _read_manifest(default_manifest_path())
+    alias_sources = dict.fromkeys(names.read_aliases(default_manifest_path()), "")
     for extra in filter(None, os.environ.get(MANIFEST_ENV, "").split(os.pathsep)):
         for name, entry in _read_manifest(extra).items():
-            if name in entries:
+            if name in entries or name in alias_sources:
+                what = "the entry" if name in entries else "the alias"
+                source = entries[name]["_manifest_dir"] if name in entries else None
+                source = source or alias_sources[name] or default_manifest_path().parent
                 warnings.warn(
-                    f"zoo entry {name!r} of {extra} replaces the one of "
-                    f"{entries[name]['_manifest_dir']} (${MANIFEST_ENV} wins)",
+                    f"zoo entry {name!r} of {extra} replaces {what} of {source} "
+                    f"(${MANIFEST_ENV} wins)",
                     stacklevel=3,
                 )
             entries[name] = entry
+        alias_sources.update(
+            dict.fromkeys(names.read_aliases(extra), str(pathlib.Path(extra).parent))
+        )
     return entries
 
 

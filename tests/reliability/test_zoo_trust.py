@@ -222,6 +222,15 @@ def test_a_lab_manifest_shadowing_a_built_in_entry_warns_naming_both(lab):
         zoo.info("lab_res2")
 
 
+def test_a_lab_entry_named_as_a_built_in_alias_warns_naming_both(lab):
+    assert zoo.info("kinetics400_i3d")["name"] != "kinetics400_i3d"  # an alias of a tag
+    _set_entry(lab, "kinetics400_i3d", description="a lab's own I3D")
+    with pytest.warns(UserWarning, match="'kinetics400_i3d' of .* replaces the alias of") as seen:
+        entry = zoo.info("kinetics400_i3d")
+    assert entry["description"] == "a lab's own I3D"  # the lab's wins
+    assert str(zoo.default_manifest_path().parent) in str(seen[0].message)
+
+
 # --- sizes ---------------------------------------------------------------------------------
 
 
