@@ -136,6 +136,10 @@ def test_killed_pipeline_reruns_to_every_video_exactly_once(clips):
     assert not (root / "killed" / "index.json").exists()  # the index comes last
     with pytest.raises(feature_cache.FeatureCacheError):
         feature_cache.read_index(root / "killed")
+    # the rerun serves one backbone to the worker processes (as on a multi-core worker)
+    command = _beam_command(
+        clips, "killed", "--share_model", "--", "--direct_running_mode=in_memory"
+    )
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "skipped 2 (already cached)" in rerun.stdout
