@@ -294,7 +294,7 @@ def run_extract(config, options=None, *, videos=None, share_model=False):
     problems = [str(problem) for problem in getattr(videos, "problems", [])]
     if not len(videos):
         raise extract_lib.ExtractError("no videos to extract: the video list is empty")
-    out_dir = check_writable(config.out_dir)
+    out_dir = check_writable(config.out_dir, num_shards=1)  # before anything is decoded
     metadata = cache_metadata(config, videos)
     with folder_lock(out_dir, "feature cache", lock_name=".lock"):
         previous = shards_lib.read_previous(out_dir, metadata)

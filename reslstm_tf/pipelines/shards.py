@@ -27,8 +27,12 @@ import uuid
 
 import tensorflow as tf
 
-from reslstm_tf.data.feature_cache import INDEX_VERSION, FeatureCacheError, read_index_file
-from reslstm_tf.data.feature_cache_read import sharding_of
+from reslstm_tf.data.feature_cache import (
+    INDEX_VERSION,
+    FeatureCacheError,
+    check_sharding,
+    read_index_file,
+)
 from reslstm_tf.faults import fault_point
 from reslstm_tf.files import atomic_write, new_file_mode
 
@@ -100,12 +104,7 @@ def read_previous(out_dir, metadata):
             workers (``index-*-of-*.json``).
     """
     out_dir = pathlib.Path(out_dir)
-    for path in sorted(out_dir.glob("index*.json")):
-        if sharding_of(path.name) not in (None, 1):
-            raise FeatureCacheError(
-                f"{out_dir} already holds a feature cache written with --num_shards="
-                f"{sharding_of(path.name)} ({path.name}); extract into another folder"
-            )
+    check_sharding(out_dir, 1)
     path = out_dir / INDEX_NAME
     if not path.exists():
         return None
