@@ -18,6 +18,13 @@ fills the flow-frame cache fine-tuning reads (reslstm-finetune --flow_cache_dir)
 spec's --flow_method and short side, in --out_dir: every frame pair of every video, quantised
 to uint8, the files a single-machine fill writes (failures in flow_failures.json).
 
+    reslstm-beam classify VIDEO|FOLDER|SPLIT_FILE... [--model=ENTRY|HEAD.keras] [--classes=FILE]
+        [--top_k=5] [--out=predictions.csv] [-- Beam's pipeline options]
+
+classifies the videos as reslstm-classify does, one classifier per worker process, and
+writes its predictions.csv (input order, failures last with their reason); the clip flags
+given (--segments, --segment_len, --frame_size, --weights, ...) override the model's spec.
+
 Exit status as reslstm-extract's: 0 when the run finished, 2 for the user's mistakes, 1 when
 nothing could be extracted or the folder cannot be written.
 
@@ -40,7 +47,7 @@ from reslstm_tf.files import printable
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-beam"
-COMMANDS = ("extract", "flow")
+COMMANDS = ("extract", "flow", "classify")
 # reslstm-extract's settings the runner takes over (it spreads the work itself).
 EXCLUDED = ("metadata", "num_shards", "shard_index", "limit", "views", "seed", "decode_workers")
 RUNNER_CHOICES = ("direct", "flink", "spark", "dataflow")
@@ -67,6 +74,12 @@ def define_flags():
         "Load one backbone per machine and serve it to the worker processes (default: one "
         "per worker process).",
     )
+    string = flags.DEFINE_string
+    define_once(string, "model", "kinetics400_i3d", "classify: a zoo entry or a .keras head.")
+    define_once(string, "classes", None, "classify: the class list file of a .keras head.")
+    define_once(flags.DEFINE_integer, "top_k", 5, "classify: ranked classes per video.")
+    define_once(string, "out", "predictions.csv", "classify: the predictions CSV.")
+    define_once(flags.DEFINE_boolean, "overwrite", False, "classify: replace an existing --out.")
 
 
 def split_beam_args(argv, known):
@@ -151,15 +164,64 @@ def _flow(config, options):
     return dict(summary, done=summary["computed"])
 
 
+# classify: the clip flags given on the command line override the classifier's spec.
+SPEC_FLAGS = {
+    "segments": "num_segments",
+    "segment_len": "segment_len",
+    "frame_size": "frame_size",
+    "resize_short_side": "resize_short_side",
+    "short": "short",
+    "flow_method": "flow_method",
+    "weights": "backbone_weights",
+}
+
+
+def _spec_overrides():
+    """The spec fields of the clip flags given on the command line."""
+    spec = {}
+    for flag, field in SPEC_FLAGS.items():
+        if FLAGS[flag].present:
+            value = FLAGS[flag].value
+            spec[field] = None if flag == "weights" and str(value).lower() == "none" else value
+    return spec
+
+
+def _classify(inputs, options):
+    """`reslstm-beam classify VIDEO|FOLDER|SPLIT_FILE...`: reslstm-classify's predictions.csv."""
+    from reslstm_tf.pipelines.classify import ClassifierSource, run_classify
+    from reslstm_tf.predict.batch import check_output, resolve_videos
+
+    if not inputs:
+        raise app.UsageError("classify: give videos, folders of videos or split files")
+    out = check_output(FLAGS.out, FLAGS.overwrite)
+    videos, labels = resolve_videos(inputs, FLAGS.data_dir)
+    source = ClassifierSource(
+        FLAGS.model, classes=FLAGS.classes, spec=_spec_overrides() or None, top_k=FLAGS.top_k
+    )
+    summary = run_classify(source, videos, out, options, labels=labels)
+    for video, error in summary["failures"]:
+        print(f"failed: {printable(video)}: {printable(error)}")
+    print(
+        f"classified {summary['classified']} videos, failed {len(summary['failures'])}, "
+        f"{summary['seconds']:.1f} s; predictions: {printable(summary['out_csv'])}"
+    )
+    if not summary["classified"]:
+        print(f"{NAME}: error: no video could be classified (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv):
     """Runs the command's pipeline (`run_extract` or `run_flow`); returns the exit status."""
-    if len(argv) != 2 or argv[1] not in COMMANDS:
+    if len(argv) < 2 or argv[1] not in COMMANDS or (argv[1] != "classify" and len(argv) > 2):
         raise app.UsageError(f"expected one command, one of {list(COMMANDS)}; got {argv[1:]}")
     pipeline_lib = _import_pipelines()
 
     beam_args = list(_beam_args)
     if FLAGS.runner == "direct":
         beam_args = _direct_defaults(beam_args)
+    if argv[1] == "classify":
+        return _classify(argv[2:], pipeline_lib.pipeline_options(FLAGS.runner, beam_args))
     try:
         config = _config()
         options = pipeline_lib.pipeline_options(FLAGS.runner, beam_args)
@@ -190,6 +252,7 @@ def run():
     """Console-script entry point."""
     table = _table()
     known = set(table) | {"config", "runner", "share_model", "tf_logs"}
+    known |= {"model", "classes", "top_k", "out", "overwrite"}
     known |= {"help", "helpshort", "helpfull", "helpxml"}
     known |= set(FLAGS)  # absl's own (verbosity, logtostderr, ...)
     sys.argv[:], beam_args = split_beam_args(sys.argv, known)

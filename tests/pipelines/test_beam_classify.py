@@ -1,6 +1,9 @@
 """The Beam classification pipeline writes reslstm-classify's predictions.csv, on real clips."""
 
+import csv
 import os
+import subprocess
+import sys
 
 import keras
 import pytest
@@ -46,3 +49,37 @@ def test_beam_predictions_csv_equals_reslstm_classifys(shared_data, tmp_path):
     assert summary["classified"] == 4 and [f[0] for f in summary["failures"]] == [str(bad)]
     ours = (tmp_path / "beam.csv").read_text()
     assert ours == (tmp_path / "classify.csv").read_text()
+
+
+@pytest.mark.slow
+def test_reslstm_beam_classify_writes_the_csv_and_names_the_bad_video(shared_data, tmp_path):
+    keras.utils.set_random_seed(0)
+    build_single_stream(2, "res2", units=8, num_steps=4).save(tmp_path / "head.keras")
+    (tmp_path / "classes.txt").write_text("Kickflip\nOllie\n")
+    clip = sorted((shared_data / "skateboard" / "Ollie").glob("*.mp4"))[0]
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("a text file renamed\n")
+    out = tmp_path / "predictions.csv"
+    command = [
+        sys.executable,
+        "-m",
+        "reslstm_tf.cli.beam",
+        "classify",
+        os.fspath(clip),
+        os.fspath(bad),
+        f"--model={tmp_path / 'head.keras'}",
+        f"--classes={tmp_path / 'classes.txt'}",
+        "--segment_len=4",
+        "--frame_size=32",
+        "--weights=none",
+        "--top_k=2",
+        f"--out={out}",
+        "--direct_running_mode=in_memory",  # not the tool's: passed to Beam
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "classified 1 videos, failed 1" in result.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert [row["video"] for row in rows] == [os.fspath(clip), os.fspath(bad)]
+    assert rows[0]["class_1"] in ("Kickflip", "Ollie") and rows[0]["error"] == ""
+    assert "could not open it" in rows[1]["error"]
