@@ -8,9 +8,9 @@ per backbone call, --shard_size videos per shard) and writes the same feature ca
 unchanged by reslstm-train and reslstm-eval; bad videos are listed in failures.json. A run
 killed and run again finishes the cache, every video in it once. Beam's own options (the
 workers, the job server, the project and region, ...) follow ``--``; an option the tool does
-not know is passed to Beam too. The DirectRunner runs ``--direct_running_mode=
-multi_processing --direct_num_workers=<cores>`` unless told otherwise. Needs the ``beam``
-extra (``pip install "reslstm-tf[beam]"``); see docs/beam.md.
+not know is passed to Beam too (write those as --name=value). The DirectRunner runs
+``--direct_running_mode=multi_processing --direct_num_workers=<cores>`` unless told
+otherwise. Needs the ``beam`` extra (``pip install "reslstm-tf[beam]"``); see docs/beam.md.
 
     reslstm-beam flow [the same flags] [-- Beam's pipeline options]
 
