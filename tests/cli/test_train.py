@@ -96,7 +96,9 @@ def test_starts_quiet_resume_refuses_changed_flags_and_restart_starts_over(tmp_p
     assert "model.dropout: None -> 0.2" in changed.stderr and "Traceback" not in changed.stderr
     restarted = run_cli(*flags, "--epochs=2", "--learning_rate=0.01", "--restart")
     assert restarted.returncode == 0, restarted.stderr[-3000:]
-    assert "restart: deleted train_config.json, checkpoints" in restarted.stderr
+    # The first run finished (2 steps): its checkpoints went with it, its final files stay.
+    assert "restart: deleted train_config.json, train, history.json" in restarted.stderr
+    assert "model.keras" in restarted.stderr
     assert "resuming" not in restarted.stderr
     assert json.loads((run_dir / "train_config.json").read_text())["learning_rate"] == 0.01
 
