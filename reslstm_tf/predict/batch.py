@@ -96,18 +96,25 @@ def check_batch(batch):
 
 
 def _missing_split_videos(split_file, root, listed, data_dir):
-    """Raises FileNotFoundError when none of a split file's videos is under `root`."""
+    """Raises FileNotFoundError when none of a split file's videos is under `root`.
+
+    `listed` is the split file's `VideoList` (lines whose video is missing may be skipped
+    with a problem recorded).
+    """
     if any((root / video.path).is_file() for video in listed):
         return
-    example = root / listed[0].path
+    if not len(listed) and not listed.problems:
+        raise datasets.SplitFileError(split_file, "lists no '<Class>/<video>' lines")
+    example = f"e.g. {root / listed[0].path}" if len(listed) else str(listed.problems[0])
     hint = (
         f"the folder data_dir={data_dir} gives"
         if data_dir
         else "the split file's own folder; give the videos' root folder with --data_dir (data_dir=)"
     )
+    count = len(listed) + len(listed.problems)
     raise FileNotFoundError(
-        f"none of the {len(listed)} videos of split file {split_file} exists: its paths were "
-        f"resolved against {root} ({hint}), e.g. {example}"
+        f"none of the {count} videos of split file {split_file} exists: its paths were "
+        f"resolved against {root} ({hint}); {example}"
     )
 
 
@@ -139,8 +146,6 @@ def resolve_videos(inputs, data_dir=None):
         elif item.suffix.lower() in SPLIT_FILE_SUFFIXES and item.is_file():
             root = pathlib.Path(data_dir) if data_dir else item.parent
             listed = datasets.folder(root, item, on_error="skip")
-            if not len(listed):
-                raise datasets.SplitFileError(item, "lists no '<Class>/<video>' lines")
             _missing_split_videos(item, root, listed, data_dir)
             videos += [str(root / v.path) for v in listed]
             labels.update({str(root / v.path): v.class_name for v in listed})
