@@ -187,3 +187,31 @@ def test_cli_list_published_and_info_json():
     assert text.stdout.startswith("skateboard_lstm3.i3d224_frozen  (alias")
     machine = run_cli("zoo", "info", "skateboard_frozen_lstm3", "--json")
     assert json.loads(machine.stdout)["weights"]["sha256"].startswith("12ed8580")
+
+
+def test_a_published_tag_is_never_published_again_nor_an_alias_shadowed(tmp_path):
+    import keras
+
+    from reslstm_tf.models import build_single_stream
+
+    keras.utils.set_random_seed(0)
+    model = build_single_stream(3, "res2", feature_dim=8, units=8, num_steps=4)
+    base = zoo.info("hmdb51_res2")
+    entry = {**base, "dataset": {**base["dataset"], "name": "lab", "num_classes": 3},
+             "architecture": {"kind": "single_stream", "preset": "res2", "units": 8,
+                              "num_steps": 4}, "features": {"feature_dim": 8}}  # fmt: skip
+    manifest = tmp_path / "m.json"
+    zoo.publish(model, "lab_res2.v1", entry, manifest_path=manifest)
+    record = json.loads(manifest.read_text())
+    record["aliases"] = {"lab_res2": {"target": "lab_res2.v1", "history": [
+        {"target": "lab_res2.v1", "date": "2026-12-06", "why": "first publication"}]}}  # fmt: skip
+    manifest.write_text(json.dumps(record))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    model.layers[-1].set_weights([w + 1 for w in model.layers[-1].get_weights()])
+    with pytest.raises(ValueError, match=r"'lab_res2.v1' is a published tag .* another tag"):
+        zoo.publish(model, "lab_res2.v1", entry, manifest_path=manifest)
+    with pytest.raises(ValueError, match=r"'lab_res2' is an alias of 'lab_res2.v1'"):
+        zoo.publish(model, "lab_res2", entry, manifest_path=manifest)
+    assert json.loads(manifest.read_text()) == record  # nothing changed, nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    zoo.publish(model, "lab_res2.v2", entry, manifest_path=manifest)  # a new tag is fine

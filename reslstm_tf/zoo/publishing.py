@@ -145,6 +145,31 @@ def _paths(manifest_path, weights_dir):
     return manifest_path, pathlib.Path(weights_dir or manifest_path.parent)
 
 
+def check_name_free(manifest, name):
+    """Refuses a publication that would change what a published name loads.
+
+    A tagged name (`<architecture>.<tag>`) is immutable once it has weights: it is never
+    published again. A bare name that is an alias is moved by recording the alias change,
+    never shadowed by an entry of that name. Checked before anything is written.
+
+    Raises:
+        ValueError: naming the tag or alias and what to do instead.
+    """
+    from reslstm_tf.zoo import names
+
+    aliases = manifest.get(names.ALIASES_KEY) or {}
+    if name in aliases:
+        raise ValueError(
+            f"{name!r} is an alias of {aliases[name]['target']!r}: publish the new model under a "
+            f"tagged name ('{name}.<tag>') and record the alias change"
+        )
+    if names.is_tagged(name) and _files_of(manifest["entries"].get(name)):
+        raise ValueError(
+            f"{name!r} is a published tag and tags never change what they load; publish the "
+            f"new model under another tag ('{names.split(name)[0]}.<new tag>')"
+        )
+
+
 def _record_entry(manifest_path, manifest, name, entry):
     """Records `entry` in the manifest file (replaced atomically); returns the old one's files."""
     previous = _files_of(manifest["entries"].get(name))
@@ -187,6 +212,7 @@ def publish(model, name, entry, manifest_path=None, weights_dir=None, url=None):
     check_finite(model, name)
     manifest_path, weights_dir = _paths(manifest_path, weights_dir)
     with manifests.transaction(manifest_path) as manifest:
+        check_name_free(manifest, name)
         target = _save_weights(model, name, weights_dir)
         _fault("publish_weights_written")
         entry["weights"] = _file_record(target, **({"url": url} if url else {}))
@@ -261,6 +287,7 @@ def publish_video_classifier(
         deltas[stream] = compute_delta(backbone, fresh[stream])
         video.check_fine_tuned_from(name, stream, deltas[stream], trainable_from, base)
     with manifests.transaction(manifest_path) as manifest:
+        check_name_free(manifest, name)
         for stream, delta in deltas.items():  # checked: now written
             deltas[stream] = video.write_delta(
                 delta, name, stream, manifest["entries"], weights_dir
