@@ -8,8 +8,8 @@ Usage:
 
 `list` prints one row per entry (tagged name, aliases, accuracy with its protocol, size,
 input clip spec, weights status; `zoo.table.format_list`), `info` one entry's card
-(`zoo.table.format_info`). On a terminal both are text with a header; piped, `list` prints
-the rows alone and `info` the manifest entry as JSON (force either with --json/--nojson).
+(`zoo.table.format_info`), or with --json the manifest entry for machines. `list` prints a
+header on a terminal and the rows alone when piped.
 `publish` is `zoo.publish_files`. With
 --model_dir the model is `<model_dir>/model.keras` (written by reslstm-train) and the metrics
 of every `<model_dir>/eval_*/metrics.json` (written by reslstm-eval) are added to the entry's
@@ -58,10 +58,7 @@ def define_flags():
     )
     define_once(flags.DEFINE_boolean, "published", False, "list: only the published entries.")
     define_once(
-        flags.DEFINE_boolean,
-        "json",
-        None,
-        "info: print the manifest entry as JSON (default: text on a terminal, JSON when piped).",
+        flags.DEFINE_boolean, "json", False, "info: print the manifest entry as JSON (machines)."
     )
 
 
@@ -92,8 +89,7 @@ def main(argv):
             entry = zoo.info(argv[2])
         except zoo.UnknownEntryError as error:
             raise UserError(error.hint(f"`{NAME} list`")) from None
-        as_json = (not terminal) if FLAGS.json is None else FLAGS.json
-        print(json.dumps(entry, indent=2) if as_json else table.format_info(argv[2]))
+        print(json.dumps(entry, indent=2) if FLAGS.json else table.format_info(argv[2]))
     else:
         weights = zoo.publish_files(**_publish_flags())["weights"]
         print(f"published {FLAGS.name}: {weights['file']} sha256 {weights['sha256']}")

@@ -21,8 +21,10 @@ def test_zoo_list_and_info():
     rows = listed.stdout.strip().splitlines()
     assert len(rows) == len(zoo.list())
     assert any(r.startswith("hmdb51_res3") and "not published" in r for r in rows)
-    info = run_cli("zoo", "info", "ucf101_twostream_res3")
+    info = run_cli("zoo", "info", "ucf101_twostream_res3", "--json")
     assert json.loads(info.stdout)["architecture"]["fusion"] == "product"
+    card = run_cli("zoo", "info", "ucf101_twostream_res3").stdout  # readable text by default
+    assert card.startswith("ucf101_twostream_res3") and "{" not in card.splitlines()[0]
     bad = run_cli("zoo", "info", "ucf101_rez3")
     assert bad.returncode == 2 and "Did you mean 'ucf101_res3'" in bad.stderr
     (line,) = _error_lines(bad.stderr)
