@@ -14,8 +14,8 @@ evaluates them, through their own fine-tuned I3D (`reslstm_tf.predict.scoring`).
 library side of `reslstm-classify`: without a video it plays the sample clip shipped in the
 package (`reslstm_tf/samples/cricket.mp4`, DeepMind's Apache-2.0 cricket clip; see
 `samples/NOTICE`); with several videos, a folder or a split file it prints a line per
-video and writes `predictions.csv` and a summary (`reslstm_tf.predict.batch`). The zoo never imports this module; `reslstm_tf.streaming`
-builds on it for live sources.
+video and writes `predictions.csv` and a summary (`reslstm_tf.predict.batch`). The zoo
+never imports this module; `reslstm_tf.streaming` builds on it for live sources.
 """
 
 import collections
@@ -359,6 +359,14 @@ def _classify_many(predictor, paths, labels, out_csv):
     return batch
 
 
+def _model_label(model, classifier):
+    """The name a file is labelled with: the zoo name asked for (an alias stays an alias)."""
+    if isinstance(model, (str, pathlib.Path)):
+        path = pathlib.Path(model)
+        return path.stem if path.suffix == ".keras" else str(model)
+    return classifier.name
+
+
 def classify(
     videos=None,
     model=DEFAULT_MODEL,
@@ -383,7 +391,8 @@ def classify(
         model: a zoo entry name, a `.keras` head, a model from `zoo.load` or a `Classifier`.
         top_k: int, ranked classes to report.
         num_segments: int, segments to cut each video into (default: the entry's).
-        sheet: one video: the contact-sheet PNG (default `<video stem>_<entry name>.png`).
+        sheet: one video: the contact-sheet PNG (default `<video stem>_<model name>.png`,
+            the name as given: `cricket_kinetics400_i3d.png` for the default alias).
         out_csv: several videos: the predictions CSV (default `predictions.csv`), checked
             before any video is classified.
         classes: a class list file, for a model without a zoo entry.
@@ -418,7 +427,7 @@ def classify(
         return _classify_many(predictor, paths, labels, out_csv)
     prediction = predict_video(predictor, paths[0])
     print(prediction.format())
-    name = f"{pathlib.Path(paths[0]).stem}_{predictor.classifier.name}.png"
+    name = f"{pathlib.Path(paths[0]).stem}_{_model_label(model, predictor.classifier)}.png"
     contact_sheet(prediction, sheet or name)
     print(f"contact sheet: {sheet or name}")
     return prediction
