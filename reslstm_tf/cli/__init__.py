@@ -31,55 +31,19 @@ USER_ERROR_STATUS = 2
 ENVIRONMENT_ERROR_STATUS = 1
 
 
-def _wants_logs(argv):
-    """True when the command line asks for TensorFlow's logs."""
-    for arg in argv[1:]:
-        if arg == LOG_FLAG or arg.startswith(LOG_FLAG + "="):
-            return arg.split("=", 1)[-1].lower() not in ("false", "0", "no")
-        if arg.startswith(("--verbosity=", "-v=")):
-            try:
-                return int(arg.split("=", 1)[1]) >= 1
-            except ValueError:
-                return False
-    return False
-
-
-def _import_silently():
-    """Imports TensorFlow and Keras and finds the devices with file descriptor 2 captured.
-
-    TensorFlow 2.21 logs through absl's C++ logging before `absl::InitializeLog()` runs, and
-    those lines (oneDNN notes, CUDA probing, `cuInit` failures on CPU machines) ignore
-    TF_CPP_MIN_LOG_LEVEL. What they write while the libraries load is discarded; if loading
-    fails, it is shown with the error.
-    """
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import keras  # noqa: F401
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode("utf-8", "replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def quiet_tensorflow(argv=None):
-    """Silences TensorFlow's start-up logs unless the command line asks for them."""
+    """Imports TensorFlow quietly now, unless the command line asks for its logs.
+
+    The package makes TensorFlow's first import quiet (`reslstm_tf` docstring); a tool
+    imports it at once, so no start-up line reaches the terminal before the tool's own
+    output, and `--tf_logs` (or `--verbosity` >= 1) shows them.
+    """
+    import reslstm_tf
+
     argv = sys.argv if argv is None else argv
-    if not _wants_logs(argv):
+    if not reslstm_tf._asks_for_logs(argv):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        if "tensorflow" not in sys.modules:
-            _import_silently()
+        import tensorflow  # noqa: F401
 
 
 quiet_tensorflow()
@@ -87,6 +51,12 @@ quiet_tensorflow()
 
 class UserError(ValueError):
     """A mistake in what the user gave a tool: reported in one line, exit status 2."""
+
+
+def refuse_arguments(argv):
+    """Raises a UsageError if a tool that takes only flags was given other arguments."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
 
 
 def define_once(definer, name, *args, **kwargs):

@@ -15,7 +15,7 @@ import sys
 
 from absl import app, flags
 
-from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.cli import define_once, refuse_arguments, run_tool
 from reslstm_tf.experiments.config import (
     EXPERIMENTS,
     AblationConfig,
@@ -151,8 +151,7 @@ def config_from_flags():
 
 def main(argv):
     """Maps the flags onto `reslstm_tf.experiments.run_ablation` and prints the best head."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    refuse_arguments(argv)
     missing = [f for f in ("features_dir", "out_dir") if not getattr(FLAGS, f)]
     if missing:
         raise app.UsageError(f"{NAME} needs --{', --'.join(missing)}")

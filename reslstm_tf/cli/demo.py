@@ -5,9 +5,9 @@ training accuracy and a verdict: the install trains when the Res-LSTM fits the s
 classes to at least twice chance. Real recognition is `reslstm-classify`.
 """
 
-from absl import app, flags
+from absl import flags
 
-from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.cli import define_once, refuse_arguments, run_tool
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-demo"
@@ -44,8 +44,7 @@ def verdict(results, num_classes, epochs):
 
 def main(argv):
     """Maps the flags onto `reslstm_tf.training.demo.run_demo` and prints the accuracies."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    refuse_arguments(argv)
     from reslstm_tf.training.demo import NUM_CLASSES, run_demo
 
     results = run_demo(FLAGS.preset, FLAGS.epochs, FLAGS.seed)

@@ -12,10 +12,10 @@ Example:
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from reslstm_tf import evaluate as evaluate_lib
-from reslstm_tf.cli import config_values, define_config_flags, run_tool
+from reslstm_tf.cli import config_values, define_config_flags, refuse_arguments, run_tool
 from reslstm_tf.files import printable
 from reslstm_tf.runs import RunDir
 
@@ -76,10 +76,7 @@ def config_from_flags():
 
 def main(argv):
     """Maps the flags onto an `EvalConfig`, runs `reslstm_tf.evaluate.run_evaluation`, prints."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    refuse_arguments(argv)
     config = config_from_flags()
     metrics = evaluate_lib.run_evaluation(config)
     top5 = f"  top-5 {metrics['top5']:.4f}" if "top5" in metrics else ""

@@ -18,6 +18,7 @@ from reslstm_tf.cli import (
     config_values,
     define_config_flags,
     define_once,
+    refuse_arguments,
     run_tool,
 )
 
@@ -79,8 +80,7 @@ def config_from_flags():
 
 def main(argv):
     """Maps the flags onto `finetune`, prints the history and the evaluation."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    refuse_arguments(argv)
     from reslstm_tf.training.finetune import finetune
 
     config = config_from_flags()

@@ -15,7 +15,7 @@ import dataclasses
 
 from absl import app, flags
 
-from reslstm_tf.cli import define_once, run_tool
+from reslstm_tf.cli import define_once, refuse_arguments, run_tool
 from reslstm_tf.clip_spec import PRESETS
 
 FLAGS = flags.FLAGS
@@ -104,8 +104,7 @@ def config_from_flags():
 
 def main(argv):
     """Maps the flags onto `run_study` and prints where the results are."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    refuse_arguments(argv)
     for name in ("data_dir", "split_file", "out_dir"):
         if not FLAGS[name].value:
             raise app.UsageError(f"{NAME} needs --{name}")

@@ -12,10 +12,16 @@ Example:
         --epochs=30 --batch_size=64 --optimizer=adam --learning_rate=1e-4
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from reslstm_tf import training as train_lib
-from reslstm_tf.cli import build_config, config_values, define_config_flags, run_tool
+from reslstm_tf.cli import (
+    build_config,
+    config_values,
+    define_config_flags,
+    refuse_arguments,
+    run_tool,
+)
 from reslstm_tf.files import printable
 from reslstm_tf.runs import RunDir
 
@@ -69,10 +75,7 @@ def config_from_flags():
 
 def main(argv):
     """Maps the flags onto a `RunConfig` and calls `reslstm_tf.training.run_training`."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    refuse_arguments(argv)
     config = config_from_flags()
     result = train_lib.run_training(config)
     if result.is_chief:
