@@ -292,13 +292,13 @@ def test_publish_killed_before_the_manifest_leaves_the_old_entry(lab, rgb, tmp_p
         if point == "publish_weights_written":
             raise Killed(point)
 
-    monkeypatch.setattr(zoo, "fault_point", die)
+    monkeypatch.setattr(zoo.publishing, "fault_point", die)
     with pytest.raises(Killed):
         zoo.publish_video_classifier(
             changed, "lab_clf", _entry(), base="lab_i3d", manifest_path=folder / "manifest.json"
         )
     np.testing.assert_array_equal(_logits(zoo.load("lab_clf"), clips), old)  # old files intact
-    monkeypatch.setattr(zoo, "fault_point", lambda point: None)
+    monkeypatch.setattr(zoo.publishing, "fault_point", lambda point: None)
     entry = zoo.publish_video_classifier(
         changed, "lab_clf", _entry(), base="lab_i3d", manifest_path=folder / "manifest.json"
     )

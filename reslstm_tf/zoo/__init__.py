@@ -32,13 +32,12 @@ import os
 import pathlib
 import warnings
 
-from reslstm_tf.assets import asset_path
 from reslstm_tf.backbones.delta import apply_delta, load_delta
 from reslstm_tf.backbones.i3d import I3D
 from reslstm_tf.faults import fault_point as fault_point
 from reslstm_tf.models import build_model
 from reslstm_tf.zoo import manifest as manifests
-from reslstm_tf.zoo import names, video
+from reslstm_tf.zoo import names, publishing, video
 from reslstm_tf.zoo.fetch import DOWNLOAD_MARGIN as DOWNLOAD_MARGIN
 from reslstm_tf.zoo.fetch import MAX_DOWNLOAD_BYTES as MAX_DOWNLOAD_BYTES
 from reslstm_tf.zoo.fetch import MAX_FILE_BYTES as MAX_FILE_BYTES
@@ -49,6 +48,7 @@ from reslstm_tf.zoo.fetch import check_plain_name as check_plain_name
 from reslstm_tf.zoo.fetch import verified_file
 from reslstm_tf.zoo.manifest import FORMAT_VERSION as FORMAT_VERSION
 from reslstm_tf.zoo.manifest import ManifestError as ManifestError
+from reslstm_tf.zoo.manifest import default_manifest_path as default_manifest_path
 
 MANIFEST_ENV = "RESLSTM_ZOO_MANIFEST"
 _HEAD_KINDS = ("single_stream", "two_stream")
@@ -72,11 +72,6 @@ class UnknownEntryError(ValueError):
             f"unknown zoo entry {self.name!r}.{close} {list_command} gives all "
             f"{self.count} entries."
         )
-
-
-def default_manifest_path():
-    """Returns the path of the packaged manifest, `zoo/manifest.json`."""
-    return asset_path("zoo", "manifest.json")
 
 
 def _read_manifest(path):
@@ -311,17 +306,13 @@ def load(name, weights="auto"):
     return model
 
 
-def format_list(published_only=False, header=False):
-    """Returns the zoo as text, one line per entry (`reslstm_tf.zoo.table`), `header` first."""
-    from reslstm_tf.zoo import table
+def publish_video_classifier(classifier, name, entry, base=None, *args, **kwargs):
+    """`publishing.publish_video_classifier` with the zoo's base weights (see there)."""
+    return publishing.publish_video_classifier(
+        classifier, name, entry, base, *args, base_weights=base_weights, **kwargs
+    )
 
-    return table.format_list(published_only=published_only, header=header)
 
-
-# Publishing lives in its own module, which uses the functions above.
-from reslstm_tf.zoo.publishing import publish as publish  # noqa: E402
-from reslstm_tf.zoo.publishing import publish_files as publish_files  # noqa: E402
-from reslstm_tf.zoo.publishing import (  # noqa: E402
-    publish_video_classifier as publish_video_classifier,
-)
-from reslstm_tf.zoo.publishing import weights_file_name as weights_file_name  # noqa: E402
+publish = publishing.publish
+publish_files = publishing.publish_files
+weights_file_name = publishing.weights_file_name

@@ -34,6 +34,11 @@ MAX_CLASS_FILE_BYTES = 8 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+def default_manifest_path():
+    """Returns the path of the packaged manifest, `zoo/manifest.json`."""
+    return asset_path("zoo", "manifest.json")
+
+
 class ManifestError(ValueError):
     """A zoo manifest is malformed or out of bounds (a one-line message)."""
 

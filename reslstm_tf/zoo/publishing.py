@@ -31,10 +31,12 @@ from reslstm_tf import runs
 from reslstm_tf.backbones.delta import compute_delta
 from reslstm_tf.checks import check_choice
 from reslstm_tf.clip_spec import ClipSpec
+from reslstm_tf.faults import fault_point
 from reslstm_tf.models import load_model
 from reslstm_tf.zoo import manifest as manifests
 from reslstm_tf.zoo import video
 from reslstm_tf.zoo.fetch import check_plain_name
+from reslstm_tf.zoo.manifest import default_manifest_path
 
 # A file publishing writes: `<name>-<sha8>.weights.h5` or `<name>-<stream>-delta-<sha8>.npz`.
 _CONTENT_ADDRESSED = re.compile(
@@ -43,10 +45,8 @@ _CONTENT_ADDRESSED = re.compile(
 
 
 def _fault(point):
-    """`reslstm_tf.faults.fault_point`, looked up on the package (tests stand in for it)."""
-    from reslstm_tf import zoo
-
-    zoo.fault_point(point)
+    """`reslstm_tf.faults.fault_point`, looked up at call time (tests stand in for it)."""
+    fault_point(point)
 
 
 def check_finite(model, name):
@@ -139,8 +139,6 @@ def _remove_unreferenced(manifest, name, weights_dir, previous=()):
 
 def _paths(manifest_path, weights_dir):
     """(manifest path, weights folder) of a publication."""
-    from reslstm_tf.zoo import default_manifest_path
-
     manifest_path = pathlib.Path(manifest_path or default_manifest_path())
     return manifest_path, pathlib.Path(weights_dir or manifest_path.parent)
 
@@ -223,7 +221,15 @@ def publish(model, name, entry, manifest_path=None, weights_dir=None, url=None):
 
 
 def publish_video_classifier(
-    classifier, name, entry, base=None, manifest_path=None, weights_dir=None, dtype="float16"
+    classifier,
+    name,
+    entry,
+    base=None,
+    manifest_path=None,
+    weights_dir=None,
+    dtype="float16",
+    *,
+    base_weights,
 ):
     """Publishes a fine-tuned video classifier as deltas over a backbone entry and its head.
 
@@ -247,6 +253,8 @@ def publish_video_classifier(
         manifest_path: the manifest to update; defaults to the packaged one.
         weights_dir: where to write the files; defaults to the manifest's folder.
         dtype: "float16" (default, half the bytes) or "float32", the head's stored weights.
+        base_weights: the function giving a base entry's I3D weights (`zoo.base_weights`;
+            `reslstm_tf.zoo.publish_video_classifier` passes it).
 
     Returns:
         The published entry.
@@ -275,8 +283,6 @@ def publish_video_classifier(
     manifests.check_entry(f"zoo entry {name!r}", entry)
     check_finite(classifier, name)
     manifest_path, weights_dir = _paths(manifest_path, weights_dir)
-    from reslstm_tf.zoo import base_weights
-
     rebuilt = video.build_classifier(entry, name, base_weights(base))
     video.check_rebuilds(name, rebuilt, classifier)
     modality = entry["architecture"]["modality"]
