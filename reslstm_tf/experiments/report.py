@@ -40,20 +40,27 @@ def run_label(arch, depth):
     return "logreg (mean-pooled)" if arch == "logreg" else f"{arch}{depth}"
 
 
-def summarise(rows):
-    """Groups run rows by config; returns a list of dicts with mean/std/n of val accuracy."""
+def accuracy_groups(rows, fields):
+    """Groups run rows by `fields`; yields ({field: value}, members, mean, std) of val accuracy."""
     groups = {}
     for row in rows:
-        groups.setdefault(tuple(row[k] for k in CONFIG_FIELDS), []).append(row)
-    summary = []
+        groups.setdefault(tuple(row[k] for k in fields), []).append(row)
     for key, members in groups.items():
         acc = np.asarray([m["val_accuracy"] for m in members], np.float64)
+        std = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
+        yield dict(zip(fields, key)), members, float(acc.mean()), std
+
+
+def summarise(rows):
+    """Groups run rows by config; returns a list of dicts with mean/std/n of val accuracy."""
+    summary = []
+    for key, members, mean, std in accuracy_groups(rows, CONFIG_FIELDS):
         summary.append(
             dict(
-                zip(CONFIG_FIELDS, key),
-                mean=float(acc.mean()),
-                std=float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-                n=len(acc),
+                key,
+                mean=mean,
+                std=std,
+                n=len(members),
                 n_val=int(members[0]["n_val"]),
                 train_accuracy=float(np.mean([m["train_accuracy"] for m in members])),
                 train_time_s=float(np.sum([m["train_time_s"] for m in members])),
@@ -162,12 +169,23 @@ def _hidden_lines(summary, config):
     lines += [header, "|---|---|" + "---|" * len(config.hidden)]
     for depth in config.depths:
         for arch in RNN_ARCHS:
-            cells = []
-            for hidden in config.hidden:
-                found = _pick(summary, "hidden", arch=arch, depth=depth, hidden=hidden)
-                cells.append(f"{100 * found[0]['mean']:.1f}" if found else "-")
+            cells = _cells(summary, "hidden", "hidden", config.hidden, arch=arch, depth=depth)
             lines.append(f"| {depth} | {arch} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _cells(summary, experiment, field, values, **fixed):
+    """A table row's cells: the accuracy of each value of `field` (mean only with `depth`)."""
+    cells = []
+    for value in values:
+        found = _pick(summary, experiment, **fixed, **{field: value})
+        if not found:
+            cells.append("-")
+        elif experiment == "hidden":
+            cells.append(f"{100 * found[0]['mean']:.1f}")
+        else:
+            cells.append(_pct(found[0]))
+    return cells
 
 
 def _steps_lines(summary, config):
@@ -180,10 +198,7 @@ def _steps_lines(summary, config):
     header = "| model | " + " | ".join(f"T={t}" for t in config.steps) + " |"
     lines += [header, "|---|" + "---|" * len(config.steps)]
     for arch in RNN_ARCHS:
-        cells = []
-        for steps in config.steps:
-            found = _pick(summary, "steps", arch=arch, T=steps)
-            cells.append(_pct(found[0]) if found else "-")
+        cells = _cells(summary, "steps", "T", config.steps, arch=arch)
         lines.append(f"| {arch}{config.base_depth} | " + " | ".join(cells) + " |")
     return lines + [""]
 

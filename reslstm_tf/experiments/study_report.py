@@ -12,6 +12,7 @@ import pathlib
 
 import numpy as np
 
+from reslstm_tf.experiments.report import accuracy_groups
 from reslstm_tf.experiments.statistics import compare
 from reslstm_tf.files import atomic_write
 from reslstm_tf.plots import pyplot, save_figure
@@ -43,21 +44,17 @@ def read_runs(out_dir):
 
 def summarise_runs(rows):
     """Groups rows by (recipe, stream, arch, depth): mean/std of val accuracy and costs."""
-    groups = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in GROUP_FIELDS), []).append(row)
     summary = []
-    for key, members in groups.items():
-        acc = np.asarray([m["val_accuracy"] for m in members], np.float64)
+    for key, members, mean, std in accuracy_groups(rows, GROUP_FIELDS):
         train = [m["train_accuracy"] for m in members if m["train_accuracy"] is not None]
         epochs = members[0]["epochs"]
         seconds = float(np.mean([m["seconds"] for m in members]))
         summary.append(
             dict(
-                zip(GROUP_FIELDS, key),
-                mean=float(acc.mean()),
-                std=float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-                runs=len(acc),
+                key,
+                mean=mean,
+                std=std,
+                runs=len(members),
                 folds=len({m["fold"] for m in members}),
                 seeds=len({m["seed"] for m in members}),
                 train_accuracy=float(np.mean(train)) if train else None,
