@@ -104,7 +104,7 @@ def cached_flow_clip(fields, spec, mode="eval", rng=None):
     return clip.reshape(spec.num_segments, spec.segment_len, size, size, 2)
 
 
-def _items(videos):
+def video_items(videos):
     """Returns (relative paths, int64 labels) of a VideoList or (path, label, ...) tuples."""
     pairs = [(v.path, v.label) if hasattr(v, "path") else (v[0], v[1]) for v in videos]
     if not pairs:
@@ -145,7 +145,7 @@ class VideoClips:
         num_parallel_calls=None,
         **spec_fields,
     ):
-        self.paths, self.labels = _items(videos)
+        self.paths, self.labels = video_items(videos)
         self.data_dir = os.fspath(data_dir)
         self.spec = (spec or ClipSpec()).replace(**spec_fields)
         self.modality = check_choice("modality", modality or self.spec.modality, MODALITIES)
@@ -269,6 +269,6 @@ def fill_flow_cache(cache, videos, data_dir, progress=True):
     Returns:
         The `FlowCache.fill` summary ("computed", "skipped", "failed").
     """
-    paths, _ = _items(videos)
+    paths, _ = video_items(videos)
     items = [(path, os.path.join(os.fspath(data_dir), path)) for path in paths]
     return cache.fill(items, progress=progress)

@@ -15,7 +15,7 @@ import tensorflow as tf
 from reslstm_tf.checks import check_choice
 from reslstm_tf.clip_spec import spec_of
 from reslstm_tf.data import sampling, video
-from reslstm_tf.data.clips import clip_rng, epoch_order
+from reslstm_tf.data.clips import clip_rng, epoch_order, video_items
 from reslstm_tf.data.reader import read_clip
 
 MODALITIES = ("rgb", "flow")
@@ -29,17 +29,14 @@ def load_clip(
     segment_len,
     *,
     mode="eval",
-    frame_size=None,
     short_side=None,
-    modality="rgb",
-    flow_method=None,
-    stride=1,
-    short=None,
-    num_steps=None,
     seed=None,
     return_info=False,
     dtype="float32",
     threads=None,
+    stride=1,
+    num_steps=None,
+    **clip_fields,
 ):
     """Decodes the K_v segments of one video as network input (`reader.read_clip`).
 
@@ -51,19 +48,18 @@ def load_clip(
         num_segments: K_v.
         segment_len: L frames per segment (for 'flow', L flow fields from L + 1 frames).
         mode: 'train' (random offsets, random crop) or 'eval' (centred, centre crop).
-        frame_size: S, side of the square crop.
         short_side: resize the shorter side to this first (default: S * 256 / 224).
-        modality: 'rgb' (3 channels) or 'flow' (2 channels, scaled to [-1, 1]).
-        flow_method: 'tvl1' or 'farneback' for modality 'flow'.
-        stride: temporal stride between frames of a segment.
-        short: short-video policy of `sampling.sample_segments`.
-        num_steps: T for the returned sample's step map.
         seed: int, numpy Generator or None, for the train-mode randomness.
         return_info: also return the `video.VideoInfo` (frame count as announced).
         dtype: 'float32' scales RGB to [-1, 1]; 'uint8' returns the RGB bytes (0-255) for
             scaling on the device (`video.to_float_tf`): a quarter of the host memory
             traffic. Flow is always float32.
         threads: decoder threads (None: OpenCV's choice, one per core; 1: this thread).
+        stride: temporal stride between frames of a segment.
+        num_steps: T for the returned sample's step map.
+        **clip_fields: the clip's other `ClipSpec` fields (None: the spec's default):
+            `frame_size` S, `modality` 'rgb' (3 channels) or 'flow' (2, in [-1, 1]),
+            `flow_method`, `short` (the short-video policy).
 
     Returns:
         (clip, sample): float32 (K_v, L, S, S, C) in [-1, 1] (uint8 RGB with
@@ -71,16 +67,11 @@ def load_clip(
         (whose ``num_frames`` is the real count if the container over-announced it);
         (clip, sample, info) with `return_info`.
     """
-    _check_output(modality, dtype)
     spec = spec_of(
-        num_segments=num_segments,
-        segment_len=segment_len,
-        frame_size=frame_size,
-        resize_short_side=short_side,
-        modality=modality,
-        flow_method=flow_method,
-        short=short,
-    )
+        num_segments=num_segments, segment_len=segment_len, resize_short_side=short_side,
+        **clip_fields,
+    )  # fmt: skip
+    _check_output(spec.modality, dtype)
     clip = read_clip(path, spec, mode, seed, threads=threads, stride=stride, num_steps=num_steps)
     frames = clip.frames if dtype == "uint8" else clip.as_float()
     if return_info:
@@ -94,15 +85,6 @@ def _check_output(modality, dtype):
     check_choice("dtype", dtype, DTYPES)
     if modality == "flow" and dtype != "float32":
         raise ValueError(f"flow clips are float32. Received: dtype={dtype!r}")
-
-
-def _as_items(items):
-    """Returns (paths, labels) from a VideoList or (path, label[, ...]) tuples."""
-    pairs = [(i.path, i.label) if hasattr(i, "path") else (i[0], i[1]) for i in items]
-    if not pairs:
-        raise ValueError("items is empty: there are no videos to read")
-    paths, labels = zip(*pairs)
-    return [os.fspath(p) for p in paths], np.asarray(labels, np.int32)
 
 
 def video_dataset(
@@ -159,7 +141,8 @@ def video_dataset(
     check_choice("mode", mode, sampling.MODES)
     modality = clip_kwargs.get("modality", "rgb")
     _check_output(modality, dtype)
-    paths, labels = _as_items(items)
+    paths, labels = video_items(items)
+    labels = labels.astype(np.int32)
     paths = [os.path.join(os.fspath(data_dir), p) for p in paths]
     fields = {k: clip_kwargs.get(k) for k in ("frame_size", "modality", "flow_method", "short")}
     shape = spec_of(num_segments=num_segments, segment_len=segment_len, **fields).shape
