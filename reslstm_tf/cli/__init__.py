@@ -53,6 +53,13 @@ class UserError(ValueError):
     """A mistake in what the user gave a tool: reported in one line, exit status 2."""
 
 
+def require_model_dir(config, name):
+    """Returns `config` if it names a model_dir (by flag or config file), else a UsageError."""
+    if not config.model_dir:
+        raise app.UsageError(f"{name} needs --model_dir (or model_dir in --config)")
+    return config
+
+
 def refuse_arguments(argv):
     """Raises a UsageError if a tool that takes only flags was given other arguments."""
     if len(argv) > 1:

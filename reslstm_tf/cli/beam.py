@@ -40,7 +40,7 @@ import sys
 from absl import app, flags
 
 from reslstm_tf import extract as extract_lib
-from reslstm_tf.cli import build_config, config_values, define_config_flags, define_once, run_tool
+from reslstm_tf.cli import define_config_flags, define_once, run_tool
 from reslstm_tf.cli.extract import HELPS, RENAMES
 from reslstm_tf.data.feature_cache import FeatureCacheError, FeatureCacheWriteError
 from reslstm_tf.files import printable
@@ -130,17 +130,10 @@ def _direct_defaults(beam_args):
 
 
 def _config():
-    from reslstm_tf import configs
+    """The `ExtractConfig` of `--config` and the flags, as reslstm-extract reads it."""
+    from reslstm_tf.cli.extract import extract_config
 
-    table = _table()
-    values = config_values(extract_lib.ExtractConfig, table)
-    if str(values.get("weights", "")).lower() == "none":
-        values["weights"] = None
-    if not values.get("data_dir") or not values.get("out_dir"):
-        raise app.UsageError("--data_dir and --out_dir are required")
-    return build_config(
-        lambda flat: configs.from_flat(extract_lib.ExtractConfig, flat, table), table, values
-    )
+    return extract_config(_table())
 
 
 def _flow(config, options):

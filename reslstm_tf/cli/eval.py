@@ -15,7 +15,13 @@ import sys
 from absl import app, flags
 
 from reslstm_tf import evaluate as evaluate_lib
-from reslstm_tf.cli import config_values, define_config_flags, refuse_arguments, run_tool
+from reslstm_tf.cli import (
+    config_values,
+    define_config_flags,
+    refuse_arguments,
+    require_model_dir,
+    run_tool,
+)
 from reslstm_tf.files import printable
 from reslstm_tf.runs import RunDir
 
@@ -68,10 +74,7 @@ def config_from_flags():
             f"--top5_videos must be comma-separated integers. Received: {values.get('top5_videos')}"
         ) from error
     values["top5_videos"] = videos or None
-    config = configs.from_flat(evaluate_lib.EvalConfig, values, table)
-    if not config.model_dir:
-        raise app.UsageError(f"{NAME} needs --model_dir (or model_dir in --config)")
-    return config
+    return require_model_dir(configs.from_flat(evaluate_lib.EvalConfig, values, table), NAME)
 
 
 def main(argv):

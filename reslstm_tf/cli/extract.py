@@ -57,25 +57,40 @@ def define_flags():
     define_config_flags(_table())
 
 
-def _config():
-    """The `ExtractConfig` of `--config` and the flags."""
+def extract_config(table, check=None):
+    """The `ExtractConfig` of `--config` and the flags of `table` (also `reslstm-beam`'s).
+
+    Args:
+        table: the flags' settings.
+        check: optional `check(values)` on the flat settings before the config is built.
+    """
     from reslstm_tf import configs
 
-    table = _table()
     values = config_values(extract_lib.ExtractConfig, table)
     if str(values.get("weights", "")).lower() == "none":
         values["weights"] = None
     if not values.get("data_dir") or not values.get("out_dir"):
         raise app.UsageError("--data_dir and --out_dir are required")
+    if check is not None:
+        check(values)
+    return build_config(
+        lambda flat: configs.from_flat(extract_lib.ExtractConfig, flat, table), table, values
+    )
+
+
+def _check_shards(values):
+    """Refuses a shard index outside [0, num_shards)."""
     shard_index, num_shards = values.get("shard_index", 0), values.get("num_shards", 1)
     if isinstance(shard_index, int) and isinstance(num_shards, int) and shard_index >= num_shards:
         raise app.UsageError(
             f"--shard_index must be in [0, --num_shards). Received: --shard_index="
             f"{shard_index}, --num_shards={num_shards}"
         )
-    return build_config(
-        lambda flat: configs.from_flat(extract_lib.ExtractConfig, flat, table), table, values
-    )
+
+
+def _config():
+    """The `ExtractConfig` of `--config` and the flags."""
+    return extract_config(_table(), _check_shards)
 
 
 def _error(message):

@@ -12,7 +12,7 @@ Example:
         --epochs=30 --batch_size=64 --optimizer=adam --learning_rate=1e-4
 """
 
-from absl import app, flags
+from absl import flags
 
 from reslstm_tf import training as train_lib
 from reslstm_tf.cli import (
@@ -20,6 +20,7 @@ from reslstm_tf.cli import (
     config_values,
     define_config_flags,
     refuse_arguments,
+    require_model_dir,
     run_tool,
 )
 from reslstm_tf.files import printable
@@ -67,10 +68,7 @@ def config_from_flags():
         config.validate()
         return config
 
-    config = build_config(build, table, values)
-    if not config.model_dir:
-        raise app.UsageError(f"{NAME} needs --model_dir (or model_dir in --config)")
-    return config
+    return require_model_dir(build_config(build, table, values), NAME)
 
 
 def main(argv):

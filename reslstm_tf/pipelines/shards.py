@@ -164,14 +164,15 @@ def _drop_ids(out_dir, manifest, drop):
 def seal_index(out_dir, metadata, previous, manifests):
     """Writes the sealed index of the earlier shards and `manifests`; returns it.
 
-    A video listed in two shards (a retried bundle) is kept in the first; the later shard is
-    rewritten without it, or deleted. The id files are removed once the index is written.
+    A video listed in two shards (a retried bundle) is kept in the first of `manifests` (in
+    the order given); the later shard is rewritten without it, or deleted. The id files are
+    removed once the index is written.
     """
     out_dir = pathlib.Path(out_dir)
     shards = [{"file": s["file"], "ids": s["ids"]} for s in (previous or {}).get("shards", [])]
     shape = (previous or {}).get("feature_shape")
     seen = {i for shard in shards for i in shard["ids"]}
-    for manifest in sorted(manifests, key=lambda m: m["file"]):
+    for manifest in manifests:
         duplicate = seen.intersection(manifest["ids"])
         if duplicate:
             manifest = _drop_ids(out_dir, manifest, duplicate)
