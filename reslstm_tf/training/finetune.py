@@ -18,7 +18,8 @@ Trunk caching (``trunk_cache=True``): with BatchNorm frozen, the I3D layers befo
 computed once per clip view (`trunk_views` views: view v is the clip epoch v would read) and
 only the later blocks and the head are trained on it. For the cached views this is exactly
 fine-tuning with that freeze, at a fraction of the cost (the upper blocks of I3D hold a small
-part of its compute). Epoch e trains on view e mod `trunk_views`.
+part of its compute). In epoch e each video trains on its own scheduled view
+(`reslstm_tf.data.feature_arrays.view_schedule`, a function of seed, epoch and video).
 """
 
 import dataclasses
