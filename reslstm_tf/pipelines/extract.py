@@ -318,16 +318,27 @@ def run_extract(config, options=None, *, videos=None, share_model=False):
                 share_model=share_model,
             )
     failures_file = os.path.join(os.fspath(out_dir), "failures.json")
+    summary = outcome(failures_file, len(todo), len(videos), start)
+    return {**summary, "problems": problems, "out_dir": os.fspath(out_dir)}
+
+
+def outcome(failures_file, todo, total, start, done="done"):
+    """A finished pipeline's summary: the videos done, skipped and failed (read back), seconds.
+
+    Args:
+        failures_file: the dead-letter file the pipeline wrote.
+        todo: how many videos the pipeline was given; total: how many were asked for.
+        start: the `time.monotonic()` of the start.
+        done: the name of the count of videos done ("done", or "computed" for flow).
+    """
     with open(failures_file, encoding="utf-8") as handle:
         failures = json.load(handle)["failures"]
     return {
-        "done": len(todo) - len(failures),
-        "skipped": len(videos) - len(todo),
+        done: todo - len(failures),
+        "skipped": total - todo,
         "failed": len(failures),
         "failures": failures,
-        "problems": problems,
         "seconds": round(time.monotonic() - start, 2),
-        "out_dir": os.fspath(out_dir),
         "failures_file": failures_file,
     }
 

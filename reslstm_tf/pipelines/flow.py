@@ -27,7 +27,12 @@ from reslstm_tf.data import video as video_lib
 from reslstm_tf.data.flow_cache import SPEC_FILE, FlowCache, video_flow
 from reslstm_tf.faults import fault_point
 from reslstm_tf.files import atomic_write, folder_lock
-from reslstm_tf.pipelines.extract import DEAD_LETTER, pipeline_options, write_failures
+from reslstm_tf.pipelines.extract import (
+    DEAD_LETTER,
+    outcome,
+    pipeline_options,
+    write_failures,
+)
 
 FAILURES_FILE = "flow_failures.json"
 
@@ -95,12 +100,4 @@ def run_flow(cache, items, options=None):
         todo = [(video_id, path) for video_id, path in items if not cache.has(video_id)]
         with beam.Pipeline(options=options or pipeline_options()) as pipeline:
             build_flow_pipeline(pipeline, cache, todo)
-    with open(cache.root / FAILURES_FILE, encoding="utf-8") as handle:
-        failures = json.load(handle)["failures"]
-    return {
-        "computed": len(todo) - len(failures),
-        "skipped": len(items) - len(todo),
-        "failed": len(failures),
-        "failures": failures,
-        "seconds": round(time.monotonic() - start, 2),
-    }
+    return outcome(cache.root / FAILURES_FILE, len(todo), len(items), start, done="computed")
