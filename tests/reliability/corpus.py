@@ -450,6 +450,11 @@ def build_split_corpus(shared_data, out_dir):
         ("\r\n".join([lines[0], "", "Ollie/Ollie_missing.mp4", lines[1]]) + "\r\n").encode()
     )
     result["folder_missing"] = folder_missing
+    folder_typo = out_dir / "folder_class_typo.txt"  # class folders that do not exist
+    kick = next(line for line in lines if line.startswith("Kickflip/"))
+    typos = ["Nonexist/x.mp4", "kick" + kick[4:]]  # 'kickflip/...': the case differs
+    folder_typo.write_text("\n".join([lines[0], *typos, *lines[1:3]]) + "\n")
+    result["folder_class_typo"] = folder_typo
     result["unknown_line"] = {"ucf_unknown_class": 3, "folder_unknown_class": 2}
     return result
 

@@ -206,6 +206,10 @@ def split_outcomes(results):
                                     splits["folder_unknown_class"], classes=["Kickflip", "Ollie"]),
         "folder_missing": run("split:folder missing video", datasets.folder, skate,
                               splits["folder_missing"], check_files=True),
+        "folder_class_typo": run("split:folder class-folder typos", datasets.folder, skate,
+                                 splits["folder_class_typo"], on_error="skip",
+                                 ok_text=lambda v: f"classes {v.classes}, {len(v.problems)} "
+                                                   "lines skipped"),
         "folder_missing_skip": run("split:folder missing, skip", datasets.folder, skate,
                                    splits["folder_missing"], check_files=True, on_error="skip",
                                    ok_text=lambda v: f"skipped+reported ({len(v.problems)} line)"),
@@ -246,6 +250,9 @@ def test_bad_split_files(results):
     )
     kept = out["folder_missing_skip"].value
     assert len(kept) == 2 and [p.line for p in kept.problems] == [3]
+    typos = out["folder_class_typo"].value  # a typo never becomes a class
+    assert typos.classes == ["Kickflip", "Ollie"] and len(typos) == 3
+    assert [p.line for p in typos.problems] == [2, 3]
 
 
 # --- features ------------------------------------------------------------------------------
@@ -417,6 +424,10 @@ def flag_cases(made):
          "dropout must be in [0, 1). Received: dropout=1.5"),
         ("train --batch_size=-1", [*train, "--batch_size=-1"], "flag --batch_size=-1"),
         ("train --num_steps=0", [*train, "--num_steps=0"], "flag --num_steps=0"),
+        ("train --weight_decay=inf", [*train, "--weight_decay=inf"],
+         "weight_decay must be a finite number >= 0"),
+        ("train --learning_rate=nan", [*train, "--learning_rate=nan"],
+         "learning_rate must be a finite positive number"),
     ]  # fmt: skip
 
 
