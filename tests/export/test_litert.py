@@ -77,7 +77,8 @@ def assert_step_signature(path, kind):
 def test_float32_full_and_step_match_keras(kind, tmp_path):
     model = random_head(kind)
     paths = export_litert(model, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite", "step.tflite"]
+    names = ["metadata.json", "model.tflite", "step.tflite"]  # with the spec beside the model
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
     inputs = random_inputs(model)
     expected = keras_logits(model, inputs)
     full = run_full(paths["model"], inputs)
