@@ -86,9 +86,9 @@ def read_shard(path):
     return records
 
 
-def check_cache(out_dir, expected_ids):
-    """Asserts the cache is complete and consistent; returns {id: features}."""
-    index = features.read_index(out_dir)
+def check_cache(out_dir, expected_ids, partial=False):
+    """Asserts the cache is consistent (and sealed unless `partial`); returns {id: features}."""
+    index = features.read_index(out_dir, partial=partial)
     assert sorted(index["ids"]) == sorted(expected_ids)  # each video exactly once
     assert len(index["ids"]) == len(set(index["ids"]))
     listed = {os.path.basename(f) for f in index["files"]}
