@@ -42,18 +42,6 @@ def _model(seed):
     return build_single_stream(3, "res2", feature_dim=8, units=8, num_steps=4, name="lab_res2")
 
 
-@pytest.fixture
-def lab(tmp_path, monkeypatch):
-    """A lab manifest in tmp_path/lab, read through $RESLSTM_ZOO_MANIFEST, cache in home/."""
-    monkeypatch.setenv(files.CACHE_ENV, str(tmp_path / "home"))
-    monkeypatch.delenv(zoo.MIRROR_ENV, raising=False)
-    manifest = tmp_path / "lab" / "manifest.json"
-    manifest.parent.mkdir()
-    manifest.write_text(json.dumps({"format_version": 1, "entries": {}}))
-    monkeypatch.setenv(zoo.MANIFEST_ENV, str(manifest))
-    return manifest
-
-
 def _set_entry(manifest, name, weights):
     data = json.loads(manifest.read_text())
     data["entries"][name] = {**_entry(), "weights": weights}
