@@ -258,8 +258,12 @@ def build_extractor(config):
     )
 
 
-def _backbone_metadata(config, extractor, videos):
-    """The backbone settings recorded in the index of a cache whose extractor we built."""
+def backbone_metadata(config, extractor, videos):
+    """Returns the backbone settings a cache index records: backbone, weights, feature_dim.
+
+    For a cache whose extractor was built from `config` (`extractor` needs only its
+    `feature_dim`); adds the precision when not float32 and the video list's classes if any.
+    """
     metadata = {
         "backbone": config.clip.backbone,
         "weights": config.clip.backbone_weights,
@@ -322,15 +326,19 @@ def _extract_locked(config, videos, extractor, progress, problems):
     metadata = dict(config.metadata or {})
     if extractor is None:
         extractor = build_extractor(config)
-        metadata.update(_backbone_metadata(config, extractor, videos))
+        metadata.update(backbone_metadata(config, extractor, videos))
     config = dataclasses.replace(config, metadata=metadata)
     summary = _extract_share(config, list(videos), extractor, progress)
     summary["problems"] = problems
     return summary
 
 
-def _cache_settings(config):
-    """The settings stored in (and checked against) the cache index: the clip spec's fields."""
+def cache_settings(config):
+    """Returns the settings a cache index stores and a resumed run is checked against.
+
+    The clip spec's fields, the views if any, and `config.metadata` (e.g. from
+    `backbone_metadata`).
+    """
     spec = config.clip
     return {
         "num_segments": spec.num_segments,
@@ -360,7 +368,7 @@ def _extract_share(config, videos, extractor, progress):
     writer = FeatureCacheWriter(
         config.out_dir,
         shard_size=config.shard_size,
-        metadata=_cache_settings(config),
+        metadata=cache_settings(config),
         num_shards=config.num_shards,
         shard_index=config.shard_index,
     )
@@ -443,8 +451,8 @@ def _run_extractor(extractor, clips):
     return np.split(feats, np.cumsum(sizes)[:-1])
 
 
-def _embed_batch(extractor, good, failures, where=""):
-    """Features of the decoded clips `good`; a failing batch is retried video by video.
+def embed_batch(extractor, good, failures, where=""):
+    """Embeds the decoded clips `good` in one backbone call; a failing batch is retried one by one.
 
     Returns {position: features} of the clips the extractor succeeds on, and records the
     others in `failures` (their error prefixed with `where`, e.g. "view 2: ").
@@ -542,7 +550,7 @@ def _extract_into(writer, items, extractor, failures, config, progress, views):
                 if following is not None:
                     pending = submit(following, alive if same_batch else None)
                 where = "" if view is None else f"view {view}: "
-                embedded = _embed_batch(extractor, good, failures, where)
+                embedded = embed_batch(extractor, good, failures, where)
                 for position, feats in embedded.items():
                     features.setdefault(position, []).append(feats)
                 alive = set(embedded)

@@ -73,7 +73,7 @@ class VideoPredictorHandler(ModelHandler):
     def run_inference(self, batch, model, inference_args=None):
         results = []
         for position, path in batch:
-            decoded, error = model._safe_decode(path)
+            decoded, error = model.safe_decode(path)
             prediction = None if error else model.predict_decoded(path, decoded)
             if prediction is not None:  # the thumbnails are for contact sheets, not the CSV
                 prediction = dataclasses.replace(prediction, thumbnails=None)

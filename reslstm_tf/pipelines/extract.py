@@ -125,7 +125,7 @@ class SegmentFeatureHandler(ModelHandler):
 
     def run_inference(self, batch, model, inference_args=None):
         failures = []
-        features = extract_lib._embed_batch(model, list(batch), failures)
+        features = extract_lib.embed_batch(model, list(batch), failures)
         errors = {failure["id"]: failure["error"] for failure in failures}
         results = []
         for clip in batch:
@@ -254,8 +254,8 @@ def cache_metadata(config, videos):
     from reslstm_tf.backbones.extractor import FEATURE_DIMS
 
     dims = type("Dims", (), {"feature_dim": FEATURE_DIMS[config.clip.backbone]})
-    metadata = extract_lib._backbone_metadata(config, dims, videos)
-    return extract_lib._cache_settings(dataclasses.replace(config, metadata=metadata))
+    metadata = extract_lib.backbone_metadata(config, dims, videos)
+    return extract_lib.cache_settings(dataclasses.replace(config, metadata=metadata))
 
 
 def pipeline_options(runner="direct", beam_args=()):
@@ -348,6 +348,7 @@ def _with_written(out_dir, previous, written, metadata):
     if not written:
         return previous
     base = previous or {"metadata": metadata, "feature_shape": None, "shards": []}
-    shape = base.get("feature_shape") or shards_lib._shape_of(out_dir / written[0]["file"])
+    first = out_dir / written[0]["file"]
+    shape = base.get("feature_shape") or shards_lib.shard_feature_shape(first)
     shards = [{"file": m["file"], "ids": m["ids"]} for m in written]
     return {**base, "feature_shape": shape, "shards": [*base["shards"], *shards]}

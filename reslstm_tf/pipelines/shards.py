@@ -182,7 +182,7 @@ def seal_index(out_dir, metadata, previous, manifests):
         shards.append({"file": manifest["file"], "ids": manifest["ids"]})
         seen.update(manifest["ids"])
     if shape is None and shards:
-        shape = _shape_of(out_dir / shards[-1]["file"])
+        shape = shard_feature_shape(out_dir / shards[-1]["file"])
     if not shards:
         return None
     index = {
@@ -199,8 +199,8 @@ def seal_index(out_dir, metadata, previous, manifests):
     return index
 
 
-def _shape_of(shard_path):
-    """The [K_v, d_f] feature shape of a shard's first record."""
+def shard_feature_shape(shard_path):
+    """Returns the [K_v, d_f] feature shape of a shard's first record."""
     spec = {"feature_shape": tf.io.FixedLenFeature([2], tf.int64)}
     for record in tf.data.TFRecordDataset(os.fspath(shard_path)).take(1):
         return [int(v) for v in tf.io.parse_single_example(record, spec)["feature_shape"]]

@@ -219,18 +219,19 @@ class VideoPredictor:
         with bar, concurrent.futures.ThreadPoolExecutor(self.decode_workers) as pool:
             ahead = min(len(paths), self.decode_workers + 1)
             pending = collections.deque(
-                (p, pool.submit(self._safe_decode, p)) for p in paths[:ahead]
+                (p, pool.submit(self.safe_decode, p)) for p in paths[:ahead]
             )
             for following in [*paths[ahead:], *[None] * len(pending)]:
                 path, future = pending.popleft()
                 decoded, error = future.result()
                 if following is not None:
-                    pending.append((following, pool.submit(self._safe_decode, following)))
+                    pending.append((following, pool.submit(self.safe_decode, following)))
                 prediction = None if error else self.predict_decoded(path, decoded)
                 bar.update(1)
                 yield path, prediction, error
 
-    def _safe_decode(self, path):
+    def safe_decode(self, path):
+        """Returns (`decode(path)`, None), or (None, the error) for a video that fails to decode."""
         try:
             return self.decode(path), None
         except _DECODE_ERRORS as error:
