@@ -9,7 +9,8 @@ the usual test-time augmentation. It writes into `out_dir`:
   mean_class_accuracy, num_videos, num_clips, num_classes;
 - `per_class_accuracy.csv`: class_index, class_name, num_videos, num_correct, accuracy;
 - `confusion_matrix.png`: row-normalised confusion matrix (rows: true classes);
-- `predictions.npz`: the averaged probabilities and the labels;
+- `predictions.npz`: the averaged probabilities, the labels and, given `video_ids`, the
+  video names (`videos`);
 - `top5_predictions.png`: for chosen videos, frames beside a bar chart of the
   five most probable classes (only when videos are chosen).
 
@@ -33,7 +34,7 @@ import numpy as np
 from reslstm_tf import runs
 from reslstm_tf.checks import check_finite_weights, check_positive_int
 from reslstm_tf.files import atomic_write
-from reslstm_tf.plots import pyplot, save_figure
+from reslstm_tf.plots import plot_confusion_matrix, pyplot, save_figure
 
 
 class EvaluationInputError(ValueError):
@@ -220,40 +221,6 @@ def write_per_class_csv(path, labels, predictions, class_names):
             writer.writerow([index, name, int(counts[index]), correct, accuracy])
 
 
-def plot_confusion_matrix(matrix, class_names, path, normalize=True):
-    """Saves a confusion-matrix figure (rows: true class; row-normalised by default) as PNG.
-
-    Each non-zero cell is labelled with its count of videos (up to 30 classes), so a
-    small evaluation (10 videos of 2 classes) reads as counts, not only as shades.
-    """
-    plt = pyplot()
-    matrix = np.asarray(matrix, dtype="float64")
-    counts = matrix.copy()
-    if normalize:
-        matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    num_classes = len(class_names)
-    size = min(24.0, max(5.0, 0.25 * num_classes + 3))
-    fig, ax = plt.subplots(figsize=(size, size))
-    image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    if num_classes <= 60:
-        ax.set_xticks(range(num_classes))
-        ax.set_yticks(range(num_classes))
-        fontsize = 8 if num_classes <= 20 else 5
-        ax.set_xticklabels(class_names, rotation=90, fontsize=fontsize)
-        ax.set_yticklabels(class_names, fontsize=fontsize)
-    if num_classes <= 30:
-        for (row, col), count in np.ndenumerate(counts):
-            if count:
-                dark = matrix[row, col] > 0.5 * max(matrix.max(), 1e-12)
-                color = "white" if dark else "black"
-                ax.text(col, row, f"{count:g}", ha="center", va="center", color=color, fontsize=8)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
-    save_figure(fig, path)
-
-
 def _frame_strip(frames, max_frames=4):
     """Returns frames (K, H, W, 3), (H, W, 3) or (H, W) as one float RGB image in [0, 1]."""
     frames = np.asarray(frames)
@@ -333,6 +300,7 @@ def evaluate(
     top5_videos=None,
     frames=None,
     progress=True,
+    video_ids=None,
 ):
     """Evaluates a classifier: metrics JSON, per-class CSV, confusion matrix and top-5 figure.
 
@@ -349,6 +317,7 @@ def evaluate(
             defaults to the keys of `frames`.
         frames: optional {video index: frames array} shown beside the bar charts.
         progress: bool, show a progress bar.
+        video_ids: optional names of the videos (dataset order), kept in predictions.npz.
 
     Returns:
         The metrics dict also written to `metrics.json`.
@@ -398,7 +367,7 @@ def evaluate(
     plot_confusion_matrix(
         confusion_matrix(labels, predictions, num_classes), class_names, outputs.confusion_file
     )
-    outputs.write_predictions(probs, labels)
+    outputs.write_predictions(probs, labels, video_ids)
     if chosen:
         index = np.asarray(chosen, dtype="int64")
         plot_top5(
@@ -525,7 +494,7 @@ def _relabel(dataset, mapping):
 
 
 def _evaluation_features(config, run_config, num_steps):
-    """Returns `(dataset, class names)` of the evaluation, labels in the run's class ids."""
+    """Returns `(dataset, class names, video ids or None)`, labels in the run's class ids."""
     from reslstm_tf.data import feature_sets
 
     modality = run_config["model"]["modality"]
@@ -534,9 +503,11 @@ def _evaluation_features(config, run_config, num_steps):
         check_features_spec(
             config.model_dir, features_dir, config.split, modality, flow_dir, allow_single
         )
+    where = (features_dir, config.split, modality, flow_dir, allow_single)
     dataset, data_names = feature_sets.load_features(
-        config.features_npz, features_dir, config.split, modality, num_steps, flow_dir, allow_single
+        config.features_npz, *where[:3], num_steps, *where[3:]
     )
+    ids = None if config.features_npz else feature_sets.split_video_ids(*where)
     source = f"the features of {str(config.features_npz or features_dir)!r}"
     mapping = runs.class_id_map(
         run_config.get("class_names"), data_names, source, error=EvaluationInputError
@@ -544,7 +515,7 @@ def _evaluation_features(config, run_config, num_steps):
     if mapping is not None:
         dataset = _relabel(dataset, mapping)
         data_names = run_config["class_names"]
-    return dataset, data_names
+    return dataset, data_names, ids
 
 
 def run_evaluation(config=None, **kwargs):
@@ -579,7 +550,7 @@ def run_evaluation(config=None, **kwargs):
     config = config if config is not None else EvalConfig(**kwargs)
     model, run_config = load_trained_model(config.model_dir, config.weights)
     num_steps = model.inputs[0].shape[1]
-    dataset, data_names = _evaluation_features(config, run_config, num_steps)
+    dataset, data_names, video_ids = _evaluation_features(config, run_config, num_steps)
     if config.class_names_file:
         class_names = _read_class_names(config.class_names_file)
     else:
@@ -595,4 +566,5 @@ def run_evaluation(config=None, **kwargs):
         top5_videos=config.top5_videos,
         frames=_read_frames(config.frames_npz),
         progress=config.progress,
+        video_ids=video_ids,
     )

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from reslstm_tf import evaluate as evaluate_lib
+from reslstm_tf import plots
 from reslstm_tf.data.feature_sets import FeatureInputError, numpy_dataset
 from reslstm_tf.models import build_single_stream, build_two_stream
 from reslstm_tf.runs import RunDir
@@ -244,7 +245,7 @@ def test_a_run_without_final_weights_is_evaluated_from_its_checkpoint(tmp_path, 
     partial = run_training(
         model_dir=run_dir, features_npz=features_npz, **{**TINY_RUN, "epochs": 2}, max_steps=3
     )
-    assert not RunDir(run_dir).weights_file.exists()
+    assert not RunDir(run_dir).model_file.exists()
     model, _ = evaluate_lib.load_trained_model(run_dir)
     data = np.load(features_npz)
     np.testing.assert_allclose(
@@ -296,6 +297,14 @@ def test_a_cache_of_some_classes_keeps_the_runs_class_ids(spec_run, tmp_path):
         rows = {row["class_name"]: row for row in csv.DictReader(handle)}
     assert rows["c"]["num_videos"] == str(only_c.sum()) and rows["a"]["num_videos"] == "0"
     assert rows["c"]["num_correct"] == str(int(np.sum(predicted == 2)))
+    # predictions.npz names each row's video: its probabilities are that video's.
+    with np.load(tmp_path / "out" / "predictions.npz") as saved:
+        videos, probabilities = list(saved["videos"]), saved["probabilities"]
+    assert sorted(videos) == sorted(i for i, keep in zip(ids, only_c) if keep)
+    by_id = dict(zip(ids, x))
+    logits = model.predict(np.stack([by_id[v] for v in videos]), verbose=0).astype("float64")
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probabilities, expected / expected.sum(1, keepdims=True), atol=1e-5)
 
 
 def test_a_cache_of_other_classes_is_refused(spec_run, tmp_path):
@@ -331,7 +340,7 @@ def test_top5_is_reported_only_with_more_than_five_classes():
 
 def test_the_confusion_matrix_shows_counts(tmp_path, monkeypatch):
     figures = []
-    monkeypatch.setattr(evaluate_lib, "save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
     matrix = np.array([[3, 2], [0, 5]])
     evaluate_lib.plot_confusion_matrix(matrix, ["Kickflip", "Ollie"], tmp_path / "c.png")
     texts = sorted(t.get_text() for t in figures[0].axes[0].texts)

@@ -81,6 +81,7 @@ from reslstm_tf.data.feature_cache_read import (
     read_index_file,
     sharding_of,
     tfrecord_dataset,
+    tfrecord_ids,
 )
 from reslstm_tf.faults import fault_point
 from reslstm_tf.files import atomic_write, new_file_mode
@@ -542,4 +543,5 @@ __all__ = [
     "read_index",
     "read_index_file",
     "tfrecord_dataset",
+    "tfrecord_ids",
 ]

@@ -180,6 +180,14 @@ def tfrecord_dataset(cache_dir, index=None):
     return ds.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def tfrecord_ids(cache_dir, index=None):
+    """A tf.data.Dataset of a cache's video ids (bytes), in `tfrecord_dataset`'s order."""
+    index = index if index is not None else read_index(cache_dir)
+    spec = {"id": FEATURE_SPEC["id"]}
+    ds = tf.data.TFRecordDataset(index["files"])
+    return ds.map(lambda record: tf.io.parse_single_example(record, spec)["id"])
+
+
 def read_features(cache_dir):
     """Reads a whole cache into numpy.
 

@@ -317,6 +317,16 @@ def split_dataset(
     return numpy_dataset(arrays, data.labels), names or None
 
 
+def split_video_ids(features_dir, split, modality="rgb", flow_features_dir=None, allow_single=True):
+    """The video ids of `split_dataset`'s examples, in its order (same arguments)."""
+    folders = _split_folders(features_dir, split, modality, flow_features_dir, allow_single)
+    if modality == "two_stream":
+        rgb_folder, flow_folder = _separate_streams(folders, features_dir, split)
+        return load_feature_set(rgb_folder, flow_folder).ids
+    ids = feature_cache.tfrecord_ids(folders[modality])
+    return [video_id.decode() for video_id in ids.as_numpy_iterator()]
+
+
 def _split_folders(features_dir, split, modality, flow_features_dir, allow_single):
     """Returns {stream: cache folder} `split_dataset` reads for these arguments."""
     check_choice("modality", modality, MODALITIES, FeatureInputError)
@@ -461,6 +471,7 @@ __all__ = [
     "split_dataset",
     "split_metadata",
     "split_num_views",
+    "split_video_ids",
     "split_views",
     "synthetic_features",
     "view_dataset_fn",
