@@ -61,7 +61,8 @@ def define_flags():
         "sweep_protocol",
         defaults.sweep_protocol,
         ["holdout", "cv"],
-        "Protocol of the hidden/steps/fusion sweeps: a fixed stratified hold-out or the CV.",
+        "Protocol of the hidden/steps/fusion sweeps: a fixed stratified hold-out or the CV "
+        "(then on the same folds and seeds as the baselines: seeds 0..--sweep_seeds-1).",
     )
     define_once(flags.DEFINE_integer, "sweep_seeds", defaults.sweep_seeds, "Seeds of the sweeps.")
     define_once(
@@ -80,7 +81,14 @@ def define_flags():
         flags.DEFINE_list,
         "depths",
         [str(d) for d in defaults.depths],
-        "Depths L (2-4 in the paper).",
+        "Depths L of the depth experiment (1-4 in the paper's figure; a Res-LSTM of depth 1 "
+        "has no shortcut between layers, only the first layer's from its input).",
+    )
+    define_once(
+        flags.DEFINE_list,
+        "hidden_depths",
+        [str(d) for d in defaults.hidden_depths],
+        "Depths of the hidden-size sweep (default: every one of --depths).",
     )
     define_once(
         flags.DEFINE_list, "steps", [str(t) for t in defaults.steps], "LSTM steps T of the sweep."
@@ -137,6 +145,7 @@ def config_from_flags():
         split_seed=FLAGS.split_seed,
         hidden=_ints("hidden", FLAGS.hidden),
         depths=_ints("depths", FLAGS.depths),
+        hidden_depths=_ints("hidden_depths", FLAGS.hidden_depths),
         steps=_ints("steps", FLAGS.steps),
         base_hidden=FLAGS.base_hidden,
         base_depth=FLAGS.base_depth,
@@ -167,6 +176,8 @@ def main(argv):
     )
     best = results["best"]
     print(f"{results['timings']['runs']} runs in {results['timings']['total_s'] / 60:.1f} min")
+    for verdict in results["verdicts"].values():
+        print(verdict)
     if best:
         print(
             f"best head: {best['arch']}{best['depth']} H={best['hidden']} "

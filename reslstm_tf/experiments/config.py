@@ -110,6 +110,7 @@ class AblationConfig:
     split_seed: int = 0
     hidden: tuple = (256, 512, 1024)  # 2048: ~30 min more on 2 CPU cores (docs)
     depths: tuple = (2, 3, 4)
+    hidden_depths: tuple = ()  # the hidden-size sweep's depths; () means every one of `depths`
     steps: tuple = (5, 15, 25, 35)
     base_hidden: int = 256
     base_depth: int = 3
@@ -126,12 +127,17 @@ class AblationConfig:
         for name in ("seeds", "sweep_seeds", "base_hidden", "base_depth", "base_steps"):
             check_positive_int(name, getattr(self, name), error=AblationError)
         check_head_training(self.train, self.dropout)
-        for name in ("hidden", "depths", "steps"):
+        for name in ("hidden", "depths", "steps", "hidden_depths"):
             values = getattr(self, name)
-            if not values:
+            if not values and name != "hidden_depths":
                 raise AblationError(f"{name} must list at least one positive integer")
             for value in values:
                 check_positive_int(name, value, error=AblationError)
+
+    @property
+    def sweep_hidden_depths(self):
+        """The depths the hidden-size sweep runs at: `hidden_depths`, or else `depths`."""
+        return tuple(self.hidden_depths or self.depths)
 
     def _validate_experiments(self, has_flow):
         unknown = [e for e in self.experiments if e not in EXPERIMENTS]
@@ -147,7 +153,13 @@ class AblationConfig:
             )
 
     def protocol_of(self, experiment):
-        """Returns the protocol an experiment is measured with ("cv" or `sweep_protocol`)."""
+        """Returns the protocol an experiment is measured with ("cv" or `sweep_protocol`).
+
+        Under "cv" every experiment runs on the same folds (`folds`, `split_seed`) and seeds
+        0, 1, ...: baselines and depth with `seeds` of them, the sweeps with `sweep_seeds`,
+        so a sweep's runs pair with each other (and with the depth runs of the same config
+        and seed) fold by fold and seed by seed.
+        """
         return "cv" if experiment in ("baselines", "depth") else self.sweep_protocol
 
 
@@ -186,7 +198,7 @@ def _plan_hidden(config):
     return [
         spec
         for hidden in config.hidden
-        for depth in config.depths
+        for depth in config.sweep_hidden_depths
         for arch in RNN_ARCHS
         for spec in _specs(config, arch, depth, hidden, config.base_steps, **sweep)
     ]

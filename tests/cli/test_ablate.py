@@ -33,3 +33,14 @@ def test_training_flags_set_the_train_options_and_the_dropout():
     assert config.train == head_options(epochs=3, batch_size=4, learning_rate=0.01)
     assert config.dropout == 0.2 and config.depths == (2, 3)
     assert config.experiments == ("depth",)
+
+
+def test_sweep_flags_set_the_sweeps_protocol_seeds_and_depths():
+    config = _config(
+        "--depths=1,2,3,4", "--hidden_depths=3", "--sweep_protocol=cv", "--sweep_seeds=2",
+        "--steps=4,8,16,32",
+    )  # fmt: skip
+    assert config.depths == (1, 2, 3, 4) and config.hidden_depths == (3,)
+    assert config.sweep_hidden_depths == (3,) and config.steps == (4, 8, 16, 32)
+    assert (config.sweep_protocol, config.sweep_seeds) == ("cv", 2)
+    assert _config().sweep_hidden_depths == AblationConfig().depths  # default: every depth
