@@ -8,7 +8,9 @@ the selected head on every clip (for `reslstm_tf.experiments.publish`).
 The ablation's experiments are recipes run by the experiments' one runner
 (`reslstm_tf.experiments.runner`, shared with the study): every recurrent head trains through
 its `HeadRunner` (one `Trainer` per model config, reset per run, nothing written to disk) and
-`run_plan` runs the planned runs, appending each row to `runs.csv` as it finishes.
+`run_plan` runs the planned runs, appending each row to `runs.csv` as it finishes. Each row
+records its validation clips and which of them it got right (`val_index`, `val_correct`), so
+the report can pair two configs' out-of-fold predictions video by video (McNemar's test).
 """
 
 import dataclasses
@@ -22,12 +24,13 @@ from reslstm_tf.experiments.baselines import mean_pooled_accuracies
 from reslstm_tf.experiments.config import AblationConfig, AblationError, RunSpec, plan_runs
 from reslstm_tf.experiments.report import (
     CSV_FIELDS,
+    encode_predictions,
+    experiment_protocol_text,
     plot_results,
-    protocol_text,
+    read_runs,
+    report_data,
     results_markdown,
     run_label,
-    select_best,
-    summarise,
     write_results,
 )
 from reslstm_tf.experiments.runner import CsvLog, HeadRunner, head_trainer, run_plan
@@ -70,9 +73,10 @@ def head_runner(data, config):
 
 
 def train_and_evaluate(spec, data, train_idx, val_idx, heads):
-    """Trains one run on `train_idx` and returns (train accuracy, val accuracy, seconds).
+    """Trains one run on `train_idx`; returns (train accuracy, val accuracy, seconds, correct).
 
-    The validation clips are used only for the final accuracy.
+    The validation clips are used only for the final accuracy; `correct` says per validation
+    clip (in `val_idx`'s order) whether it was classified right, for McNemar's test.
 
     Args:
         spec: the `RunSpec`.
@@ -84,12 +88,16 @@ def train_and_evaluate(spec, data, train_idx, val_idx, heads):
     if spec.arch == "logreg":
         source = data.flow if spec.modality == "flow" else data.rgb
         num_classes = int(data.labels.max()) + 1
-        accuracies = mean_pooled_accuracies(source, data.labels, train_idx, val_idx, num_classes)
-        return (*accuracies, time.perf_counter() - start)
+        train_acc, val_acc, predicted = mean_pooled_accuracies(
+            source, data.labels, train_idx, val_idx, num_classes, return_predictions=True
+        )
+        correct = predicted == data.labels[val_idx]
+        return train_acc, val_acc, time.perf_counter() - start, correct
     # Masking only matters for zero-padded clips; skipping it when none exist is faster.
     masking = bool(np.any(np.all(data.rgb == 0, axis=-1)))
     result = heads.run(spec, _inputs(spec, data), data.labels, train_idx, val_idx, masking=masking)
-    return result.train_accuracy, result.val_accuracy, time.perf_counter() - start
+    correct = result.val_probabilities.argmax(-1) == data.labels[val_idx]
+    return result.train_accuracy, result.val_accuracy, time.perf_counter() - start, correct
 
 
 # ----------------------------------------------------------------------------- runs
@@ -106,8 +114,9 @@ def _unique_runs(plan, feature_dim):
     return {spec: unique[spec] for spec in order}
 
 
-def _row(spec, experiments, fold_id, n_train, n_val, epochs, result):
-    train_acc, val_acc, seconds = result
+def _row(spec, experiments, fold_id, val_idx, n_train, epochs, result):
+    train_acc, val_acc, seconds, correct = result
+    val_index, val_correct = encode_predictions(val_idx, correct)
     return {
         "experiment": ";".join(experiments),
         "arch": spec.arch,
@@ -121,11 +130,13 @@ def _row(spec, experiments, fold_id, n_train, n_val, epochs, result):
         "seed": spec.seed,
         "fold": fold_id,
         "n_train": n_train,
-        "n_val": n_val,
+        "n_val": len(val_idx),
         "epochs": 0 if spec.arch == "logreg" else epochs,
         "train_accuracy": round(train_acc, 6),
         "val_accuracy": round(val_acc, 6),
         "train_time_s": round(seconds, 3),
+        "val_index": val_index,
+        "val_correct": val_correct,
     }
 
 
@@ -156,8 +167,8 @@ def _run_all(runs, splits, data, config, csv_path, progress):
         spec, experiments = item
         fold_id, train_idx, val_idx = splits[spec.protocol][spec.fold]
         result = train_and_evaluate(spec, data, train_idx, val_idx, heads)
-        n_train, n_val = len(train_idx), len(val_idx)
-        return _row(spec, experiments, fold_id, n_train, n_val, config.train.epochs, result)
+        epochs = config.train.epochs
+        return _row(spec, experiments, fold_id, val_idx, len(train_idx), epochs, result)
 
     return run_plan(
         [(spec, (spec, experiments)) for spec, experiments in runs.items()],
@@ -209,23 +220,24 @@ def run_ablation(
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "runs.csv"
     start = time.perf_counter()
-    rows = _run_all(runs, splits, data, config, csv_path, progress)
+    _run_all(runs, splits, data, config, csv_path, progress)
+    rows = read_runs(csv_path)  # every row as the CSV holds it, per-video lists restored
     timings = {"total_s": round(time.perf_counter() - start, 1), "runs": len(rows)}
-    summary = summarise(rows)
     data_info = _data_info(data)
+    report = report_data(rows, config)
     results = {
         "command": command,
         "config": dataclasses.asdict(config),
-        "protocols": {p: protocol_text(config, p) for p in ("cv", config.sweep_protocol)},
+        "protocols": {e: experiment_protocol_text(config, e) for e in plan},
         "experiment_protocol": {e: config.protocol_of(e) for e in plan},
         "data": data_info,
         "timings": timings,
-        "summary": summary,
-        "best": select_best(summary),
-        "plots": [p.name for p in plot_results(summary, config, out_dir)],
+        **report,
+        "plots": [p.name for p in plot_results(rows, config, out_dir)],
         "csv": csv_path.name,
     }
-    write_results(out_dir, results, results_markdown(summary, config, data_info, timings))
+    markdown = results_markdown(rows, config, data_info, timings, report["comparisons"])
+    write_results(out_dir, results, markdown)
     return results
 
 

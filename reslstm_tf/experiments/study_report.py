@@ -3,7 +3,8 @@
 Every comparison is paired: two recipes' accuracies on the same folds and seeds, their
 difference with a 95% confidence interval (the corrected repeated-CV t interval), and
 McNemar's test on the pooled out-of-fold predictions of seed 0 where the runs recorded them
-(`reslstm_tf.experiments.statistics`). Compared: Res-LSTM against the plain stack at each
+(`reslstm_tf.experiments.statistics`; the pairing is the ablation report's `compare_runs`,
+one function for both reports). Compared: Res-LSTM against the plain stack at each
 depth of each recipe, and every recipe's head against the mean-pooled logistic regression.
 """
 
@@ -12,8 +13,7 @@ import pathlib
 
 import numpy as np
 
-from reslstm_tf.experiments.report import accuracy_groups
-from reslstm_tf.experiments.statistics import compare
+from reslstm_tf.experiments.report import accuracy_groups, compare_runs, runs_by_pair
 from reslstm_tf.files import atomic_write
 from reslstm_tf.plots import pyplot, save_figure
 
@@ -65,28 +65,6 @@ def summarise_runs(rows):
     return summary
 
 
-def _by_pair(rows):
-    """{(recipe, stream, arch, depth): {(fold, seed): row}}."""
-    groups = {}
-    for row in rows:
-        key = tuple(row[k] for k in GROUP_FIELDS)
-        groups.setdefault(key, {})[(row["fold"], row["seed"])] = row
-    return groups
-
-
-def _pooled_correct(runs, pairs):
-    """Seed 0's out-of-fold correctness by video, or None if the runs did not record it."""
-    pooled = {}
-    for fold, seed in pairs:
-        row = runs[(fold, seed)]
-        if seed != min(s for _, s in pairs):
-            continue
-        if "val_correct" not in row:
-            return None
-        pooled.update(zip(row["val_index"], row["val_correct"]))
-    return pooled
-
-
 def _group_name(key):
     """e.g. "frozen rgb res3"."""
     return f"{key[0]} {key[1]} {head_name(dict(zip(GROUP_FIELDS, key)))}"
@@ -95,21 +73,12 @@ def _group_name(key):
 def _compare(groups, key_a, key_b):
     """The paired comparison of two groups on their common (fold, seed) pairs, or None."""
     a, b = groups.get(key_a) or {}, groups.get(key_b) or {}
-    pairs = sorted(set(a) & set(b))
-    if len(pairs) < 2:
-        return None
-    correct_a, correct_b = _pooled_correct(a, pairs) or {}, _pooled_correct(b, pairs) or {}
-    videos = sorted(set(correct_a) & set(correct_b))
-    tests = [[bool(c[v]) for v in videos] for c in (correct_a, correct_b)] if videos else []
-    scores = [[g[p]["val_accuracy"] for p in pairs] for g in (a, b)]
-    first = a[pairs[0]]
-    ratio = first["n_val"] / first["n_train"]  # the corrected CV variance
-    return compare(_group_name(key_a), _group_name(key_b), *scores, *tests, ratio=ratio)
+    return compare_runs(_group_name(key_a), _group_name(key_b), a, b)
 
 
 def comparisons(rows):
     """Res against plain at each (recipe, stream, depth), and each head against logreg."""
-    groups = _by_pair(rows)
+    groups = runs_by_pair(rows, GROUP_FIELDS)
     found = []
     for recipe, stream, arch, depth in sorted(groups):
         if arch == "res":

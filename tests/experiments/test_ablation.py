@@ -15,6 +15,7 @@ from reslstm_tf.experiments.config import (
     AblationError,
     RunSpec,
     head_options,
+    plan_runs,
 )
 from reslstm_tf.experiments.runner import HeadRunner
 from reslstm_tf.experiments.splits import splits_for
@@ -97,11 +98,20 @@ def test_cli_runs_end_to_end_on_a_tiny_cache(tmp_path):
     assert set(rows[0]) >= {"experiment", "arch", "depth", "hidden", "T", "seed", "fold",
                             "val_accuracy", "train_time_s"}  # fmt: skip
     assert {r["experiment"] for r in rows} >= {"baselines", "baselines;depth", "hidden;steps"}
+    # Every run records its validation clips and which it got right (McNemar's test).
+    for row in rows:
+        index, correct = row["val_index"].split(), row["val_correct"].split()
+        assert len(index) == len(correct) == int(row["n_val"])
+        assert float(row["val_accuracy"]) == pytest.approx(
+            np.mean([int(c) for c in correct]), abs=1e-6
+        )
     assert all(0.0 <= float(r["val_accuracy"]) <= 1.0 for r in rows)
     logreg = [float(r["val_accuracy"]) for r in rows if r["arch"] == "logreg"]
     assert min(logreg) >= 0.9  # the tiny problem is separable on the mean-pooled features
     results = json.loads((out / "results.json").read_text())
     assert results["best"]["arch"] in ("lstm", "res")
+    assert [c["a"] for c in results["comparisons"]["depth"]] == ["res2 (H=8, T=4)"]
+    assert set(results["verdicts"]) == {"baselines", "depth", "hidden", "steps"}
     assert results["experiment_protocol"] == {
         "baselines": "cv", "depth": "cv", "hidden": "holdout", "steps": "holdout"
     }  # fmt: skip
@@ -109,6 +119,7 @@ def test_cli_runs_end_to_end_on_a_tiny_cache(tmp_path):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     report = (out / "results.md").read_text()
     assert "cross-validation" in report and "| res2 |" in report
+    assert "Res - LSTM" in report and "differences between" in report
 
 
 @pytest.mark.slow
@@ -155,3 +166,46 @@ def test_cli_reports_bad_flag_values(tmp_path):
     assert "--hidden must be a comma-separated list of integers" in result.stderr
     result = run_cli(f"--features_dir={rgb}", f"--out_dir={tmp_path}/o", "--experiments=fusion")
     assert result.returncode != 0 and "--flow_features_dir" in result.stderr
+
+
+def test_sweeps_under_cv_plan_the_same_folds_and_seeds_for_both_archs():
+    config = AblationConfig(experiments=("depth", "hidden", "steps"), depths=(1, 2, 3, 4),
+                            hidden=(256, 512), hidden_depths=(3,), steps=(4, 32), seeds=3,
+                            sweep_protocol="cv", sweep_seeds=2)  # fmt: skip
+    plan = plan_runs(config, has_flow=False)
+    grid = {(seed, fold) for seed in range(2) for fold in range(5)}
+    for experiment, seeds in (("depth", 3), ("hidden", 2), ("steps", 2)):
+        by_config = {}
+        for spec in plan[experiment]:
+            assert spec.protocol == "cv"
+            by_config.setdefault(spec.config, set()).add((spec.seed, spec.fold))
+        expected = {(seed, fold) for seed in range(seeds) for fold in range(5)}
+        assert all(pairs == expected for pairs in by_config.values())
+    assert {s.depth for s in plan["depth"]} == {1, 2, 3, 4}
+    assert {(s.arch, s.depth, s.hidden) for s in plan["hidden"]} == {
+        (arch, 3, h) for arch in ("lstm", "res") for h in (256, 512)
+    }
+    assert {(s.arch, s.steps) for s in plan["steps"]} == {
+        (arch, t) for arch in ("lstm", "res") for t in (4, 32)
+    }
+    # The sweeps' runs at the base config are the depth runs of seeds 0 and 1: run once.
+    assert {s for s in plan["steps"] if s.steps == 16} <= set(plan["depth"])
+    assert grid == {(s.seed, s.fold) for s in plan["hidden"]}
+
+
+def test_depth_one_is_a_one_layer_stack_with_the_first_layers_shortcut_only():
+    from reslstm_tf.experiments.runner import build_head
+
+    for arch in ("lstm", "res"):
+        spec = RunSpec(arch, 1, 8, 4, "rgb", "", "", "cv", 0, 0)
+        model = build_head(spec, 2, 16, 0.5, masking=False)
+        stack = model.get_layer("residual_lstm")
+        assert stack.num_layers == 1 and len(stack.lstm_layers) == 1
+        assert stack.residual == (arch == "res")
+        # Res-LSTM at depth 1: x^1 = LSTM_1(x^0) + W x^0, W projecting the 16 inputs to 8.
+        has_projection = stack.shortcut_projection is not None
+        assert has_projection == (arch == "res")
+    config = AblationConfig(experiments=("depth",), depths=(1,))
+    assert {(s.arch, s.depth) for s in plan_runs(config, False)["depth"]} == {
+        ("lstm", 1), ("res", 1)
+    }  # fmt: skip
