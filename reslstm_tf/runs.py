@@ -6,7 +6,9 @@ A run folder (`reslstm-train --model_dir`) holds:
 * ``checkpoints/``: `tf.train.CheckpointManager` checkpoints (``ckpt-<step>``);
 * ``train/``: TensorBoard summaries;
 * ``history.json``: one dict per finished epoch;
-* ``final.weights.h5`` and ``model.keras``: the trained model, written at the end;
+* ``model.keras``: the trained model (config and weights, the run's one copy of its final
+  weights; `model.load_weights` reads it too), written at the end; folders written before
+  it was the only copy may also hold ``final.weights.h5``, still read;
 * ``workers/<task>_<id>/final.weights.h5``: non-chief weights (multi-worker, on request);
 * ``eval_<split>/``: evaluation outputs (`EvalDir`): ``metrics.json``,
   ``per_class_accuracy.csv``, ``confusion_matrix.png``, ``predictions.npz`` and
@@ -79,7 +81,7 @@ RESUMABLE_CHANGES = frozenset(
         "save_worker_weights", "jit_compile", "deterministic", "strategy", "restart",
         "recompute", "model_dir", "features_npz", "features_dir", "flow_features_dir",
         "data_dir", "split_dir", "flow_cache_dir", "eval_subset", "eval_split_file",
-        "num_examples", "steps_per_epoch", "keep_checkpoints",
+        "num_examples", "steps_per_epoch", "keep_checkpoints", "batch_size_used",
     }
 )  # fmt: skip
 
@@ -193,38 +195,39 @@ def save_model(model, path):
     os.replace(tmp, path)
 
 
-def save_final(model, weights_file, model_file=None, before_model=None):
-    """Writes a trained model's `.weights.h5` (and `.keras`), failing cleanly on a full disk.
+def save_final(model, path, before_rename=None):
+    """Writes a trained model to a `.keras` or `.weights.h5` file, failing cleanly on a full disk.
 
     The free space is checked first. Keras writes the `.keras` archive through a Python
     file (a full disk raises `OSError`, where h5py writing a file directly can crash the
-    process), and the weights file is the archive's own `model.weights.h5`, copied out
-    of it: the same file `model.save_weights` writes. Both appear atomically (temporary
-    siblings, then renames); nothing already saved is touched when a write fails.
+    process); a `.weights.h5` file is the archive's own `model.weights.h5`, copied out of
+    it: the same file `model.save_weights` writes. The file appears atomically (a temporary
+    sibling, then a rename); nothing already saved is touched when a write fails.
 
     Args:
         model: the trained `keras.Model`.
-        weights_file: where the weights go (`.weights.h5`).
-        model_file: where the `.keras` model goes, or None for the weights only.
-        before_model: called between the two renames (the weights are in place).
+        path: where it goes: a `.keras` model or a `.weights.h5` weights file.
+        before_rename: for a `.keras` path, called when the new archive is complete,
+            before it replaces `path`.
 
     Raises:
         OSError: not enough free space (ENOSPC), or a failed write.
     """
-    weights_file = pathlib.Path(weights_file)
-    weights_file.parent.mkdir(parents=True, exist_ok=True)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     size = weights_bytes(model)
-    check_free_space(weights_file.parent, 2 * size + (1 << 16), "the final weights and model")
-    archive = _temporary_sibling(pathlib.Path(model_file or weights_file.with_suffix(".keras")))
+    check_free_space(path.parent, 2 * size + (1 << 16), f"the final model {path.name}")
+    archive = _temporary_sibling(path if path.suffix == ".keras" else path.with_suffix(".keras"))
     try:
         model.save(archive)
-        with zipfile.ZipFile(archive) as zipped, zipped.open("model.weights.h5") as source:
-            with atomic_write(weights_file) as handle:
-                shutil.copyfileobj(source, handle, 1 << 20)
-        if before_model is not None:
-            before_model()
-        if model_file is not None:
-            os.replace(archive, model_file)
+        if path.suffix != ".keras":
+            with zipfile.ZipFile(archive) as zipped, zipped.open("model.weights.h5") as source:
+                with atomic_write(path) as handle:
+                    shutil.copyfileobj(source, handle, 1 << 20)
+            return
+        if before_rename is not None:
+            before_rename()
+        os.replace(archive, path)
     finally:
         archive.unlink(missing_ok=True)
 
@@ -268,10 +271,13 @@ class EvalDir:
         with np.load(self.predictions_file, allow_pickle=False) as data:
             return data["probabilities"], data["labels"]
 
-    def write_predictions(self, probabilities, labels):
-        """Writes the probabilities and labels to `predictions.npz` atomically."""
+    def write_predictions(self, probabilities, labels, video_ids=None):
+        """Writes the probabilities, labels (and video ids) to `predictions.npz` atomically."""
+        arrays = dict(probabilities=probabilities, labels=labels)
+        if video_ids is not None:
+            arrays["videos"] = np.asarray([str(v) for v in video_ids], dtype=str)
         with atomic_write(self.predictions_file) as handle:
-            np.savez(handle, probabilities=probabilities, labels=labels)
+            np.savez(handle, **arrays)
 
 
 class RunDir:
@@ -287,8 +293,8 @@ class RunDir:
         self.checkpoint_dir = self.path / CHECKPOINT_DIR
         self.summary_dir = self.path / SUMMARY_DIR
         self.history_file = self.path / HISTORY_FILE
-        self.weights_file = self.path / FINAL_WEIGHTS
         self.model_file = self.path / FINAL_MODEL
+        self.legacy_weights_file = self.path / FINAL_WEIGHTS  # older runs
         self.lock_file = self.path / LOCK_FILE
 
     def __fspath__(self):
@@ -369,13 +375,20 @@ class RunDir:
 
         return tf.train.latest_checkpoint(str(self.checkpoint_dir))
 
+    def final_weights(self):
+        """The file holding the run's final weights: `model.keras` (an older run's weights file)."""
+        if not self.model_file.is_file() and self.legacy_weights_file.is_file():
+            return self.legacy_weights_file
+        return self.model_file
+
     def load_weights(self, model, weights=None):
         """Loads the run's trained weights into `model` (built from `config()["model"]`).
 
         Args:
             model: the rebuilt `keras.Model`.
-            weights: optional `.weights.h5` file; default `final.weights.h5`, else the
-                model variables of the latest checkpoint.
+            weights: optional `.weights.h5` (or `.keras`) file; default the run's
+                `model.keras` (an older run's `final.weights.h5`), else the model
+                variables of the latest checkpoint.
 
         Returns:
             The file or checkpoint loaded.
@@ -384,7 +397,7 @@ class RunDir:
             FileNotFoundError: `weights` is missing, or the run has neither final
                 weights nor a checkpoint.
         """
-        final = pathlib.Path(weights) if weights else self.weights_file
+        final = pathlib.Path(weights) if weights else self.final_weights()
         if weights and not final.is_file():
             raise FileNotFoundError(f"weights file {str(final)!r} does not exist")
         if final.is_file():
@@ -393,7 +406,7 @@ class RunDir:
         latest = self.latest_checkpoint()
         if latest is None:
             raise FileNotFoundError(
-                f"model_dir {str(self.path)!r} holds neither {FINAL_WEIGHTS} nor a checkpoint"
+                f"model_dir {str(self.path)!r} holds neither {FINAL_MODEL} nor a checkpoint"
             )
         import tensorflow as tf
 

@@ -19,8 +19,8 @@ def test_file_names_are_the_documented_layout(tmp_path):
         "checkpoint_dir": "checkpoints",
         "summary_dir": "train",
         "history_file": "history.json",
-        "weights_file": "final.weights.h5",
         "model_file": "model.keras",
+        "legacy_weights_file": "final.weights.h5",
         "lock_file": ".lock",
     }
     for attribute, name in names.items():
@@ -59,7 +59,7 @@ def test_predictions_round_trip(tmp_path):
 
 def test_missing_weights_are_named(tmp_path):
     run = RunDir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="holds neither final.weights.h5 nor a checkpoint"):
+    with pytest.raises(FileNotFoundError, match="holds neither model.keras nor a checkpoint"):
         run.load_weights(object())
     with pytest.raises(FileNotFoundError, match="other.weights.h5"):
         run.load_weights(object(), tmp_path / "other.weights.h5")

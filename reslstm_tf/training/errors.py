@@ -39,6 +39,26 @@ def rising_loss(history, factor=2.0):
     )
 
 
+def collapse_warning(predictions, labels, class_names=None):
+    """A warning if videos of several classes are all predicted as one class, else None.
+
+    Args:
+        predictions: int (N,) predicted classes of the training videos.
+        labels: int (N,) their true classes.
+        class_names: optional names of the classes, to name the one predicted.
+    """
+    predicted, truth = set(int(p) for p in predictions), set(int(y) for y in labels)
+    if len(predicted) != 1 or len(truth) < 2:
+        return None
+    (only,) = predicted
+    name = class_names[only] if class_names is not None and only < len(class_names) else only
+    return (
+        f"the trained model predicts {name!r} for every one of the {len(labels)} training "
+        f"videos ({len(truth)} classes): it has collapsed onto one class; lower "
+        "--learning_rate (or train longer) and run again with --restart"
+    )
+
+
 def diverged(loss, step, epoch, latest):
     """The `TrainingDivergedError` of a non-finite `loss` (None: of the weights) at `step`."""
     what = "the weights hold NaN or infinite values" if loss is None else f"the loss is {loss:.4g}"

@@ -14,7 +14,7 @@ from reslstm_tf import configs, models, runs
 from reslstm_tf.checks import check_choice, check_positive_int
 from reslstm_tf.data import feature_sets
 from reslstm_tf.training import setup
-from reslstm_tf.training.errors import TrainingInputError
+from reslstm_tf.training.errors import TrainingInputError, collapse_warning
 from reslstm_tf.training.inputs import check_shapes
 from reslstm_tf.training.options import TrainOptions
 from reslstm_tf.training.run_folder import check_model_dir
@@ -28,7 +28,7 @@ _RECORDED = (int, float, str, bool)
 RECORD_SECTIONS = ("model",)
 RECORD_ONLY = (
     "class_names", "feature_spec", "training_views", "view_seed", "num_examples",
-    "steps_per_epoch",
+    "steps_per_epoch", "batch_size_used",
 )  # fmt: skip
 
 
@@ -291,7 +291,27 @@ def run_training(config=None, **kwargs):
         config=_record(config, model_config, class_names, feature_spec, views),
         options=config.options,
     )
-    return trainer.fit(dataset if dataset_fn is None else dataset_fn)
+    result = trainer.fit(dataset if dataset_fn is None else dataset_fn)
+    if result.is_chief and (warning := _collapse(result.model, dataset, class_names)):
+        from absl import logging
+
+        logging.warning("%s", warning)
+    return result
+
+
+def _collapse(model, dataset, class_names):
+    """The `collapse_warning` of the trained model on its training videos (first view).
+
+    A plain forward pass on this process (`model.predict` would run under the strategy,
+    whose collectives wait for every worker: only the chief checks).
+    """
+    import numpy as np
+
+    predicted, labels = [], []
+    for features, label in dataset.batch(64):
+        predicted.append(np.argmax(model(features, training=False), axis=-1))
+        labels.append(label.numpy())
+    return collapse_warning(np.concatenate(predicted), np.concatenate(labels), class_names)
 
 
 def train(model_fn, dataset, *, num_classes, model_dir, strategy=None, config=None, **options):

@@ -21,7 +21,8 @@ The reliability tests kill it with a real SIGKILL (`reslstm_tf.faults`,
 * ``checkpoint_written``: checkpoint files written, not yet recorded by the manager;
 * ``checkpoint_saved``: checkpoint recorded, `history.json` not yet rewritten;
 * ``epoch_end``: an epoch finished, before its checkpoint;
-* ``final_weights_saved``: final weights written, the `.keras` model not yet.
+* ``final_model_staged``: the final `.keras` model written beside `model.keras`, not yet
+  renamed to it.
 
 With `model_dir=None` nothing is written: the in-memory use of the ablation harness,
 which trains many small models of one architecture with one `Trainer`, calling
@@ -62,7 +63,7 @@ from reslstm_tf.training.inputs import (
     epoch_batches,
     model_input_shapes,
 )
-from reslstm_tf.training.options import TrainOptions, TrainResult
+from reslstm_tf.training.options import TrainOptions, TrainResult, auto_batch_size
 
 
 class _Timer:
@@ -126,7 +127,7 @@ class Trainer:
         self.run = None if model_dir is None else run_folder.check_model_dir(model_dir)
         self.task_type, self.task_id, self.is_chief = setup.task_info(strategy)
         replicas = strategy.num_replicas_in_sync
-        if self.options.batch_size % replicas:
+        if self.options.batch_size is not None and self.options.batch_size % replicas:
             raise TrainingInputError(
                 f"batch_size={self.options.batch_size} must be divisible by the number of "
                 f"replicas ({replicas})"
@@ -138,7 +139,14 @@ class Trainer:
     # ------------------------------------------------------------------------ set-up
 
     def _plan(self, num_examples):
-        """Sets the run's length from N (changeable later only in memory, constant rate)."""
+        """Sets the run's length from N (changeable later only in memory, constant rate).
+
+        A `batch_size` of None becomes `auto_batch_size(N)` here, once, for the whole run.
+        """
+        if self.options.batch_size is None:
+            replicas = self.strategy.num_replicas_in_sync
+            auto = auto_batch_size(num_examples, replicas)
+            self.options = dataclasses.replace(self.options, batch_size=auto)
         batch_size = self.options.batch_size
         steps_per_epoch = num_examples // batch_size
         if steps_per_epoch == 0:
@@ -341,6 +349,7 @@ class Trainer:
                 self.config,
                 num_examples=self.num_examples,
                 steps_per_epoch=self.steps_per_epoch,
+                batch_size_used=self.options.batch_size,  # batch_size None: auto_batch_size
             )
             self.run.write_config(record)
 
@@ -351,9 +360,8 @@ class Trainer:
         if self.is_chief:
             runs.save_final(
                 self.model,
-                self.run.weights_file,
                 self.run.model_file,
-                before_model=lambda: fault_point("final_weights_saved"),
+                before_rename=lambda: fault_point("final_model_staged"),
             )
             if not self.options.keep_checkpoints:  # the model and optimizer state: 3x weights
                 shutil.rmtree(self._checkpoint_dir, ignore_errors=True)

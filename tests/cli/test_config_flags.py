@@ -154,7 +154,7 @@ def test_a_train_run_folder_config_reproduces_the_run(tmp_path):
     recorded = [json.loads((run / "train_config.json").read_text()) for run in (first, again)]
     assert recorded[0] == recorded[1]
     assert recorded[1]["learning_rate"] == 0.01 and recorded[1]["jit_compile"] is False
-    assert max_weight_diff(first / "final.weights.h5", again / "final.weights.h5") < 1e-6
+    assert max_weight_diff(first / "model.keras", again / "model.keras") < 1e-6
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"features_npz: {features}\nepochs: 1\nlearning_rte: 0.1\nmodel: {{unitz: 3}}\n")
     result = run_cli(f"--config={bad}", f"--model_dir={tmp_path / 'bad'}")

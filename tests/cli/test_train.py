@@ -172,7 +172,7 @@ def test_sigkill_and_restart_ends_with_the_uninterrupted_weights(features_npz, t
         if victim.poll() is None:
             victim.kill()
     assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (killed_dir / "final.weights.h5").exists()
+    assert not (killed_dir / "model.keras").exists()
     print("killed at:", index.read_text().splitlines()[0])
 
     resumed = run_cli(*_flags(features_npz, killed_dir))
@@ -182,7 +182,7 @@ def test_sigkill_and_restart_ends_with_the_uninterrupted_weights(features_npz, t
     assert reference.returncode == 0, err[-3000:]
     assert "resuming" not in err
 
-    diff = max_weight_diff(killed_dir / "final.weights.h5", reference_dir / "final.weights.h5")
+    diff = max_weight_diff(killed_dir / "model.keras", reference_dir / "model.keras")
     print(f"max |w_resumed - w_uninterrupted| = {diff:.3g}")
     assert diff <= 1e-6
 
@@ -234,10 +234,10 @@ def test_two_workers_match_each_other_and_one_worker(features_npz, tmp_path):
         assert worker.returncode == 0, err[-3000:]
     assert single.returncode == 0, single.stderr[-3000:]
 
-    chief = multi_dir / "final.weights.h5"
+    chief = multi_dir / "model.keras"
     other = multi_dir / "workers" / "worker_1" / "final.weights.h5"
     between_workers = max_weight_diff(chief, other)
-    versus_single = max_weight_diff(chief, tmp_path / "single" / "final.weights.h5")
+    versus_single = max_weight_diff(chief, tmp_path / "single" / "model.keras")
     print(f"worker0 vs worker1: {between_workers:.3g}; two workers vs one: {versus_single:.3g}")
     assert between_workers == 0.0
     assert versus_single < 1e-5

@@ -320,7 +320,7 @@ def test_bad_features(results):
         root / "cache_dim5",
         "dimension d_f=5 but the model expects 16",
     )
-    assert not (root / "runs" / "cache_nan" / "final.weights.h5").exists()
+    assert not (root / "runs" / "cache_nan" / "model.keras").exists()
 
 
 def test_npz_with_nan_is_refused(results):

@@ -72,7 +72,7 @@ def test_train_and_eval_refuse_a_cache_being_written(tmp_path):
     again = _tool("train", *base, f"--model_dir={tmp_path / 'run2'}", "--epochs=1")
     line = _one_line(again, "reslstm-train")
     assert "is incomplete: index.json is not sealed, its writer (pid 4242)" in line, line
-    assert not (tmp_path / "run2" / "final.weights.h5").exists()
+    assert not (tmp_path / "run2" / "model.keras").exists()
 
 
 def test_extract_with_another_sharding_into_a_finished_cache_is_refused(shared_data, tmp_path):

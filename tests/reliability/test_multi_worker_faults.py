@@ -104,17 +104,17 @@ def test_kill_one_worker_then_both_resume_in_sync(tmp_path):
     assert victims[1].returncode == -signal.SIGKILL, outputs[1][1][-3000:]
     assert victims[0].returncode != 0, "the chief finished without its peer"
     assert recorded_checkpoint(killed_dir) == 8
-    assert not (killed_dir / "final.weights.h5").exists()
+    assert not (killed_dir / "model.keras").exists()
 
     resumed = _finish(_start_workers(flags, killed_dir))
     for code, err in resumed:
         assert code == 0, err[-3000:]
         assert resumed_step(err) == 8, err[-3000:]
 
-    chief = killed_dir / "final.weights.h5"
+    chief = killed_dir / "model.keras"
     other = killed_dir / "workers" / "worker_1" / "final.weights.h5"
     between = max_weight_diff(chief, other)
-    versus_reference = max_weight_diff(chief, reference_dir / "final.weights.h5")
+    versus_reference = max_weight_diff(chief, reference_dir / "model.keras")
     print(f"resumed workers: {between:.3g} apart, {versus_reference:.3g} from uninterrupted")
     assert between == 0.0
     assert versus_reference <= 1e-6

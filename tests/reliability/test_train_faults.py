@@ -73,8 +73,8 @@ FAULTS = [
     ("checkpoint_saved:13", 48),
     # Epoch 3 finished (step 36), before its checkpoint.
     ("epoch_end:3", 35),
-    # final.weights.h5 written, model.keras not yet.
-    ("final_weights_saved:1", 48),
+    # The final model written to its temporary sibling, not yet renamed to model.keras.
+    ("final_model_staged:1", 48),
 ]
 
 
@@ -91,14 +91,14 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(
     assert not (tmp_path / "model.keras").exists()
     if fault.startswith("checkpoint_written"):
         assert (tmp_path / "checkpoints" / "ckpt-12.index").is_file()
-    if fault.startswith("final_weights_saved"):
-        assert (tmp_path / "final.weights.h5").is_file()
+    if fault.startswith("final_model_staged"):
+        assert list(tmp_path.glob(".tmp-*-model.keras")), "the staged model is not on disk"
 
     resumed = run_cli(*_flags(features_npz, tmp_path))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed_step(resumed.stderr) == resume_at, resumed.stderr[-3000:]
 
-    diff = max_weight_diff(tmp_path / "final.weights.h5", reference / "final.weights.h5")
+    diff = max_weight_diff(tmp_path / "model.keras", reference / "model.keras")
     print(f"{fault}: resumed at step {resume_at}, max |w_resumed - w_uninterrupted| = {diff:.3g}")
     assert diff <= 1e-6
     history = read_history(tmp_path)

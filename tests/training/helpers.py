@@ -123,11 +123,18 @@ def run_cli(*flags, timeout=300, **env):
 
 
 def read_weights(path):
-    """Returns {dataset name: array} of a Keras .weights.h5 file, read with h5py."""
+    """Returns {dataset name: array} of a Keras .weights.h5 file (or a .keras archive's)."""
+    import io
+    import zipfile
+
     import h5py
 
     out = {}
-    with h5py.File(path, "r") as handle:
+    source = path
+    if str(path).endswith(".keras"):
+        with zipfile.ZipFile(path) as archive:
+            source = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(source, "r") as handle:
 
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):

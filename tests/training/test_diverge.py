@@ -14,9 +14,10 @@ import tensorflow as tf
 
 from reslstm_tf import evaluate
 from reslstm_tf.checks import check_finite_weights
+from reslstm_tf.data.feature_sets import write_npz_features
 from reslstm_tf.runs import RunDir
 from reslstm_tf.training import TrainingDivergedError, TrainingInputError, run_training
-from tests.training.helpers import TINY_RUN, write_features
+from tests.training.helpers import TINY_RUN, separable_features, write_features
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_a_diverging_run_stops_keeps_a_finite_checkpoint_and_writes_no_weights(
     message = str(info.value)
     assert message.startswith("training diverged: "), message
     assert "no final weights written" in message and "\n" not in message
-    assert not run.weights_file.exists() and not run.model_file.exists()
+    assert not run.model_file.exists() and not run.legacy_weights_file.exists()
     latest = tf.train.latest_checkpoint(str(run.path / "checkpoints"))
     assert latest is None or f"{os.path.basename(latest)}, is kept" in message
     if latest is not None:  # every variable of the kept checkpoint is finite
@@ -71,7 +72,7 @@ def test_evaluation_refuses_non_finite_weights(tmp_path, features_npz):
     check_finite_weights(trained.model)  # a finite model passes
     variable = trained.model.trainable_weights[0]
     variable.assign(np.full(variable.shape, np.nan, variable.dtype))
-    trained.model.save_weights(run.weights_file)
+    trained.model.save(run.model_file)
     with pytest.raises(evaluate.EvaluationInputError, match="hold .* NaN or infinite values"):
         evaluate.load_trained_model(run.path)
 
@@ -84,3 +85,25 @@ def test_a_rising_loss_is_a_warning():
     warning = rising_loss([*history, {"loss": 12.0}])  # the small folder's epoch 3
     assert warning.startswith("the loss rose to 12 in epoch 3 from 0.6: training is diverging")
     assert rising_loss([{"loss": 12.0}]) is None
+
+
+def test_a_collapsed_model_is_a_warning():
+    from reslstm_tf.training.errors import collapse_warning
+
+    labels = np.array([0, 1, 0, 1])
+    assert collapse_warning(np.array([0, 1, 1, 1]), labels) is None
+    assert collapse_warning(np.zeros(4), np.zeros(4)) is None  # one class: nothing to collapse
+    warning = collapse_warning(np.ones(4), labels, ["Kickflip", "Ollie"])
+    assert warning.startswith("the trained model predicts 'Ollie' for every one of the 4")
+
+
+@pytest.mark.slow
+def test_training_that_collapses_says_so(tmp_path, caplog):
+    # Every video has the same features: whatever the head learns, it predicts one class.
+    x, y = separable_features(num_videos=16)
+    npz = tmp_path / "same.npz"
+    write_npz_features(npz, np.repeat(x[:1], len(x), axis=0), y, ["a", "b", "c", "d"])
+    with caplog.at_level("WARNING"):
+        run_training(model_dir=tmp_path / "run", features_npz=npz, **TINY_RUN)
+    collapsed = [r.getMessage() for r in caplog.records if "collapsed onto one class" in r.message]
+    assert len(collapsed) == 1 and "16 training videos" in collapsed[0], caplog.text

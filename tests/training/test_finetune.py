@@ -146,13 +146,11 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(video_dir, tm
     code = _RUN.replace("CONFIG", repr(finetune_lib.to_flat(killed)))
     first = _run_python(code, RESLSTM_FAULT="train_step:5")  # epoch 2, step 2 of 3
     assert first.returncode == -9, first.stderr[-2000:]
-    assert not (tmp_path / "killed" / "final.weights.h5").exists()
+    assert not (tmp_path / "killed" / "model.keras").exists()
     resumed = finetune(killed)
     assert resumed.train.resumed_from.endswith("ckpt-4")
     assert resumed.train.global_step == 6
-    diff = max_weight_diff(
-        tmp_path / "whole/final.weights.h5", tmp_path / "killed/final.weights.h5"
-    )
+    diff = max_weight_diff(tmp_path / "whole/model.keras", tmp_path / "killed/model.keras")
     assert diff < 1e-6
     # A run folder is scored by rebuilding its model and loading the final weights.
     reloaded = evaluate_finetuned(killed, videos=load_videos(killed))

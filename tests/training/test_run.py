@@ -133,7 +133,7 @@ def test_a_run_keeps_one_checkpoint_and_its_final_files(tmp_path, features_npz):
     _run(tmp_path, features_npz, epochs=3, keep_checkpoints=True)
     run = RunDir(tmp_path / "run")
     assert sorted(p.name for p in run.checkpoint_dir.glob("*.index")) == ["ckpt-18.index"]
-    assert run.weights_file.is_file() and run.model_file.is_file()
+    assert run.model_file.is_file() and not run.legacy_weights_file.exists()
     assert not list(run.path.glob(".tmp-*"))
 
 
@@ -147,11 +147,12 @@ def test_a_finished_run_deletes_its_checkpoints_and_refuses_to_run_again(tmp_pat
     result = _run(tmp_path, features_npz, epochs=2)
     run = RunDir(tmp_path / "run")
     assert not run.checkpoint_dir.exists()
-    assert run.weights_file.is_file() and run.model_file.is_file()
+    assert run.model_file.is_file() and not run.legacy_weights_file.exists()
     assert load_trained_model(run.path)[0].count_params() == result.model.count_params()
-    weights = run.weights_file.stat().st_size
-    # model.keras and final.weights.h5 (two copies) plus small JSON files and summaries
-    assert _folder_bytes(run.path) <= 2.2 * weights + (256 << 10)
+    # One copy of the weights (model.keras) plus small JSON files and summaries.
+    result.model.save_weights(tmp_path / "weights.weights.h5")
+    weights = (tmp_path / "weights.weights.h5").stat().st_size
+    assert _folder_bytes(run.path) <= 1.2 * weights + (256 << 10)
     with pytest.raises(TrainingInputError, match="holds a finished run .* --restart"):
         _run(tmp_path, features_npz, epochs=2)
     with pytest.raises(TrainingInputError, match="learning_rate: 0.001 -> 0.01"):
@@ -174,3 +175,34 @@ def test_truncated_npz_is_named(tmp_path, features_npz):
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(TrainingInputError, match="truncated.npz.*cannot be read"):
         _run(tmp_path, truncated)
+
+
+def test_the_automatic_batch_leaves_four_steps_an_epoch():
+    from reslstm_tf.training.options import auto_batch_size
+
+    def reference(n, replicas=1):  # the largest power of two <= 32 with n // b >= 4
+        fits = [b for b in (1, 2, 4, 8, 16, 32) if n // b >= 4] or [1]
+        return max(replicas, max(fits) // replicas * replicas)
+
+    for n in (1, 3, 4, 7, 8, 10, 15, 16, 64, 120, 127, 128, 9537):
+        for replicas in (1, 2, 4):
+            assert auto_batch_size(n, replicas) == reference(n, replicas), (n, replicas)
+    assert auto_batch_size(10) == 2 and auto_batch_size(120) == 16 and auto_batch_size(128) == 32
+
+
+@pytest.mark.slow
+def test_a_default_run_on_ten_clips_fits_its_batch_and_keeps_one_copy_of_its_weights(tmp_path):
+    # The README's small folder: 10 clips of I3D-sized features, reslstm-train's defaults
+    # (res3, 1024-d features, batch None) for one epoch.
+    x, y = separable_features(num_videos=10, dim=1024, steps=16)
+    npz = tmp_path / "ten.npz"
+    write_npz_features(npz, x, y, class_names=[f"class_{i}" for i in range(NUM_CLASSES)])
+    result = run_training(model_dir=tmp_path / "run", features_npz=npz, epochs=1, progress=False)
+    run = RunDir(tmp_path / "run")
+    recorded = json.loads(run.config_file.read_text())
+    assert recorded["batch_size"] is None and recorded["batch_size_used"] == 2
+    assert result.history[0]["steps"] == 5 == recorded["steps_per_epoch"]
+    result.model.save_weights(tmp_path / "weights.weights.h5")
+    weights = (tmp_path / "weights.weights.h5").stat().st_size
+    assert weights > 50 << 20  # res3 at 1024 units: ~100 MB, so the bound below is tight
+    assert _folder_bytes(run.path) <= 1.2 * weights, (_folder_bytes(run.path), weights)

@@ -70,7 +70,7 @@ def test_one_epoch_equals_model_fit_on_the_same_batches(tmp_path):
     x, _ = separable_features(num_videos=4)
     saved = keras.saving.load_model(tmp_path / "model.keras")
     rebuilt = _model_fn()()
-    rebuilt.load_weights(tmp_path / "final.weights.h5")
+    rebuilt.load_weights(tmp_path / "model.keras")
     expected = result.model.predict(x, verbose=0)
     np.testing.assert_allclose(saved.predict(x, verbose=0), expected, atol=1e-6)
     np.testing.assert_allclose(rebuilt.predict(x, verbose=0), expected, atol=1e-6)
@@ -153,7 +153,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     full = train(_model_fn(dropout=0.4), dataset, model_dir=tmp_path / "a", **kwargs)
     part = train(_model_fn(dropout=0.4), dataset, model_dir=tmp_path / "b", max_steps=7, **kwargs)
     assert part.global_step == 7
-    assert not (tmp_path / "b" / "final.weights.h5").exists()
+    assert not (tmp_path / "b" / "model.keras").exists()
     rest = train(_model_fn(dropout=0.4), dataset, model_dir=tmp_path / "b", **kwargs)
     assert rest.resumed_from.endswith("ckpt-7")
     assert rest.global_step == 18
