@@ -48,7 +48,7 @@ def check_finite_weights(model, what="the model", error=ValueError):
     Args:
         model: a `keras.Model` (or any object with `.weights`, each with `.path` or `.name`
             and `.numpy()`).
-        what: how the message names the model, e.g. "the weights runs/res3/final.weights.h5".
+        what: how the message names the model, e.g. "the weights runs/res3/model.keras".
         error: the exception class to raise.
 
     Returns:

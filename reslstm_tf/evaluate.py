@@ -389,7 +389,7 @@ def load_trained_model(model_dir, weights=None):
 
     Args:
         model_dir: the run's folder (holds `train_config.json`).
-        weights: optional `.weights.h5` file; default `final.weights.h5` of the run,
+        weights: optional `.weights.h5` file; default the run's `model.keras`,
             else its latest checkpoint.
 
     Returns:
