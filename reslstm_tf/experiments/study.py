@@ -46,17 +46,33 @@ import numpy as np
 
 from reslstm_tf.checks import check_positive_int
 from reslstm_tf.clip_spec import PRESETS, ClipSpec
-from reslstm_tf.evaluate import softmax
-from reslstm_tf.experiments.baselines import mean_pooled_accuracies
-from reslstm_tf.experiments.config import RNN_ARCHS, AblationError, RunSpec, head_options
-from reslstm_tf.experiments.runner import HeadRunner, RunLog, run_plan
-from reslstm_tf.experiments.splits import stratified_folds
+from reslstm_tf.experiments.config import RNN_ARCHS, AblationError, head_options
+from reslstm_tf.experiments.runner import RunLog, run_plan
+from reslstm_tf.experiments.study_clips import (
+    TTA_OFFSETS,
+    clip_from_record,
+    clip_tag,
+    spec_features,
+    tta_views,
+)
+from reslstm_tf.experiments.study_runs import LATE_FUSIONS, StudyRuns
+from reslstm_tf.experiments.study_streams import (  # noqa: F401 - the study's public names
+    FinetuneRunner,
+    Stream,
+    run_head,
+    study_heads,
+    view_features,
+)
 from reslstm_tf.files import atomic_write
 from reslstm_tf.training.options import TrainOptions
 
 STREAMS = ("rgb", "farneback", "tvl1")
 FEATURE_RECIPES = ("frozen", "frozen_aug", "finetuned_features")
-LATE_FUSIONS = ("late_product", "late_sum")
+# The recipes that run on the features of every clip spec (`StudyConfig.frozen_clips`).
+SPEC_RECIPES = ("logreg", "frozen", "frozen_aug")
+# The extra clip spec of a study by default: the paper's 16 segments at I3D's native 224 px,
+# short videos (all of them here) read with overlapping windows as the study's own clip.
+PAPER_CLIP = PRESETS["paper"].replace(short="overlap")
 
 
 def finetune_train_options(**changes):
@@ -99,6 +115,13 @@ class StudyConfig:
         finetune_preset: the head fine-tuned with the I3D blocks.
         finetune_train: the `TrainOptions` of the fine-tuning runs (default
             `finetune_train_options()`: Adam 3e-4, 8 epochs, batch 8).
+        frozen_clips: further `ClipSpec`s whose frozen features the recipes of
+            `SPEC_RECIPES` also run on (default `PAPER_CLIP`: 16 segments at 224 px);
+            rows record each spec's tag (`study_clips.clip_tag`).
+        frozen_clip_views: training views per further spec ("frozen_aug" there needs 1+).
+        frozen_clip_depths: the head depths run on further specs (default `depths`).
+        tta_offsets: the test-time views' window shifts (`study_clips.tta_views`; the first
+            is 0, the eval view); () for no test-time views. tta_flips: each also mirrored.
         recipes: which recipes to run (default all).
         progress: show progress bars.
     """
@@ -121,6 +144,11 @@ class StudyConfig:
     head_train: TrainOptions = dataclasses.field(default_factory=head_options)
     finetune_preset: str = "res3"
     finetune_train: TrainOptions = dataclasses.field(default_factory=finetune_train_options)
+    frozen_clips: tuple = (PAPER_CLIP,)
+    frozen_clip_views: int = 0
+    frozen_clip_depths: tuple | None = None
+    tta_offsets: tuple = TTA_OFFSETS
+    tta_flips: bool = True
     recipes: tuple = ("logreg", "frozen", "frozen_aug", "finetuned", "finetuned_features",
                       "mid_product", *LATE_FUSIONS)  # fmt: skip
     progress: bool = True
@@ -139,6 +167,27 @@ class StudyConfig:
                 raise AblationError(
                     f"flow_methods must hold 'farneback' and/or 'tvl1'. Received: {method!r}"
                 )
+        tags = [self.clip_tag, *(clip_tag(spec) for spec in self.frozen_clips)]
+        if len(set(tags)) != len(tags):
+            raise AblationError(f"clip specs need distinct tags (size, segments). Received: {tags}")
+        try:
+            self.tta_view_list()
+        except ValueError as error:
+            raise AblationError(str(error)) from None
+
+    @property
+    def clip_tag(self):
+        """The tag of the study's own clip spec, e.g. "i3d112_t4"."""
+        return clip_tag(self.clip)
+
+    @property
+    def clips(self):
+        """{tag: `ClipSpec`} of every clip spec of the study, its own first."""
+        return {clip_tag(spec): spec for spec in (self.clip, *self.frozen_clips)}
+
+    def tta_view_list(self):
+        """The test-time views (`study_clips.TtaView`s), [] without TTA."""
+        return tta_views(self.tta_offsets, self.tta_flips) if self.tta_offsets else []
 
     @property
     def streams(self):
@@ -190,165 +239,26 @@ class StudyConfig:
         values["finetune_train"] = finetune_train_options(
             **values.get("finetune_train", {}), **nested["finetune_train"]
         )
-        for name in ("flow_methods", "depths", "recipes"):
-            if name in values:
+        for name in ("flow_methods", "depths", "recipes", "tta_offsets", "frozen_clip_depths"):
+            if values.get(name) is not None:
                 values[name] = tuple(values[name])
+        if "frozen_clips" in values:
+            values["frozen_clips"] = tuple(clip_from_record(c) for c in values["frozen_clips"])
+        elif record:  # a study made before clip specs were a dimension had none
+            values["frozen_clips"] = ()
+        if "tta_offsets" not in values and record:
+            values["tta_offsets"] = ()
         return cls(**values)
 
 
-def _segment_features(encoder, array, batch_size=16):
-    """Runs a `SegmentEncoder` over (N, T, ...) trunk outputs; returns float32 (N, T, D)."""
-    out = [
-        np.asarray(encoder(np.asarray(array[i : i + batch_size]), training=False), np.float32)
-        for i in range(0, len(array), batch_size)
-    ]
-    return np.concatenate(out)
-
-
-def view_features(upper, views, batch_size=16):
-    """Features of every stored view through an upper model: float32 (V + 1, N, T, D).
-
-    Row 0 is the centred eval view, rows 1..V the training views; D is what the upper
-    model's backbone gives.
-    """
-    encoder = upper.get_layer("segment_encoder")
-    arrays = [views.array("eval"), *(views.array(v) for v in range(views.views))]
-    return np.stack([_segment_features(encoder, a, batch_size) for a in arrays])
-
-
-class Stream:
-    """One stream's clips, stored trunk views and frozen features (computed once).
-
-    The trunk and the upper model come from fine-tuning's public functions: the run's
-    classifier (`build_classifier`, with the Trainer's seed) split at `trainable_from`.
-    """
-
-    def __init__(self, config, stream, videos, num_classes):
-        import keras
-
-        from reslstm_tf.training import finetune as ft
-
-        self.name, self.config = stream, config
-        self.finetune = config.finetune_config(stream)
-        shown = dataclasses.replace(self.finetune.train, progress=config.progress)
-        self.clips = ft.prepare_clips(dataclasses.replace(self.finetune, train=shown), videos)
-        keras.utils.set_random_seed(self.finetune.train.seed)
-        trunk, upper = ft.trunk_split(
-            ft.build_classifier(self.finetune, num_classes), config.trainable_from
-        )
-        self.views = ft.stored_trunk_views(self.finetune, self.clips, trunk, config.progress)
-        self.frozen = _cached_array(
-            pathlib.Path(config.out_dir) / "features" / f"{stream}_frozen.npy",
-            lambda: view_features(upper, self.views),
-        )
-
-
-def _cached_array(path, compute):
-    """Loads `path` if it exists, else computes, stores atomically and returns the array."""
-    path = pathlib.Path(path)
-    if path.exists():
-        return np.load(path)
-    array = compute()
-    with atomic_write(path) as handle:
-        np.save(handle, array)
-    return array
-
-
-# -------------------------------------------------------------------------------- runs
-
-
-def run_key(recipe, stream, arch, depth, fold, seed):
+def run_key(recipe, clip, stream, arch, depth, fold, seed):
     """The identity of a run in `runs.jsonl`."""
-    return f"{recipe}|{stream}|{arch}{depth}|fold{fold}|seed{seed}"
-
-
-def study_heads(config, num_classes):
-    """The study's `HeadRunner` (the experiments' one runner) with its head options."""
-    return HeadRunner(num_classes, config.head_train, config.dropout)
-
-
-def run_head(heads, config, arch, depth, features, labels, train_idx, val_idx, seed,
-             augmented, fusion=None):  # fmt: skip
-    """Trains one head of the study on stored view features; returns the `HeadResult`.
-
-    Args:
-        heads: the `HeadRunner` (`study_heads`).
-        features: float (V + 1, N, T, D) (row 0 the centred view, rows 1..V the training
-            views), or {"rgb": ..., "flow": ...} of such for a two-stream head.
-        augmented: train on the training views (video n reads `view_schedule`'s view);
-            False trains on the centred view every epoch.
-        fusion: the two-stream mid fusion ("product"), or None for one stream.
-    """
-    two = isinstance(features, dict)
-    spec = RunSpec(arch, depth, config.units, config.clip.num_segments,
-                   "two_stream" if two else "rgb", fusion or "", "mid" if fusion else "",
-                   "cv", seed, 0)  # fmt: skip
-    if two:
-        centred = {k: v[0] for k, v in features.items()}
-        views = {k: v[1:] for k, v in features.items()}
-    else:
-        centred, views = features[0], features[1:]
-    return heads.run(spec, centred, labels, train_idx, val_idx, views if augmented else None)
-
-
-def _probabilities(model, array, rows, batch_size=16):
-    """Softmax of a model over the given rows of an array (a stored view or its features)."""
-    logits = [
-        np.asarray(model(np.asarray(array[rows[i : i + batch_size]]), training=False))
-        for i in range(0, len(rows), batch_size)
-    ]
-    return softmax(np.concatenate(logits))
-
-
-class FinetuneRunner:
-    """Fine-tunes one stream per fold and seed on its stored views (one `Trainer`, reset)."""
-
-    def __init__(self, stream, num_classes):
-        from reslstm_tf.training import finetune as ft
-        from reslstm_tf.training.trainer import Trainer
-
-        self.stream, self.num_classes = stream, num_classes
-        config = stream.finetune
-        self.trainer = Trainer(
-            ft.model_fn(config, num_classes),
-            num_classes=num_classes,
-            model_dir=None,
-            options=config.train_options(),
-        )
-
-    def train(self, train_idx, seed):
-        """Fine-tunes on the videos `train_idx` with `seed`; returns the upper model."""
-        from reslstm_tf.training.trunk_cache import TrunkSource
-
-        self.trainer.reset(seed)
-        stream = self.stream
-        source = TrunkSource(stream.clips, stream.views, indices=train_idx, seed=seed)
-        return self.trainer.fit(source.train_data, labels=source.labels).model
-
-    def run(self, train_idx, val_idx, seed, out_path):
-        """Trains on `train_idx`; stores features and val probabilities; returns accuracies."""
-        stream = self.stream
-        upper = self.train(train_idx, seed)
-        labels = np.asarray(stream.clips.labels)
-        features = view_features(upper, stream.views)
-        # The head on the centred view's features: the upper model's logits, without running
-        # the fine-tuned blocks over that view a second time.
-        train_p = _probabilities(upper.get_layer("head"), features[0], train_idx)
-        val_p = _probabilities(upper.get_layer("head"), features[0], val_idx)
-        with atomic_write(out_path) as handle:
-            np.savez(handle, features=features.astype(np.float16), val_probabilities=val_p)
-        train_acc = float(np.mean(train_p.argmax(-1) == labels[train_idx]))
-        return train_acc, float(np.mean(val_p.argmax(-1) == labels[val_idx]))
-
-
-def _fuse(rgb, flow, recipe):
-    """Late fusion of two streams' class probabilities (the paper's product or sum)."""
-    return rgb * flow if recipe == "late_product" else rgb + flow
+    return f"{recipe}|{clip}|{stream}|{arch}{depth}|fold{fold}|seed{seed}"
 
 
 @dataclasses.dataclass
 class _Plan:
-    """The study's runs: (key, recipe, stream, arch, depth, fold, seed) in execution order."""
+    """The study's runs: (key, recipe, clip, stream, arch, depth, fold, seed) in order."""
 
     runs: list
 
@@ -357,126 +267,50 @@ class _Plan:
 
 
 def plan_study(config):
-    """Every run of the study, cheap and independent ones first, one head config together."""
+    """Every run of the study, cheap and independent ones first, one head config together.
+
+    The recipes of `SPEC_RECIPES` run on the study's clip and on every further clip spec
+    (`frozen_clips`, at `frozen_clip_depths`; "frozen_aug" there only with training views).
+    """
     depths = [(arch, depth) for arch in RNN_ARCHS for depth in config.depths]
+    spec_depths = [(arch, depth) for arch in RNN_ARCHS
+                   for depth in (config.frozen_clip_depths or config.depths)]  # fmt: skip
     preset = config.finetune_preset
     ft_head = [("res" if preset.startswith("res") else "lstm", int(preset[-1]))]
     seeds = range(config.seeds)
     ft_seeds = range(config.finetune_seeds or config.seeds)
+    main, others = config.clip_tag, [clip_tag(spec) for spec in config.frozen_clips]
     groups = []
     if "logreg" in config.recipes:
-        groups.append(("logreg", "rgb", [("logreg", 0)], seeds))
+        groups.append(("logreg", main, "rgb", [("logreg", 0)], seeds))
     frozen = [r for r in ("frozen", "frozen_aug") if r in config.recipes]
+    spec_frozen = [r for r in frozen if r == "frozen" or config.frozen_clip_views]
     # The fine-tuning head first on every stream, then what depends on fine-tuning, then
     # the other depths: a study stopped early has the main comparisons.
-    groups += [(r, stream, ft_head, seeds) for r in frozen for stream in config.streams]
+    groups += [(r, main, stream, ft_head, seeds) for r in frozen for stream in config.streams]
     if "finetuned" in config.recipes:
-        groups += [("finetuned", stream, ft_head, ft_seeds) for stream in config.streams]
+        groups += [("finetuned", main, stream, ft_head, ft_seeds) for stream in config.streams]
     for method in config.flow_methods:
         for recipe in ("mid_product", *LATE_FUSIONS):
             if recipe in config.recipes:
-                groups.append((recipe, f"rgb+{method}", ft_head, ft_seeds))
+                groups.append((recipe, main, f"rgb+{method}", ft_head, ft_seeds))
     if "finetuned_features" in config.recipes:
-        groups.append(("finetuned_features", "rgb", depths, ft_seeds))
-    groups += [(r, "rgb", depths, seeds) for r in frozen]
+        groups.append(("finetuned_features", main, "rgb", depths, ft_seeds))
+    for tag in others:  # the further specs' features are computed when first needed
+        if "logreg" in config.recipes:
+            groups.append(("logreg", tag, "rgb", [("logreg", 0)], seeds))
+        groups += [(r, tag, "rgb", spec_depths, seeds) for r in spec_frozen]
+    groups += [(r, main, "rgb", depths, seeds) for r in frozen]
     runs, planned = [], set()
-    for recipe, stream, heads, run_seeds in groups:
+    for recipe, clip, stream, heads, run_seeds in groups:
         for arch, depth in heads:
             for fold in range(config.folds):
                 for seed in run_seeds:
-                    key = run_key(recipe, stream, arch, depth, fold, seed)
+                    key = run_key(recipe, clip, stream, arch, depth, fold, seed)
                     if key not in planned:
                         planned.add(key)
-                        runs.append((key, recipe, stream, arch, depth, fold, seed))
+                        runs.append((key, recipe, clip, stream, arch, depth, fold, seed))
     return _Plan(runs)
-
-
-class _Context:
-    """What the runs share: labels, folds, streams, trainers and the output folder."""
-
-    def __init__(self, config, labels, streams):
-        self.config, self.labels, self.streams = config, labels, streams
-        self.num_classes = int(labels.max()) + 1
-        self.folds = stratified_folds(labels, config.folds, config.split_seed)
-        self.heads = study_heads(config, self.num_classes)
-        self.finetuners = {}
-        self.out = pathlib.Path(config.out_dir)
-
-    def split(self, fold):
-        """(train indices, val indices) of a fold."""
-        train = np.sort(np.concatenate([f for i, f in enumerate(self.folds) if i != fold]))
-        return train, self.folds[fold]
-
-    def finetuned_path(self, stream, fold, seed):
-        """The stored features and val probabilities of a fine-tuning run."""
-        return self.out / "finetuned" / f"{stream}_fold{fold}_seed{seed}.npz"
-
-    def finetuned(self, stream, fold, seed, what):
-        """An array of a finished fine-tuning run ("features" as float32, "val_probabilities")."""
-        with np.load(self.finetuned_path(stream, fold, seed)) as data:
-            return np.asarray(data[what], np.float32)
-
-    def finetuner(self, stream):
-        """The stream's `FinetuneRunner` (made once)."""
-        if stream not in self.finetuners:
-            self.finetuners[stream] = FinetuneRunner(self.streams[stream], self.num_classes)
-        return self.finetuners[stream]
-
-
-def _execute(ctx, recipe, stream, arch, depth, fold, seed):
-    """Runs one planned run; returns (train accuracy or None, val predictions, epochs)."""
-    config, labels = ctx.config, ctx.labels
-    train_idx, val_idx = ctx.split(fold)
-    if recipe == "logreg":
-        features = ctx.streams["rgb"].frozen[0]
-        train_acc, _, predicted = mean_pooled_accuracies(
-            features, labels, train_idx, val_idx, return_predictions=True
-        )
-        return train_acc, predicted, 0
-    if recipe == "finetuned":
-        path = ctx.finetuned_path(stream, fold, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        train_acc, _ = ctx.finetuner(stream).run(train_idx, val_idx, seed, path)
-        probabilities = ctx.finetuned(stream, fold, seed, "val_probabilities")
-        return train_acc, probabilities.argmax(-1), config.finetune_train.epochs
-    if recipe in LATE_FUSIONS:
-        rgb_method = stream.split("+")
-        rgb, flow = (ctx.finetuned(s, fold, seed, "val_probabilities") for s in rgb_method)
-        return None, _fuse(rgb, flow, recipe).argmax(-1), 0
-    if recipe in ("frozen", "frozen_aug"):
-        features, fusion = ctx.streams[stream].frozen, None
-    elif recipe == "finetuned_features":
-        features, fusion = ctx.finetuned(stream, fold, seed, "features"), None
-    else:  # mid_product
-        parts = stream.split("+")
-        features = {
-            k: ctx.finetuned(s, fold, seed, "features") for k, s in zip(("rgb", "flow"), parts)
-        }
-        fusion = "product"
-    result = run_head(ctx.heads, config, arch, depth, features, labels, train_idx, val_idx,
-                      seed, augmented=recipe != "frozen", fusion=fusion)  # fmt: skip
-    return result.train_accuracy, result.val_probabilities.argmax(-1), config.head_train.epochs
-
-
-def _execute_logged(ctx, run):
-    """Runs one planned run and times it; returns its `runs.jsonl` row (without the key).
-
-    Besides the accuracies the row keeps which validation videos the run got right
-    (`val_index`, `val_correct`), for McNemar's test on pooled out-of-fold predictions.
-    """
-    recipe, stream, arch, depth, fold, seed = run
-    start = time.perf_counter()
-    train_acc, predicted, epochs = _execute(ctx, recipe, stream, arch, depth, fold, seed)
-    seconds = time.perf_counter() - start
-    train_idx, val_idx = ctx.split(fold)
-    correct = np.asarray(predicted) == ctx.labels[val_idx]
-    return {
-        "recipe": recipe, "stream": stream, "arch": arch, "depth": depth, "fold": fold,
-        "seed": seed, "n_train": len(train_idx), "n_val": len(val_idx), "epochs": epochs,
-        "train_accuracy": train_acc, "val_accuracy": float(np.mean(correct)),
-        "seconds": round(seconds, 2), "val_index": [int(i) for i in val_idx],
-        "val_correct": [int(c) for c in correct],
-    }  # fmt: skip
 
 
 def run_study(config):
@@ -486,7 +320,7 @@ def run_study(config):
     `run_plan` over the plan, heads by its `HeadRunner`).
 
     Returns:
-        The report dict of `study_report`.
+        The report dict of `study_results` (by clip spec, with TTA and ensembles).
     """
     from reslstm_tf.data import datasets
 
@@ -502,20 +336,42 @@ def run_study(config):
     for stream in config.streams:
         start = time.perf_counter()
         streams[stream] = Stream(config, stream, videos, num_classes)
-        _log_timing(out, f"stream {stream}: flow, trunk views and frozen features",
+        _log_timing(out, f"stream {stream}: flow, trunk views, TTA views and frozen features",
                     time.perf_counter() - start)  # fmt: skip
-    ctx = _Context(config, np.asarray(streams["rgb"].clips.labels), streams)
-    runs = [(key, tuple(run)) for key, *run in plan_study(config).runs]
-    run_plan(runs, lambda run: _execute_logged(ctx, run), RunLog(out / "runs.jsonl"),
-             progress=config.progress, desc="study")  # fmt: skip
-    from reslstm_tf.experiments.study_report import study_report
+    labels = np.asarray(streams["rgb"].clips.labels)
+    runs = StudyRuns(config, labels, streams, _SpecFeatures(config, videos, out))
+    plan = [(key, tuple(run)) for key, *run in plan_study(config).runs]
+    run_plan(plan, runs.row, RunLog(out / "runs.jsonl"), progress=config.progress,
+             desc="study")  # fmt: skip
+    from reslstm_tf.experiments.study_results import study_results
 
-    return study_report(out)
+    return study_results(out)
+
+
+class _SpecFeatures(dict):
+    """{clip tag: frozen features} of the further clip specs, computed when first asked for
+    (`study_clips.spec_features`, stored in `features/rgb_frozen_<tag>.npy`)."""
+
+    def __init__(self, config, videos, out):
+        super().__init__()
+        self.config, self.videos, self.out = config, videos, out
+
+    def __missing__(self, tag):
+        config = self.config
+        start = time.perf_counter()
+        self[tag] = spec_features(
+            config.clips[tag], self.videos, config.data_dir,
+            self.out / "features" / f"rgb_frozen_{tag}.npy", views=config.frozen_clip_views,
+            seed=config.finetune_train.seed, progress=config.progress,
+        )  # fmt: skip
+        _log_timing(self.out, f"frozen features at {tag}", time.perf_counter() - start)
+        return self[tag]
 
 
 # Settings a resumed study may change: they add or skip runs, and change no finished one.
 EXTENSIBLE = ("flow_methods", "flow_cache_dir", "seeds", "finetune_seeds", "recipes", "progress",
-              "head_train.progress", "finetune_train.progress")  # fmt: skip
+              "head_train.progress", "finetune_train.progress", "depths", "frozen_clips",
+              "frozen_clip_depths")  # fmt: skip
 
 
 def _flat(record, prefix=""):
