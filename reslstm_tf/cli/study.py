@@ -6,7 +6,9 @@ Usage (the SkateboardML clips; about 2 hours on a 2-core CPU, see docs/skateboar
 
 Computes the flow caches and the I3D trunk views once, then cross-validates every recipe
 (frozen features with and without augmented views, fine-tuned RGB and flow I3D, two-stream
-mid and late fusion, LSTM against Res-LSTM at each depth) and writes `results.md`,
+mid and late fusion, LSTM against Res-LSTM at each depth; the frozen-feature recipes also on
+the clip specs of --frozen_clips, e.g. 16 segments at 224 px; every run also scored on
+test-time views, and each fold's seeds as one ensemble) and writes `results.md`,
 `results.json`, `runs.jsonl` and `depth.png` to --out_dir. The same command resumes a
 stopped study. See `reslstm_tf.experiments.study`.
 """
@@ -52,26 +54,36 @@ _FLAGS = [
     (_S, "recipes", "", "Comma-separated recipes to run (default all)."),
     (
         _S,
+        "frozen_clips",
+        "paper:short=overlap",
+        "Further clip specs the frozen-feature recipes (logreg, frozen, frozen_aug) also run "
+        "on: comma-separated preset names with optional field changes "
+        "('paper:short=overlap': 16 x 16 frames at 224 px); '' for none.",
+    ),
+    (_I, "frozen_clip_views", 0, "Training views per further clip spec (frozen_aug needs 1+)."),
+    (_S, "frozen_clip_depths", "", "Head depths run on the further specs (default --depths)."),
+    (
+        _S,
+        "tta_offsets",
+        "0,-0.25,0.25",
+        "Test-time views: window shifts in parts of the video (the first 0, the eval clip); "
+        "'' for no test-time augmentation.",
+    ),
+    (_B, "tta_flips", True, "Also read each test-time view mirrored left to right."),
+    (
+        _S,
         "publish_manifest",
         None,
-        "Then train the CV-selected recipes on every clip and "
-        "publish them to this zoo manifest (e.g. zoo/manifest.json).",
+        "Then train the CV-best recurrent head on every clip, publish it to this zoo "
+        "manifest (e.g. zoo/manifest.json) under a new tag and move its bare name there.",
     ),
     (
         _S,
         "dataset_name",
         "skateboard",
-        "Published entries: <name>_<head>; classes file <name>_classes.txt.",
+        "Published entry: <name>_<head>.<clip tag>_<recipe>_cv; classes <name>_classes.txt.",
     ),
     (_S, "dataset_title", "SkateboardML (Kickflip / Ollie)", "Published entries' dataset title."),
-    (
-        _S,
-        "publish_two_stream",
-        "mid_product",
-        "Two-stream recipes the published entry may "
-        "use: a late-fusion entry holds a 256-unit stack per stream, ~20 MB with both deltas, "
-        "over the zoo's ~15 MB per entry.",
-    ),
     (_B, "progress", True, "Show progress bars."),
 ]
 
@@ -86,6 +98,7 @@ def config_from_flags():
     """The `StudyConfig` of the flags: the clip flags set its `clip`, the epochs flags its
     `head_train` and `finetune_train` options, the others the fields of their names."""
     from reslstm_tf.experiments.study import StudyConfig
+    from reslstm_tf.experiments.study_clips import parse_clip
 
     names = {field.name for field in dataclasses.fields(StudyConfig)}
     values = {name: FLAGS[name].value for name in names if name in FLAGS}
@@ -94,6 +107,12 @@ def config_from_flags():
         values[name] = tuple(int(v) for v in items) if name == "depths" else items
     if not values["recipes"]:
         del values["recipes"]
+    values["frozen_clips"] = tuple(
+        parse_clip(text) for text in FLAGS.frozen_clips.split(",") if text.strip()
+    )
+    depths = [int(d) for d in FLAGS.frozen_clip_depths.split(",") if d.strip()]
+    values["frozen_clip_depths"] = tuple(depths) or None
+    values["tta_offsets"] = tuple(float(o) for o in FLAGS.tta_offsets.split(",") if o.strip())
     values["clip"] = _CLIP.replace(**{name: FLAGS[name].value for name in _CLIP_FLAGS})
     defaults = StudyConfig(data_dir="", split_file="", out_dir="")
     for flag, (field, option) in _TRAIN_FLAGS.items():
@@ -122,29 +141,23 @@ def main(argv):
         dataset = {"name": FLAGS.dataset_name, "title": FLAGS.dataset_title, "classes": classes,
                    "num_classes": len(videos.classes)}  # fmt: skip
         command = " ".join(["reslstm-study", *_recorded_flags()])
-        allowed = tuple(r.strip() for r in FLAGS.publish_two_stream.split(",") if r.strip())
-        publish_study(config, dataset, FLAGS.publish_manifest, command,
-                      two_stream_recipes=allowed)  # fmt: skip
+        publish_study(config, dataset, FLAGS.publish_manifest, command)
     return 0
 
 
-def publish_study(
-    config, dataset, manifest_path, command, parts=("depth", "two_stream"),
-    two_stream_recipes=("mid_product",),
-):  # fmt: skip
-    """Trains the study's CV-selected recipes on every clip and publishes them to the zoo."""
-    from reslstm_tf import zoo
-    from reslstm_tf.experiments.study_publish import final_entries
+def publish_study(config, dataset, manifest_path, command):
+    """Publishes the study's CV-best recurrent head under a new tag; moves its bare name.
 
-    published = {}
-    entries = final_entries(config, dataset, command, parts, two_stream_recipes)
-    for name, (model, entry) in entries.items():
-        published[name] = zoo.publish_video_classifier(
-            model, name, entry, manifest_path=manifest_path
-        )
-        metric = published[name]["metrics"][0]
-        print(f"published {name}: CV {100 * metric['mean']:.1f} ± {100 * metric['std']:.1f} %")
-    return published
+    See `reslstm_tf.experiments.study_publish.publish_cv_best`. Returns {name: entry}.
+    """
+    from reslstm_tf.experiments.study_publish import publish_cv_best
+
+    name, entry = publish_cv_best(config, dataset, manifest_path, command)
+    metric = entry["metrics"][0]
+    low, high = metric["ci95"]
+    print(f"published {name}: CV {100 * metric['mean']:.1f} % (95% CI {100 * low:.1f}-"
+          f"{100 * high:.1f}); {entry['selection']}")  # fmt: skip
+    return {name: entry}
 
 
 def _recorded_flags():

@@ -32,11 +32,13 @@ def _best(summary, **filters):
     return max(candidates, key=lambda e: (e["mean"], -e["std"])) if candidates else None
 
 
-def select_recipes(summary, two_stream_recipes=TWO_STREAM_RECIPES):
+def select_recipes(summary, two_stream_recipes=TWO_STREAM_RECIPES, clip=None):
     """The recipes to publish, chosen by mean CV accuracy (ties: smaller std, more runs).
 
     Args:
-        summary: the study's `summarise_runs` list.
+        summary: the study's summary list.
+        clip: the tag of the study's own clip spec (the entries of other specs and the
+            derived recipes are passed over; None: entries without a tag).
         two_stream_recipes: the two-stream recipes allowed (e.g. only "mid_product": a
             late-fusion entry carries a head per stream and may be too large to ship).
 
@@ -44,15 +46,16 @@ def select_recipes(summary, two_stream_recipes=TWO_STREAM_RECIPES):
         dict with "depth_recipe" ("frozen_aug", "frozen" or "finetuned_features"), and
         "two_stream" (the best two-stream summary entry, or None).
     """
+    own = [e for e in summary if e.get("clip", clip) == clip]
     best_by_recipe = {
-        recipe: _best(summary, recipe=recipe, stream="rgb")
+        recipe: _best(own, recipe=recipe, stream="rgb")
         for recipe in ("frozen", "frozen_aug", "finetuned_features")
     }
     ranked = sorted(
         ((entry["mean"], recipe) for recipe, entry in best_by_recipe.items() if entry),
         reverse=True,
     )
-    two_stream = [e for e in summary if e["recipe"] in two_stream_recipes]
+    two_stream = [e for e in own if e["recipe"] in two_stream_recipes]
     return {
         "depth_recipe": ranked[0][1],
         "two_stream": max(two_stream, key=lambda e: (e["mean"], -e["std"], e["runs"]))
@@ -81,7 +84,7 @@ def _copy_head(source_head, target_head, prefix=""):
 
 
 def assemble_classifier(config, num_classes, arch, depth, uppers, head, modality="rgb",
-                        fusion="product", level="late"):  # fmt: skip
+                        fusion="product", level="late", clip=None):  # fmt: skip
     """One `build_video_classifier` model from fine-tuned upper models and a trained head.
 
     Args:
@@ -93,12 +96,13 @@ def assemble_classifier(config, num_classes, arch, depth, uppers, head, modality
         head: the trained head `keras.Model` (features in), or for a late two-stream model a
             dict {"rgb": head, "flow": head} of one-stream heads.
         modality, fusion, level: as `build_video_classifier`.
+        clip: the `ClipSpec` of the clips (default the study's own).
     """
     import keras
 
     from reslstm_tf.video_classifier import build_video_classifier
 
-    clip = config.clip
+    clip = clip or config.clip
     keras.utils.set_random_seed(0)
     classifier = build_video_classifier(
         num_classes, modality, clip.backbone, f"{arch}{depth}",
@@ -218,8 +222,8 @@ def _metric(entry, config, command):
     }
 
 
-def _architecture(config, modality, arch, depth, fusion=None, level=None):
-    clip = config.clip
+def _architecture(config, modality, arch, depth, fusion=None, level=None, clip=None):
+    clip = clip or config.clip
     spec = {
         "kind": "video_classifier", "modality": modality, "backbone": clip.backbone,
         "preset": f"{arch}{depth}", "num_segments": clip.num_segments,
@@ -232,12 +236,11 @@ def _architecture(config, modality, arch, depth, fusion=None, level=None):
     return spec
 
 
-def _features(config, streams):
+def _features(config, streams, clip=None):
+    clip = clip or config.clip
     out = {}
     for key, method in streams.items():
-        out[key] = {
-            "modality": key, "resize_short_side": config.clip.short_side, "short": config.clip.short
-        }  # fmt: skip
+        out[key] = {"modality": key, "resize_short_side": clip.short_side, "short": clip.short}
         if key == "flow":
             out[key]["flow_method"] = method
     return out
@@ -247,7 +250,11 @@ def final_entries(
     config, dataset, command=None, parts=("depth", "two_stream"),
     two_stream_recipes=TWO_STREAM_RECIPES,
 ):  # fmt: skip
-    """Selects by CV and trains on every clip: {`<dataset name>_<head>`: (model, entry)}.
+    """Selects by CV and trains on every clip: {tagged name: (model, entry)}.
+
+    The names are tagged (`<dataset name>_<head>.<clip tag>_<recipe tag>`, `recipe_tag`):
+    publishing never overwrites a tag, and the bare names are aliases (`publish_cv_best`
+    moves one through the aliases table).
 
     Publish each with `reslstm_tf.zoo.publish_video_classifier(model, name, entry, ...)`
     (what `reslstm-study --publish_manifest` does).
@@ -269,7 +276,7 @@ def final_entries(
 
     out = pathlib.Path(config.out_dir)
     summary = json.loads((out / "results.json").read_text(encoding="utf-8"))["summary"]
-    selection = select_recipes(summary, two_stream_recipes)
+    selection = select_recipes(summary, two_stream_recipes, config.clip_tag)
     if "two_stream" not in parts:
         selection["two_stream"] = None
     videos = datasets.load_dataset("folder", data_dir=config.data_dir,
@@ -286,16 +293,18 @@ def final_entries(
             fusion, level = ("product", "mid") if chosen["recipe"] == "mid_product" else (
                 chosen["recipe"].split("_")[1], "late")  # fmt: skip
             streams = {"rgb": None, "flow": setting["flow_method"]}
-            name = f"{dataset['name']}_twostream_{arch}{depth}"
+            name = (
+                f"{dataset['name']}_twostream_{arch}{depth}.{config.clip_tag}_{recipe_tag(chosen)}"
+            )
             description = (
                 f"Two-stream ({fusion} fusion, {level} level) of fine-tuned RGB and "
                 f"{setting['flow_method']} flow I3D with a {arch}{depth} head"
             )
         else:
             arch, depth = key[:-1], int(key[-1])
-            chosen = _find_entry(summary, setting["recipe"], arch, depth)
+            chosen = _find_entry(summary, setting["recipe"], arch, depth, config.clip_tag)
             modality, fusion, level, streams = "rgb", None, None, {"rgb": None}
-            name = f"{dataset['name']}_{key}"
+            name = f"{dataset['name']}_{key}.{config.clip_tag}_{recipe_tag(chosen)}"
             kind = "Res-LSTM" if arch == "res" else "Plain stacked LSTM"
             description = f"{kind}, {depth} layers of {config.units} units, on I3D RGB clips"
         entry = {
@@ -321,8 +330,167 @@ def final_entries(
     return published
 
 
-def _find_entry(summary, recipe, arch, depth):
+def _find_entry(summary, recipe, arch, depth, clip=None):
     return next(
         e for e in summary
         if (e["recipe"], e["stream"], e["arch"], e["depth"]) == (recipe, "rgb", arch, depth)
+        and e.get("clip", clip) == clip
     )  # fmt: skip
+
+
+# ----------------------------------------------------- the CV-best recipe, tagged
+
+RECIPE_TAGS = {
+    "frozen": "frozen", "frozen_aug": "frozenaug", "finetuned_features": "ft",
+    "mid_product": "ft_mid", "late_product": "ft_lateproduct", "late_sum": "ft_latesum",
+}  # fmt: skip
+
+
+def recipe_tag(entry):
+    """The tag part of a study recipe: "frozen", "frozenaug", "ft", ... with "_cv" (selected
+    by cross-validation)."""
+    return f"{RECIPE_TAGS[entry['recipe']]}_cv"
+
+
+def cv_name(dataset_name, entry):
+    """The tagged name of a study entry, e.g. "skateboard_lstm3.i3d224_t16_frozen_cv"."""
+    from reslstm_tf.experiments.study_report import head_name
+
+    return f"{dataset_name}_{head_name(entry)}.{entry['clip']}_{recipe_tag(entry)}"
+
+
+def _selected_features(config, chosen, videos, num_classes):
+    """(features (V + 1, N, T, D), fine-tuned uppers, labels) of a selected recipe, all clips."""
+    from reslstm_tf.data.clips import video_items
+    from reslstm_tf.experiments.study_clips import spec_features
+
+    if chosen["clip"] != config.clip_tag:
+        tag = chosen["clip"]
+        path = f"{config.out_dir}/features/rgb_frozen_{tag}.npy"
+        seed = config.finetune_train.seed
+        features = spec_features(config.clips[tag], videos, config.data_dir, path,
+                                 views=config.frozen_clip_views, seed=seed,
+                                 progress=config.progress)  # fmt: skip
+        return features, {}, video_items(videos)[1]
+    stream = Stream(config, "rgb", videos, num_classes)
+    labels = np.asarray(stream.clips.labels)
+    if chosen["recipe"] != "finetuned_features":
+        return stream.frozen, {}, labels
+    upper = FinetuneRunner(stream, num_classes).train(np.arange(len(labels)), seed=0)
+    return view_features(upper, stream.views), {"rgb": upper}, labels
+
+
+def train_selected(config, chosen, videos):
+    """Trains a selected recipe's head (a summary entry) on every clip with seed 0; returns
+    the `build_video_classifier` model (clips of the entry's spec in, classes out)."""
+    num_classes = len(videos.classes)
+    features, uppers, labels = _selected_features(config, chosen, videos, num_classes)
+    every = np.arange(len(labels))
+    heads = study_heads(config, num_classes)
+    arch, depth = chosen["arch"], chosen["depth"]
+    run_head(heads, config, arch, depth, features, labels, every, every[:1], 0,
+             augmented=chosen["recipe"] != "frozen")  # fmt: skip
+    return assemble_classifier(config, num_classes, arch, depth, uppers, heads.model,
+                               clip=config.clips[chosen["clip"]])  # fmt: skip
+
+
+def _interval(entry):
+    return [round(entry["ci_low"], 4), round(entry["ci_high"], 4)]
+
+
+def _versus_logreg(comparison):
+    """The entry's paired difference with the reference logistic regression."""
+    if comparison is None:
+        return None
+    d, test = comparison["difference"], comparison["mcnemar"]
+    return {"against": comparison["b"], "mean": round(d["mean"], 4),
+            "ci95": [round(d["low"], 4), round(d["high"], 4)], "pairs": d["pairs"],
+            "mcnemar_p": round(test["p_value"], 4) if test else None,
+            "significant": comparison["significant"]}  # fmt: skip
+
+
+def selection_note(report, chosen):
+    """In words: what the CV selected overall, and what the entry is against it."""
+    from reslstm_tf.experiments.study_results import group_name
+    from reslstm_tf.experiments.study_variants import SPEC_FIELDS
+
+    best = report["selection"]["best"]
+    name = group_name(tuple(best[k] for k in SPEC_FIELDS))
+    low, high = 100 * best["ci_low"], 100 * best["ci_high"]
+    pct = f"{100 * best['mean']:.1f} % (95% CI {low:.1f}-{high:.1f})"
+    if report["selection"]["best_is_logreg"]:
+        return (f"The CV-best recipe overall is the mean-pooled logistic regression ({name}, "
+                f"{pct}); it ships no video model, so this entry is the best recurrent head, "
+                "compared with the logistic regression in its metric's `vs_logreg` (and "
+                "`vs_best_logreg`).")  # fmt: skip
+    if all(best[k] == chosen[k] for k in SPEC_FIELDS):
+        return f"This entry is the CV-best recipe overall ({name}, {pct})."
+    return (f"The CV-best recipe overall is {name} ({pct}), scored with several views or "
+            "models per clip; this entry is the best recurrent head read as one model on one "
+            "view (what loading it gives).")  # fmt: skip
+
+
+def cv_entry(config, report, chosen, dataset, command, num_clips):
+    """The manifest entry of the CV-selected head: its clip spec, CV accuracy with its 95%
+    interval, the paired difference with the logistic regression, the selection in words."""
+    from reslstm_tf.experiments.study_results import difference_to_reference
+
+    spec = config.clips[chosen["clip"]]
+    arch, depth = chosen["arch"], chosen["depth"]
+    metric = _metric(dict(chosen, num_clips=num_clips), config, command)
+    metric.update(ci95=_interval(chosen), clip=chosen["clip"],
+                  vs_logreg=_versus_logreg(difference_to_reference(report, chosen)))  # fmt: skip
+    best = report["selection"]["best"]
+    if report["selection"]["best_is_logreg"] and best["clip"] != report["config_clip_tag"]:
+        metric["vs_best_logreg"] = _versus_logreg(difference_to_reference(report, chosen, best))
+    kind = "Res-LSTM" if arch == "res" else "Plain stacked LSTM"
+    trained = "fine-tuned" if chosen["recipe"] == "finetuned_features" else "frozen"
+    description = (f"{kind}, {depth} layers of {config.units} units, on {trained} I3D RGB "
+                   f"features of {spec.num_segments} x {spec.segment_len} frames at "
+                   f"{spec.frame_size} px, {dataset['title']} ({chosen['recipe']}, selected "
+                   "by cross-validation)")  # fmt: skip
+    study = {k: v for k, v in config.to_record().items()
+             if k not in ("data_dir", "split_file", "out_dir", "flow_cache_dir")}  # fmt: skip
+    return {
+        "description": description, "dataset": dataset,
+        "architecture": _architecture(config, "rgb", arch, depth, clip=spec),
+        "base": "kinetics400_i3d", "features": _features(config, {"rgb": None}, clip=spec),
+        "clip": {"tag": chosen["clip"], "spec": spec.to_dict()},
+        "metrics": [metric], "selection": selection_note(report, chosen),
+        "training": {"recipe": chosen["recipe"], "clips": f"all {num_clips} clips", "seed": 0,
+                     "study": study},
+        "license": LICENSE,
+    }  # fmt: skip
+
+
+def publish_cv_best(config, dataset, manifest_path, command, why=None):
+    """Publishes the study's CV-best recurrent head under a new tag and moves its alias.
+
+    Reads the finished study's `results.json` (`study_results`), trains the selected head on
+    every clip (`train_selected`), publishes it as `cv_name(...)` (a tag is never
+    re-published: an existing tag is refused) and points the bare name
+    (`<dataset>_<head>`) at it through the aliases table, with the change in its history.
+
+    Returns:
+        (the tagged name, the published entry).
+    """
+    import json
+    import pathlib
+
+    from reslstm_tf import zoo
+    from reslstm_tf.data import datasets
+    from reslstm_tf.zoo.names import split
+    from reslstm_tf.zoo.publishing import move_alias
+
+    report = json.loads((pathlib.Path(config.out_dir) / "results.json").read_text("utf-8"))
+    chosen = report["selection"]["best_recurrent"]
+    videos = datasets.load_dataset("folder", data_dir=config.data_dir,
+                                   split_file=config.split_file)  # fmt: skip
+    name = cv_name(dataset["name"], chosen)
+    entry = cv_entry(config, report, chosen, dataset, command, len(videos))
+    classifier = train_selected(config, chosen, videos)
+    published = zoo.publish_video_classifier(classifier, name, entry, manifest_path=manifest_path)
+    why = why or (f"reslstm-study's CV-best recurrent head across clip specs "
+                  f"({100 * chosen['mean']:.1f} % CV)")  # fmt: skip
+    move_alias(split(name)[0], name, why, manifest_path)
+    return name, published

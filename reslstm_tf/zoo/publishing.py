@@ -309,6 +309,54 @@ def publish_video_classifier(
     return entry
 
 
+def move_alias(alias, target, why, manifest_path=None, date=None, version=None):
+    """Points an alias at a published entry, appending the change to the alias's history.
+
+    The only way an alias changes: its record in the manifest's `aliases` table gets a new
+    `target` and one more `history` record (target, date, version, why); entries and their
+    files are not touched. Run in the manifest's transaction (locked, replaced atomically).
+
+    Args:
+        alias: the bare name (`skateboard_lstm3`); not the name of an entry.
+        target: the entry it will stand for (a tagged name with weights).
+        why: the reason recorded in the history.
+        manifest_path: the manifest; defaults to the packaged one.
+        date: ISO date of the change (default today); version: the package's (default).
+
+    Returns:
+        The alias's new record.
+
+    Raises:
+        ValueError: the alias names an entry, the target is no entry, or the alias already
+            points at the target.
+    """
+    import datetime
+    import importlib.metadata
+
+    from reslstm_tf.zoo import names
+
+    check_plain_name("the alias", alias)
+    manifest_path, _ = _paths(manifest_path, None)
+    with manifests.transaction(manifest_path) as manifest:
+        if alias in manifest["entries"]:
+            raise ValueError(f"{alias!r} is an entry, not an alias: entries are never renamed")
+        if target not in manifest["entries"]:
+            raise ValueError(f"alias {alias!r} cannot point at {target!r}: no such entry")
+        table = manifest.setdefault(names.ALIASES_KEY, {})
+        record = table.get(alias) or {"target": None, "history": []}
+        if record["target"] == target:
+            raise ValueError(f"alias {alias!r} already points at {target!r}")
+        version = version or importlib.metadata.version("reslstm_tf")
+        date = date or datetime.date.today().isoformat()
+        change = {"target": target, "date": date, "version": version, "why": why}
+        record = {"target": target, "history": [*record["history"], change]}
+        table[alias] = record
+        manifest[names.ALIASES_KEY] = dict(sorted(table.items()))
+        names.check_aliases(manifest[names.ALIASES_KEY], f"zoo manifest {manifest_path}")
+        manifests.write(manifest_path, manifest)
+    return record
+
+
 def publish_files(
     model_path, name, entry_json, manifest=None, weights_dir=None, url=None, model_dir=None
 ):

@@ -45,3 +45,18 @@ def test_clip_and_epoch_flags_set_the_clip_and_the_options():
     finetune = config.finetune_config("rgb", seed=4)
     assert finetune.clip.num_segments == 8 and finetune.clip.frame_size == 96
     assert finetune.train.epochs == 2 and finetune.train.seed == 4
+
+
+def test_clip_spec_and_test_time_view_flags():
+    from reslstm_tf.experiments.study import PAPER_CLIP
+
+    config = _config()
+    assert config.frozen_clips == (PAPER_CLIP,) and config.frozen_clip_depths is None
+    assert config.tta_offsets == (0.0, -0.25, 0.25) and config.tta_flips
+    config = _config("--frozen_clips=paper:short=overlap,cpu_small:num_segments=8",
+                     "--frozen_clip_depths=3", "--tta_offsets=0,0.5", "--notta_flips")  # fmt: skip
+    assert config.frozen_clips == (PAPER_CLIP, PRESETS["cpu_small"].replace(num_segments=8))
+    assert config.frozen_clip_depths == (3,) and config.tta_offsets == (0.0, 0.5)
+    assert len(config.tta_view_list()) == 2
+    none = _config("--frozen_clips=", "--tta_offsets=")
+    assert none.frozen_clips == () and none.tta_view_list() == []

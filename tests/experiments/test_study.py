@@ -29,6 +29,8 @@ def study(shared_data, tmp_path_factory):
         data_dir=str(root), split_file=str(split), out_dir=str(out / "out"),
         flow_methods=("farneback",),
         clip=PRESETS["cpu_small"].replace(num_segments=2, segment_len=8, frame_size=64),
+        frozen_clips=(PRESETS["cpu_small"].replace(num_segments=3, segment_len=8, frame_size=96),),
+        tta_offsets=(0.0, 0.25),
         views=1, folds=2, seeds=1, depths=(2,), head_train=head_options(epochs=1, batch_size=4),
         finetune_train=finetune_train_options(epochs=1, batch_size=2), progress=False,
     )  # fmt: skip
@@ -50,7 +52,14 @@ def test_every_planned_run_has_one_result_and_the_report_is_written(study):
     assert recipes == {"logreg", "frozen", "frozen_aug", "finetuned", "finetuned_features",
                        "mid_product", "late_product", "late_sum"}  # fmt: skip
     assert all(0.0 <= row["val_accuracy"] <= 1.0 and row["n_val"] == 4 for row in rows)
+    assert {row["clip"] for row in rows} == {"i3d64_t2_l8", "i3d96_t3_l8"}
+    assert {row["recipe"] for row in rows if row["clip"] == "i3d96_t3_l8"} == {"logreg", "frozen"}
+    tta = [row for row in rows if "tta_probabilities" in row]
+    assert {row["recipe"] for row in tta} == {"logreg", "frozen", "frozen_aug", "finetuned",
+                                              "finetuned_features"}  # fmt: skip
+    assert all(row["tta_views"] == 4 and row["clip"] == "i3d64_t2_l8" for row in tta)
     assert report["runs"] == len(planned)
+    assert set(report["clips"]) == {"i3d64_t2_l8", "i3d96_t3_l8"}
     for name in ("results.md", "results.json", "depth.png"):
         assert pathlib.Path(config.out_dir, name).stat().st_size
 
@@ -89,7 +98,7 @@ def test_late_fusion_is_the_product_of_the_stored_stream_probabilities(study):
             for s in ("rgb", "farneback")
         ]
         expected = np.mean((probs[0] * probs[1]).argmax(-1) == labels[folds[fold]])
-        key = f"late_product|rgb+farneback|res3|fold{fold}|seed0"
+        key = f"late_product|i3d64_t2_l8|rgb+farneback|res3|fold{fold}|seed0"
         assert rows[key]["val_accuracy"] == pytest.approx(expected)
 
 
@@ -112,7 +121,6 @@ def test_publishing_selects_by_cv_and_the_entries_load_and_predict(
 
     from reslstm_tf import zoo
     from reslstm_tf.cli.study import publish_study
-    from reslstm_tf.experiments.study_publish import select_recipes
     from reslstm_tf.predict import predict_video
 
     config, report = study
@@ -121,30 +129,31 @@ def test_publishing_selects_by_cv_and_the_entries_load_and_predict(
     dataset = {"name": "skatetest", "title": "t", "classes": "skateboard_classes.txt",
                "num_classes": 2}  # fmt: skip
     published = publish_study(config, dataset, str(manifest), "test")
-    selection = select_recipes(report["summary"])
-    best_feature_recipe = max(
-        (e for e in report["summary"] if e["recipe"] in ("frozen", "frozen_aug",
-         "finetuned_features") and e["stream"] == "rgb"),
-        key=lambda e: e["mean"],
-    )  # fmt: skip
-    assert selection["depth_recipe"] == best_feature_recipe["recipe"]
-    assert set(published) == {"skatetest_lstm2", "skatetest_res2",
-                              f"skatetest_twostream_{selection['two_stream']['arch']}"
-                              f"{selection['two_stream']['depth']}"}  # fmt: skip
-    entry = published["skatetest_res2"]
-    expected = next(
-        e for e in report["summary"]
-        if (e["recipe"], e["stream"], e["arch"], e["depth"])
-        == (selection["depth_recipe"], "rgb", "res", 2)
-    )  # fmt: skip
-    assert entry["metrics"][0]["mean"] == pytest.approx(expected["mean"], abs=1e-4)
+    chosen = report["selection"]["best_recurrent"]
+    best = max((e for e in report["summary"] if e["recipe"] in ("frozen", "frozen_aug",
+                "finetuned_features")), key=lambda e: e["mean"])  # fmt: skip
+    assert chosen["mean"] == best["mean"]
+    (name,) = published
+    assert (
+        name
+        == f"skatetest_{chosen['arch']}{chosen['depth']}.{chosen['clip']}_"
+        + {"frozen": "frozen", "frozen_aug": "frozenaug", "finetuned_features": "ft"}[
+            chosen["recipe"]
+        ]
+        + "_cv"
+    )
+    metric = published[name]["metrics"][0]
+    assert metric["mean"] == pytest.approx(chosen["mean"], abs=1e-4)
+    assert metric["ci95"][0] <= metric["mean"] <= metric["ci95"][1]
+    assert metric["vs_logreg"]["pairs"] >= 2 and published[name]["clip"]["tag"] == chosen["clip"]
     zoo_manifest = json.loads(manifest.read_text())
     assert set(published) <= set(zoo_manifest["entries"])
+    alias = name.split(".")[0]
+    assert zoo_manifest["aliases"][alias]["target"] == name
     monkeypatch.setenv("RESLSTM_ZOO_MANIFEST", str(manifest))
     clip = shared_data / "skateboard" / "Ollie" / "Ollie14.mp4"
-    for name in published:
-        probabilities = [p for _, p in predict_video(name, clip, top_k=2).top_k]
-        assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+    probabilities = [p for _, p in predict_video(alias, clip, top_k=2).top_k]
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
 
 
 @pytest.mark.slow
@@ -172,7 +181,9 @@ def test_an_earlier_flat_study_config_reads_as_the_config_it_describes():
         "depths": [2, 3, 4],
     }  # fmt: skip
     config = StudyConfig.from_record(record)
+    # that study had no further clip specs and no test-time views
     expected = StudyConfig(data_dir="v", split_file="v/list.txt", out_dir="o",
-                           flow_methods=("farneback",))  # fmt: skip
+                           flow_methods=("farneback",), frozen_clips=(),
+                           tta_offsets=())  # fmt: skip
     assert config == expected and config.clip == PRESETS["cpu_small"]
     assert StudyConfig.from_record(expected.to_record()) == expected
