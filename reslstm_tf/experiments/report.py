@@ -259,14 +259,10 @@ def significance_sentence(comparisons, experiment):
     if not significant:
         by_interval = sum(c["difference"]["low"] > 0 or c["difference"]["high"] < 0
                           for c in comparisons)  # fmt: skip
-        also = (
-            f" ({by_interval} of the intervals alone exclude 0, without McNemar's support)"
-            if by_interval
-            else ""
-        )
+        also = f"; {by_interval} of the intervals alone exclude 0" if by_interval else ""
         return (
             f"None of the {len(comparisons)} differences between {what} is significant "
-            f"({rule}){also}: on these folds and seeds the data cannot tell them apart."
+            f"({rule}){also}: at that level these folds and seeds cannot tell them apart."
         )
     listed = "; ".join(
         f"{c['a']} {'above' if c['difference']['mean'] > 0 else 'below'} {c['b']}"
@@ -519,16 +515,15 @@ def _errorbars(axis, summary, experiment, x_key, filters, log_x=False):
         axis.errorbar(x, y, yerr=errors, color=color, marker=marker, capsize=3, label=label)
 
 
-def _finish(axis, xlabel):
-    axis.set_xlabel(xlabel)
-    axis.grid(alpha=0.3)
-
-
-def _caption(config, experiment):
+def _finish(axis, config, experiment, setting, xlabel):
+    """Labels a panel: the fixed setting and how its error bars were measured as its title."""
     protocol = config.protocol_of(experiment)
     seeds = experiment_seeds(config, experiment)
     runs = f"{config.folds}-fold CV x {seeds} seed(s)" if protocol == "cv" else "hold-out"
-    return f"mean ± {CONFIDENCE:.0%} CI over {runs}"
+    axis.set_title(f"{setting}\nmean ± {CONFIDENCE:.0%} CI over {runs}", fontsize=9)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("accuracy (%)")
+    axis.grid(alpha=0.3)
 
 
 def _plot_hidden(summary, config, out_dir):
@@ -538,11 +533,11 @@ def _plot_hidden(summary, config, out_dir):
         1, len(depths), figsize=(4.2 * len(depths), 3.6), sharey=True, squeeze=False
     )
     for axis, depth in zip(axes[0], depths):
-        _errorbars(axis, summary, "hidden", "hidden", {"depth": depth}, log_x=True)
+        filters = {"depth": depth, "T": config.base_steps}
+        _errorbars(axis, summary, "hidden", "hidden", filters, log_x=True)
         _log2_axis(axis, config.hidden)
-        axis.set_title(f"{depth} layer{'s' if depth > 1 else ''}, T = {config.base_steps}")
-        _finish(axis, "hidden size")
-    axes[0][0].set_ylabel(f"accuracy (%), {_caption(config, 'hidden')}", fontsize=9)
+        layers = f"{depth} layer{'s' if depth > 1 else ''}, T = {config.base_steps}"
+        _finish(axis, config, "hidden", layers, "hidden size")
     next((a for a in axes[0] if a.lines), axes[0][0]).legend()
     return save_figure(fig, pathlib.Path(out_dir) / "hidden_size.png", dpi=_DPI)
 
@@ -550,27 +545,27 @@ def _plot_hidden(summary, config, out_dir):
 def _plot_steps(summary, config, out_dir):
     fig, axis = pyplot().subplots(figsize=(5, 3.6))
     powers = all(t > 0 and t & (t - 1) == 0 for t in config.steps)
-    _errorbars(axis, summary, "steps", "T", {"hidden": config.base_hidden}, log_x=powers)
+    filters = {"depth": config.base_depth, "hidden": config.base_hidden}
+    _errorbars(axis, summary, "steps", "T", filters, log_x=powers)
     if powers:
         _log2_axis(axis, config.steps)
-    axis.set_title(f"{config.base_depth} layers, hidden size {config.base_hidden}", fontsize=10)
-    _finish(axis, "T (LSTM steps)")
-    axis.set_ylabel(f"accuracy (%), {_caption(config, 'steps')}", fontsize=9)
+    setting = f"{config.base_depth} layers, hidden size {config.base_hidden}"
+    _finish(axis, config, "steps", setting, "T (LSTM steps)")
     axis.legend()
     return save_figure(fig, pathlib.Path(out_dir) / "steps.png", dpi=_DPI)
 
 
 def _plot_depth(summaries, config, out_dir):
     fig, axis = pyplot().subplots(figsize=(5, 3.6))
-    _errorbars(axis, summaries["depth"], "depth", "depth", {"hidden": config.base_hidden})
+    filters = {"hidden": config.base_hidden, "T": config.base_steps}
+    _errorbars(axis, summaries["depth"], "depth", "depth", filters)
     logreg = _pick(summaries.get("baselines", []), "baselines", arch="logreg")
     if logreg:
         axis.axhline(100 * logreg[0]["mean"], color="gray", linestyle="--", linewidth=1,
                      label="logreg (mean-pooled)")  # fmt: skip
     axis.set_xticks(list(config.depths))
-    axis.set_title(f"hidden size {config.base_hidden}, T = {config.base_steps}", fontsize=10)
-    _finish(axis, "number of layers")
-    axis.set_ylabel(f"accuracy (%), {_caption(config, 'depth')}", fontsize=9)
+    setting = f"hidden size {config.base_hidden}, T = {config.base_steps}"
+    _finish(axis, config, "depth", setting, "number of layers")
     axis.legend(fontsize=8)
     return save_figure(fig, pathlib.Path(out_dir) / "depth.png", dpi=_DPI)
 
