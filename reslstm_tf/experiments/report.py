@@ -320,11 +320,16 @@ def experiment_protocol_text(config, experiment):
 
 def _header_lines(config, data_info, timings):
     train = config.train
+    data = (
+        f"- data: {data_info['num_clips']} clips, {data_info['num_classes']} classes "
+        f"({', '.join(data_info['class_names'])}), features {data_info['feature_shape']}"
+        if data_info.get("num_clips")
+        else f"- data: rebuilt from the {timings['runs']} runs of a runs.csv"
+    )
     return [
         "# Res-LSTM ablation results",
         "",
-        f"- data: {data_info['num_clips']} clips, {data_info['num_classes']} classes "
-        f"({', '.join(data_info['class_names'])}), features {data_info['feature_shape']}",
+        data,
         f"- training: Adam lr {train.learning_rate}, {train.epochs} epochs, batch "
         f"{train.batch_size}, dropout {config.dropout}, no early stopping",
         f"- total time: {timings['total_s'] / 60:.1f} min for {timings['runs']} runs",
@@ -641,9 +646,10 @@ def report_data(rows, config):
 
 
 def report_from_csv(csv_path, config, out_dir, command=None):
-    """Rebuilds results.json and the plots from a (possibly partial) runs.csv.
+    """Rebuilds results.json, results.md and the plots from a (possibly partial) runs.csv.
 
-    Useful when a long ablation was interrupted: every finished run is in the CSV.
+    Useful when a long ablation was interrupted: every finished run is in the CSV. The
+    total time is then the sum of the runs' training times.
 
     Returns:
         (results dict, data info dict).
@@ -662,5 +668,6 @@ def report_from_csv(csv_path, config, out_dir, command=None):
         "csv": pathlib.Path(csv_path).name,
         "partial": True,
     }
-    write_results(out_dir, results)
+    markdown = results_markdown(rows, config, data_info, timings, results["comparisons"])
+    write_results(out_dir, results, markdown)
     return results, data_info

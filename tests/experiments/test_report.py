@@ -85,6 +85,7 @@ def test_report_from_csv_rebuilds_results_and_plots(tmp_path):
     assert results["best"]["arch"] == "lstm"
     assert data_info["archs"] == ["logreg", "lstm", "res"]
     assert results["plots"] == ["hidden_size.png", "depth.png"]
+    assert "rebuilt from the 7 runs" in (tmp_path / "out" / "results.md").read_text()
     for name in results["plots"] + ["results.json"]:
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert (tmp_path / "out" / "depth.png").read_bytes()[:4] == b"\x89PNG"
