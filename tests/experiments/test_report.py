@@ -213,8 +213,10 @@ def test_mean_interval_is_the_corrected_t_interval_or_the_binomial_one():
 
 def test_the_figures_plot_each_sweep_with_both_archs(tmp_path):
     rows = _synthetic_runs(experiment="baselines;depth;hidden;steps", seeds=1)
-    config = AblationConfig(experiments=("baselines", "depth", "hidden", "steps"), depths=(1, 2),
-                            hidden=(256,), hidden_depths=(2,), steps=(16,), seeds=1)  # fmt: skip
+    config = AblationConfig(
+        experiments=("baselines", "depth", "hidden", "steps"), depths=(1, 2), hidden=(256,),
+        hidden_depths=(2,), steps=(16,), seeds=1, base_depth=2,
+    )  # fmt: skip
     written = report.plot_results(rows, config, tmp_path)
     assert [p.name for p in written] == ["hidden_size.png", "steps.png", "depth.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
