@@ -260,9 +260,15 @@ def significance_sentence(comparisons, experiment):
         by_interval = sum(c["difference"]["low"] > 0 or c["difference"]["high"] < 0
                           for c in comparisons)  # fmt: skip
         also = f"; {by_interval} of the intervals alone exclude 0" if by_interval else ""
+        count = (
+            "The one difference"
+            if len(comparisons) == 1
+            else f"None of the {len(comparisons)} differences"
+        )
+        verb = "is not" if len(comparisons) == 1 else "is"
         return (
-            f"None of the {len(comparisons)} differences between {what} is significant "
-            f"({rule}){also}: at that level these folds and seeds cannot tell them apart."
+            f"{count} between {what} {verb} significant ({rule}){also}: at that level these "
+            "folds and seeds cannot tell them apart."
         )
     listed = "; ".join(
         f"{c['a']} {'above' if c['difference']['mean'] > 0 else 'below'} {c['b']}"

@@ -167,7 +167,10 @@ def test_the_report_says_in_words_which_differences_are_significant(tmp_path):
     )
     no_gap = [c for c in found["depth"] if not c["significant"]]
     sentence = report.significance_sentence(no_gap, "depth")
-    assert sentence.startswith("None of the 1 differences") and "cannot tell them apart" in sentence
+    assert (
+        sentence.startswith("The one difference between Res-LSTM and the plain stack")
+        and "cannot tell them apart" in sentence
+    )
     config = AblationConfig(experiments=("baselines", "depth"), depths=(1, 2))
     data_info = {"num_clips": 150, "num_classes": 2, "class_names": ["a", "b"]}
     data_info["feature_shape"] = [32, 1024]
