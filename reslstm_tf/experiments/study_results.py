@@ -4,8 +4,8 @@
 test-time views' "+tta" and the seed ensembles' "+ens"), groups every row by (recipe, clip
 spec, stream, head), and writes `results.json`, `results.md` and `depth.png`:
 
-* every group's CV accuracy: mean ± std over its runs and the 95% corrected repeated-CV
-  t interval of the mean;
+* every group's CV accuracy: mean ± std (ddof 1, as the ablation's report) over its runs and
+  the 95% corrected repeated-CV t interval of the mean;
 * every group against the mean-pooled logistic regression on the study's own clip (the
   reference of the paper's comparisons), and Res-LSTM against the plain stack at each depth:
   the paired difference with its 95% interval and McNemar's test (`statistics.compare`);
@@ -67,7 +67,8 @@ def summarise(groups):
         epochs, seconds = rows[0]["epochs"], float(np.mean([r["seconds"] for r in rows]))
         entry = dict(zip(SPEC_FIELDS, key))
         entry.update(
-            mean=float(mean), std=float(np.std(accuracies)), ci_low=float(low),
+            mean=float(mean), std=float(np.std(accuracies, ddof=1)) if len(rows) > 1 else 0.0,
+            ci_low=float(low),
             ci_high=float(high), runs=len(rows), folds=len({r["fold"] for r in rows}),
             seeds=len({s for r in rows for s in r.get("seeds", [r["seed"]])}),
             train_accuracy=float(np.mean(train)) if train else None,
