@@ -574,10 +574,10 @@ def report(summary, limit=REPORT_FAILURES, file=None):
         print(f"skipped split line: {printable(problem)}", file=file)
     if len(problems) > limit:
         print(f"... and {len(problems) - limit} more split-file problems", file=file)
+    listed = f" (see {printable(summary['failures_file'])})" if summary["failed"] else ""
     print(
         f"done {summary['done']}, skipped {summary['skipped']} (already cached), "
-        f"failed {summary['failed']} (see {printable(summary['failures_file'])}), "
-        f"{summary['seconds']:.1f} s",
+        f"failed {summary['failed']}{listed}, {summary['seconds']:.1f} s",
         file=file,
     )
 

@@ -18,6 +18,7 @@ Example (the centred view and 4 augmented views of every training video):
         --out_dir=features/train/rgb --segments=8 --views=4
 """
 
+import shlex
 import sys
 
 from absl import app, flags
@@ -103,7 +104,8 @@ def main(argv):
     """Maps the flags onto `extract`, prints the report; returns the exit status."""
     del argv
     try:
-        summary = extract_lib.extract(_config())
+        config = _config()
+        summary = extract_lib.extract(config)
     except extract_lib.ExtractInputError as error:
         raise app.UsageError(str(error)) from None
     except FeatureCacheWriteError as error:
@@ -119,6 +121,11 @@ def main(argv):
     extract_lib.report(summary)
     if summary["failed"] and not summary["done"] and not summary["skipped"]:
         return _error(f"no video could be extracted: all {summary['failed']} failed (see above)")
+    shards = " once every shard has finished" if config.num_shards > 1 else ""
+    print(
+        f"next{shards}: reslstm-train --features_dir={shlex.quote(str(config.out_dir))} "
+        "--model_dir=runs/res3 (extract a test split too, for reslstm-eval)"
+    )
     return 0
 
 

@@ -12,6 +12,8 @@ Example:
         --epochs=30 --batch_size=64 --optimizer=adam --learning_rate=1e-4
 """
 
+import shlex
+
 from absl import flags
 
 from reslstm_tf import training as train_lib
@@ -87,6 +89,14 @@ def main(argv):
             f"accuracy {last.get('accuracy', float('nan')):.4f}; "
             f"outputs in {printable(config.model_dir)} ({size:.1f} MiB)"
         )
+        run = RunDir(config.model_dir)
+        if run.model_file.is_file():
+            model_dir = shlex.quote(str(config.model_dir))
+            print(
+                f"next: reslstm-eval --model_dir={model_dir} --split=test (or --features_dir="
+                f"<a test cache>); reslstm-classify --model={shlex.quote(str(run.model_file))} "
+                "<video.mp4>"
+            )
 
 
 def run():

@@ -80,7 +80,9 @@ def test_a_truncated_npz_is_one_line_and_exit_2(tmp_path, features_npz):
 
 def test_starts_quiet_resume_refuses_changed_flags_and_restart_starts_over(tmp_path, features_npz):
     run_dir = tmp_path / "run"
+    # One step an epoch (48 videos), so the first run finishes within --max_steps.
     flags = [f"--features_npz={features_npz}", f"--model_dir={run_dir}", *TINY_FLAGS]
+    flags.append("--batch_size=32")
     env = user_env()
     first = subprocess.run(
         train_command(*flags, "--epochs=2", "--max_steps=3", "--jit_compile"),
@@ -90,6 +92,7 @@ def test_starts_quiet_resume_refuses_changed_flags_and_restart_starts_over(tmp_p
     for noise in ("XLA", "Ignoring Assert", "oneDNN", "cuda"):
         assert not [line for line in tool_lines(first.stderr) if noise in line], first.stderr
     assert "MiB)" in first.stdout  # the run folder's size
+    assert f"next: reslstm-eval --model_dir={run_dir} " in first.stdout, first.stdout
     changed = run_cli(*flags, "--epochs=2", "--learning_rate=0.01", "--dropout=0.2")
     assert changed.returncode == 2, changed.stderr[-3000:]
     assert "learning_rate: 0.001 -> 0.01" in changed.stderr
@@ -100,6 +103,7 @@ def test_starts_quiet_resume_refuses_changed_flags_and_restart_starts_over(tmp_p
     assert "restart: deleted train_config.json, train, history.json" in restarted.stderr
     assert "model.keras" in restarted.stderr
     assert "resuming" not in restarted.stderr
+    assert f"next: reslstm-eval --model_dir={run_dir} " in restarted.stdout, restarted.stdout
     assert json.loads((run_dir / "train_config.json").read_text())["learning_rate"] == 0.01
 
 

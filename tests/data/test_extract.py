@@ -237,6 +237,9 @@ def test_report_names_failures_and_skipped_lines():
         "skipped split line: trainlist.txt:4: A/gone.avi does not exist",
         "done 2, skipped 1 (already cached), failed 3 (see cache/failures.json), 1.2 s",
     ]
+    out = io.StringIO()
+    extract_lib.report({**summary, "failed": 0, "failures": [], "problems": []}, file=out)
+    assert out.getvalue() == "done 2, skipped 1 (already cached), failed 0, 1.2 s\n"
 
 
 def test_segment_features_cuts_the_segments_extraction_cuts():

@@ -70,4 +70,7 @@ def test_two_writers_at_once_never_mix_their_records(shared_data, tmp_path, kind
     assert again.returncode == 0, again.stderr[-3000:]
     skipped = CLIPS if kind == "reversed" else 0
     assert f"skipped {skipped} (already cached)" in again.stdout, again.stdout
+    # Nothing failed: no pointer to failures.json; what to run next is said.
+    assert "failed 0, " in again.stdout and "see " not in again.stdout, again.stdout
+    assert f"next: reslstm-train --features_dir={out_dir} " in again.stdout, again.stdout
     check_cache(out_dir, clips)  # every video exactly once, index and shards agree
