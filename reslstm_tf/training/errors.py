@@ -25,13 +25,16 @@ MAX_LOSS = 1e4
 
 
 def rising_loss(history, factor=2.0):
-    """A warning if the last epoch's loss is over `factor` x the lowest before it, else None.
+    """A warning if the last epoch's loss is over `factor` x the lowest and over the first's.
 
     A loss that climbs like that (0.7, 0.6, 12 on a small folder) means the learning rate is
-    too high for the data: the run is diverging, and its model often predicts one class.
+    too high for the data: the run is diverging, and its model often predicts one class. A
+    loss that wobbles near zero (0.7, 0.09, 0.17) is still below where it started: no warning.
     """
     losses = [entry["loss"] for entry in history]
     if len(losses) < 2 or not losses[-1] > factor * min(losses[:-1]):
+        return None
+    if not losses[-1] > losses[0]:
         return None
     return (
         f"the loss rose to {losses[-1]:.4g} in epoch {len(losses)} from {min(losses[:-1]):.4g}: "

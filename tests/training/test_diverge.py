@@ -85,6 +85,8 @@ def test_a_rising_loss_is_a_warning():
     warning = rising_loss([*history, {"loss": 12.0}])  # the small folder's epoch 3
     assert warning.startswith("the loss rose to 12 in epoch 3 from 0.6: training is diverging")
     assert rising_loss([{"loss": 12.0}]) is None
+    # Wobbling near zero, still far below the first epoch: not divergence.
+    assert rising_loss([{"loss": 0.7}, {"loss": 0.09}, {"loss": 0.17}]) is None
 
 
 def test_a_collapsed_model_is_a_warning():
