@@ -252,12 +252,8 @@ def final_entries(
 ):  # fmt: skip
     """Selects by CV and trains on every clip: {tagged name: (model, entry)}.
 
-    The names are tagged (`<dataset name>_<head>.<clip tag>_<recipe tag>`, `recipe_tag`):
-    publishing never overwrites a tag, and the bare names are aliases (`publish_cv_best`
-    moves one through the aliases table).
-
-    Publish each with `reslstm_tf.zoo.publish_video_classifier(model, name, entry, ...)`
-    (what `reslstm-study --publish_manifest` does).
+    Names: `<dataset name>_<head>.<clip tag>_<recipe tag>` (`recipe_tag`); publish each with
+    `reslstm_tf.zoo.publish_video_classifier(model, name, entry, ...)`.
 
     Args:
         config: the finished study's `StudyConfig`.
@@ -409,25 +405,42 @@ def _versus_logreg(comparison):
             "significant": comparison["significant"]}  # fmt: skip
 
 
-def selection_note(report, chosen):
-    """In words: what the CV selected overall, and what the entry is against it."""
+def _named(entry):
+    """e.g. "logreg i3d224_t16 logreg, 86.0 % (95% CI 79.9-92.1)"."""
     from reslstm_tf.experiments.study_results import group_name
     from reslstm_tf.experiments.study_variants import SPEC_FIELDS
 
-    best = report["selection"]["best"]
-    name = group_name(tuple(best[k] for k in SPEC_FIELDS))
-    low, high = 100 * best["ci_low"], 100 * best["ci_high"]
-    pct = f"{100 * best['mean']:.1f} % (95% CI {low:.1f}-{high:.1f})"
-    if report["selection"]["best_is_logreg"]:
-        return (f"The CV-best recipe overall is the mean-pooled logistic regression ({name}, "
-                f"{pct}); it ships no video model, so this entry is the best recurrent head, "
-                "compared with the logistic regression in its metric's `vs_logreg` (and "
-                "`vs_best_logreg`).")  # fmt: skip
-    if all(best[k] == chosen[k] for k in SPEC_FIELDS):
-        return f"This entry is the CV-best recipe overall ({name}, {pct})."
-    return (f"The CV-best recipe overall is {name} ({pct}), scored with several views or "
-            "models per clip; this entry is the best recurrent head read as one model on one "
-            "view (what loading it gives).")  # fmt: skip
+    low, high = 100 * entry["ci_low"], 100 * entry["ci_high"]
+    name = group_name(tuple(entry[k] for k in SPEC_FIELDS))
+    return f"{name}, {100 * entry['mean']:.1f} % (95% CI {low:.1f}-{high:.1f})"
+
+
+def best_logreg(report):
+    """The summary entry of the best logistic regression (of any clip spec)."""
+    from reslstm_tf.experiments.study_results import _best
+
+    return _best([e for e in report["summary"] if e["recipe"] == "logreg"])
+
+
+def selection_note(report, chosen):
+    """In words: what the CV selected overall, and what the entry is against it."""
+    selection = report["selection"]
+    best = selection["best"]
+    if selection["best_is_logreg"]:
+        return (f"The CV-best recipe overall is the mean-pooled logistic regression "
+                f"({_named(best)}); it ships no video model, so this entry is the best "
+                "recurrent head, compared with the logistic regressions in its metric's "
+                "`vs_logreg` and `vs_best_logreg`.")  # fmt: skip
+    if all(best[k] == chosen[k] for k in ("recipe", "clip", "stream", "arch", "depth")):
+        return f"This entry is the CV-best recipe overall ({_named(best)})."
+    note = f"The CV-best recipe overall is {_named(best)}"
+    if "+" in best["recipe"]:
+        note += ", scored with several views or models per clip"
+    if selection.get("logreg_ties_best"):
+        note += (f"; the mean-pooled logistic regression ({_named(best_logreg(report))}) "
+                 "has the same mean")  # fmt: skip
+    return note + ("; this entry is the best recurrent head read as one model on one view "
+                   "(what loading it gives).")  # fmt: skip
 
 
 def cv_entry(config, report, chosen, dataset, command, num_clips):
@@ -440,9 +453,20 @@ def cv_entry(config, report, chosen, dataset, command, num_clips):
     metric = _metric(dict(chosen, num_clips=num_clips), config, command)
     metric.update(ci95=_interval(chosen), clip=chosen["clip"],
                   vs_logreg=_versus_logreg(difference_to_reference(report, chosen)))  # fmt: skip
-    best = report["selection"]["best"]
-    if report["selection"]["best_is_logreg"] and best["clip"] != report["config_clip_tag"]:
-        metric["vs_best_logreg"] = _versus_logreg(difference_to_reference(report, chosen, best))
+    variants = {}
+    for suffix in ("+tta", "+ens", "+tta+ens"):  # the same head read on more views or seeds
+        same = dict(chosen, recipe=chosen["recipe"] + suffix)
+        fields = ("recipe", "clip", "stream", "arch", "depth")
+        found = [e for e in report["summary"] if all(e[k] == same[k] for k in fields)]
+        if found:
+            variants[suffix] = {"mean": round(found[0]["mean"], 4), "ci95": _interval(found[0]),
+                                "runs": found[0]["runs"]}  # fmt: skip
+    if variants:
+        metric["not_shipped"] = variants
+    logreg = best_logreg(report)
+    if logreg is not None and logreg["clip"] != report["config_clip_tag"]:
+        found = difference_to_reference(report, chosen, logreg)
+        metric["vs_best_logreg"] = _versus_logreg(found)
     kind = "Res-LSTM" if arch == "res" else "Plain stacked LSTM"
     trained = "fine-tuned" if chosen["recipe"] == "finetuned_features" else "frozen"
     description = (f"{kind}, {depth} layers of {config.units} units, on {trained} I3D RGB "

@@ -117,7 +117,10 @@ def comparisons(groups, main_clip):
 
 
 def _best(entries):
-    return max(entries, key=lambda e: (e["mean"], -e["std"], e["runs"])) if entries else None
+    """The entry of highest mean; ties (equal to 1e-9, so float noise never decides): the
+    smaller std, then more runs."""
+    key = lambda e: (round(e["mean"], 9), -round(e["std"], 9), e["runs"])  # noqa: E731
+    return max(entries, key=key) if entries else None
 
 
 def select(summary):
@@ -126,12 +129,16 @@ def select(summary):
     Returns:
         {"best": the best summary entry of all (any recipe, derived ones too),
          "best_recurrent": the best recurrent head of a `PUBLISHABLE` recipe on RGB (one
-         model, one view), "best_is_logreg": whether the best is a logistic regression}.
+         model, one view), "tied_with_best": the entries of the best's mean (itself too),
+         "best_is_logreg": whether the best is a logistic regression, "logreg_ties_best":
+         whether a logistic regression has the best mean}.
     """
     best = _best(summary)
     recurrent = _best([e for e in summary if e["recipe"] in PUBLISHABLE and e["stream"] == "rgb"])
-    return {"best": best, "best_recurrent": recurrent,
-            "best_is_logreg": bool(best and best["arch"] == "logreg")}  # fmt: skip
+    tied = [e for e in summary if best and round(e["mean"], 9) == round(best["mean"], 9)]
+    return {"best": best, "best_recurrent": recurrent, "tied_with_best": tied,
+            "best_is_logreg": bool(best and best["arch"] == "logreg"),
+            "logreg_ties_best": any(e["arch"] == "logreg" for e in tied)}  # fmt: skip
 
 
 def difference_to_reference(report, entry, reference=None):
