@@ -470,7 +470,7 @@ def _best_lines(summary):
     return [
         "## Selected head",
         "",
-        f"{best['arch']}{best['depth']}, hidden {best['hidden']}: {_ci(best)} % "
+        f"{best['arch']}{best['depth']}, hidden {best['hidden']}, T = {best['T']}: {_ci(best)} % "
         f"({best['protocol']}, {best['n']} runs).",
         "",
     ]

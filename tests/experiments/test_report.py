@@ -69,7 +69,7 @@ def test_markdown_lists_each_baseline_and_the_selected_head():
     # 95% CI of 2 runs: t(0.975, 1) = 12.706 x std 14.1 x sqrt(1/2 + 6/24), clipped to [0, 100].
     assert "| logreg (mean-pooled) | 60.0 [0.0, 100.0] | 2 | 100.0 |" in text
     assert "| lstm2 | 80.0 [2.2, 100.0] | 2 |" in text
-    assert "## Selected head" in text and "lstm2, hidden 256: 80.0 [2.2, 100.0] %" in text
+    assert "## Selected head" in text and "lstm2, hidden 256, T = 16: 80.0 [2.2, 100.0] %" in text
     assert "## Hidden size" not in text
 
 
