@@ -24,6 +24,10 @@ TAGGED_SHA256 = {
         "weights": "122f3c722e15cc9d8b95d45341cbdf2624cb9814c920e175e772e5eaa166fe80",
         "rgb": RGB_DELTA,
     },
+    "skateboard_lstm3.i3d112_t4_ft_cv": {
+        "weights": "c713c502de7c6ef65c67f479eb372e1f4f433592eb39482a166e1e4820ca3b97",
+        "rgb": "ce9d7901bd02fa607b21887c0c0317314b9b38e61621b97960c53a87394d8216",
+    },
     "skateboard_lstm3.i3d224_frozen": {
         "weights": "12ed8580af1aa121c919d9d0f76eaaceeefa35e6df63162baee3d30ecd515886"
     },
@@ -111,11 +115,12 @@ def test_aliases_resolve_and_keep_their_history(monkeypatch):
         assert entry["name"] == record["target"] and entry["alias"] == alias
     for old, tag in FORMER_NAMES.items():
         assert zoo.info(old)["name"] == tag
-    # skateboard_lstm3 changed meaning once: the history says from what, when and why.
+    # skateboard_lstm3 changed meaning twice: the history says from what, when and why.
     history = table_["skateboard_lstm3"]["history"]
     assert [h["target"] for h in history] == [
         "skateboard_lstm3.i3d224_frozen",
         "skateboard_lstm3.i3d112_ft",
+        "skateboard_lstm3.i3d112_t4_ft_cv",
     ]
     assert all(h["why"] and re.fullmatch(r"\d{4}-\d\d-\d\d", h["date"]) for h in history)
     assert "skateboard_lstm3" in names.former_aliases_of("skateboard_lstm3.i3d224_frozen", table_)
@@ -170,8 +175,8 @@ def test_list_rows_carry_accuracy_protocol_size_and_input(monkeypatch):
 def test_info_card_is_short_text(monkeypatch):
     _packaged(monkeypatch)
     card = table.format_info("skateboard_lstm3")
-    assert card.splitlines()[0] == "skateboard_lstm3.i3d112_ft  (alias 'skateboard_lstm3')"
-    assert "80.9 ± 5.3 %" in card and "rgb 4x16 @112" in card and "licence" in card
+    assert card.splitlines()[0] == "skateboard_lstm3.i3d112_t4_ft_cv  (alias 'skateboard_lstm3')"
+    assert "82.2 ± 3.2 %" in card and "rgb 4x16 @112" in card and "licence" in card
     assert len(card.splitlines()) < 20
     unpublished = table.format_info("hmdb51_res3")
     assert "reslstm-train --preset=res3" in unpublished
