@@ -84,7 +84,7 @@ def test_flags_left_out_take_the_dataclasses_defaults(parse):
     parse(finetune_cli.define_flags, "--data_dir=v")
     assert finetune_cli.config_from_flags() == FinetuneConfig(data_dir="v")
     parse(train_cli.define_flags, "--model_dir=r")
-    expected = RunConfig(model_dir="r", options=TrainOptions(jit_compile=True))
+    expected = RunConfig(model_dir="r", options=TrainOptions(jit_compile=True, learning_rate=1e-4))
     assert train_cli.config_from_flags() == expected
     parse(eval_cli.define_flags, "--model_dir=r")
     assert eval_cli.config_from_flags() == evaluate.EvalConfig(model_dir="r")

@@ -95,7 +95,7 @@ def test_starts_quiet_resume_refuses_changed_flags_and_restart_starts_over(tmp_p
     assert f"next: reslstm-eval --model_dir={run_dir} " in first.stdout, first.stdout
     changed = run_cli(*flags, "--epochs=2", "--learning_rate=0.01", "--dropout=0.2")
     assert changed.returncode == 2, changed.stderr[-3000:]
-    assert "learning_rate: 0.001 -> 0.01" in changed.stderr
+    assert "learning_rate: 0.0001 -> 0.01" in changed.stderr
     assert "model.dropout: None -> 0.2" in changed.stderr and "Traceback" not in changed.stderr
     restarted = run_cli(*flags, "--epochs=2", "--learning_rate=0.01", "--restart")
     assert restarted.returncode == 0, restarted.stderr[-3000:]
