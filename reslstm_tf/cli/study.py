@@ -148,11 +148,18 @@ def main(argv):
 def publish_study(config, dataset, manifest_path, command):
     """Publishes the study's CV-best recurrent head under a new tag; moves its bare name.
 
-    See `reslstm_tf.experiments.study_publish.publish_cv_best`. Returns {name: entry}.
+    The head and its entry come from `reslstm_tf.experiments.study_publish.cv_publication`;
+    the zoo publishes it (refusing an existing tag) and `zoo.publishing.move_alias` points
+    the bare name at it, recording the change. Returns {name: entry}.
     """
-    from reslstm_tf.experiments.study_publish import publish_cv_best
+    from reslstm_tf import zoo
+    from reslstm_tf.experiments.study_publish import cv_publication
+    from reslstm_tf.zoo.names import split
+    from reslstm_tf.zoo.publishing import move_alias
 
-    name, entry = publish_cv_best(config, dataset, manifest_path, command)
+    name, classifier, entry, why = cv_publication(config, dataset, command)
+    entry = zoo.publish_video_classifier(classifier, name, entry, manifest_path=manifest_path)
+    move_alias(split(name)[0], name, why, manifest_path)
     metric = entry["metrics"][0]
     low, high = metric["ci95"]
     print(f"published {name}: CV {100 * metric['mean']:.1f} % (95% CI {100 * low:.1f}-"

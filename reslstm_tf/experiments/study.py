@@ -345,7 +345,7 @@ def run_study(config):
              desc="study")  # fmt: skip
     from reslstm_tf.experiments.study_results import study_results
 
-    return study_results(out)
+    return study_results(out, config)
 
 
 class _SpecFeatures(dict):

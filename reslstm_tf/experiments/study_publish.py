@@ -8,6 +8,11 @@ streams, the heads of every depth and the two-stream head, and `assemble_classif
 them into one `build_video_classifier` model (video clips in, classes out) that
 `reslstm_tf.zoo.publish_video_classifier` stores as a delta over the Kinetics-400 I3D
 (`final_entries` returns them with their manifest entries).
+
+`cv_publication` is what `reslstm-study --publish_manifest` publishes: the CV-best
+recurrent head across clip specs (`study_results.select`), trained on every clip
+(`train_selected`), with its entry (`cv_entry`: clip spec, CV accuracy with its 95%
+interval, paired differences with the logistic regressions) under a new tag (`cv_name`).
 """
 
 import dataclasses
@@ -487,24 +492,23 @@ def cv_entry(config, report, chosen, dataset, command, num_clips):
     }  # fmt: skip
 
 
-def publish_cv_best(config, dataset, manifest_path, command, why=None):
-    """Publishes the study's CV-best recurrent head under a new tag and moves its alias.
+def cv_publication(config, dataset, command):
+    """The study's CV-best recurrent head, trained on every clip, ready to publish.
 
     Reads the finished study's `results.json` (`study_results`), trains the selected head on
-    every clip (`train_selected`), publishes it as `cv_name(...)` (a tag is never
-    re-published: an existing tag is refused) and points the bare name
-    (`<dataset>_<head>`) at it through the aliases table, with the change in its history.
+    every clip (`train_selected`) and names it `cv_name(...)`, a new tag: the caller
+    publishes it (`reslstm_tf.zoo.publish_video_classifier`, which refuses an existing tag)
+    and points the bare name (`<dataset>_<head>`) at it through the aliases table
+    (`reslstm_tf.zoo.publishing.move_alias`, with `why` in its history), as
+    `reslstm-study --publish_manifest` does.
 
     Returns:
-        (the tagged name, the published entry).
+        (the tagged name, the `build_video_classifier` model, its manifest entry, why).
     """
     import json
     import pathlib
 
-    from reslstm_tf import zoo
     from reslstm_tf.data import datasets
-    from reslstm_tf.zoo.names import split
-    from reslstm_tf.zoo.publishing import move_alias
 
     report = json.loads((pathlib.Path(config.out_dir) / "results.json").read_text("utf-8"))
     chosen = report["selection"]["best_recurrent"]
@@ -513,8 +517,6 @@ def publish_cv_best(config, dataset, manifest_path, command, why=None):
     name = cv_name(dataset["name"], chosen)
     entry = cv_entry(config, report, chosen, dataset, command, len(videos))
     classifier = train_selected(config, chosen, videos)
-    published = zoo.publish_video_classifier(classifier, name, entry, manifest_path=manifest_path)
-    why = why or (f"reslstm-study's CV-best recurrent head across clip specs "
-                  f"({100 * chosen['mean']:.1f} % CV)")  # fmt: skip
-    move_alias(split(name)[0], name, why, manifest_path)
-    return name, published
+    why = (f"reslstm-study's CV-best recurrent head across clip specs "
+           f"({100 * chosen['mean']:.1f} % CV)")  # fmt: skip
+    return name, classifier, entry, why

@@ -1,6 +1,6 @@
 """The study's results by clip spec: summaries with intervals, paired differences, selection.
 
-`study_results(out_dir)` reads `runs.jsonl`, adds the derived recipes (`study_variants`: the
+`study_results(out_dir, config)` reads `runs.jsonl`, adds the derived recipes (`study_variants`: the
 test-time views' "+tta" and the seed ensembles' "+ens"), groups every row by (recipe, clip
 spec, stream, head), and writes `results.json`, `results.md` and `depth.png`:
 
@@ -214,13 +214,14 @@ def _markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def study_results(out_dir):
-    """Writes `results.json`, `results.md` and `depth.png` from `runs.jsonl`; returns the dict."""
-    from reslstm_tf.experiments.study import StudyConfig
+def study_results(out_dir, config):
+    """Writes `results.json`, `results.md` and `depth.png` from `runs.jsonl`; returns the dict.
 
+    Args:
+        out_dir: the study's folder.
+        config: its `StudyConfig` (`StudyConfig.from_record` of its `study_config.json`).
+    """
     out = pathlib.Path(out_dir)
-    record = json.loads((out / "study_config.json").read_text(encoding="utf-8"))
-    config = StudyConfig.from_record(record)
     rows = read_rows(out, config.to_record())
     groups = group_runs(with_variants(rows), SPEC_FIELDS)
     summary = summarise(groups)
