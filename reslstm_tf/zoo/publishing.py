@@ -5,7 +5,7 @@ head) run as one transaction on the manifest (`reslstm_tf.zoo.manifest.transacti
 manifest's folder is locked from the read to the cleanup, so two publishers into one
 manifest never lose an entry. Inside it the order is crash-safe: the new files are written
 under their own content-addressed names (`<name>-<sha256[:8]>.weights.h5`,
-`<name>-<stream>-delta-<sha256[:8]>.npz`), then the manifest is replaced atomically, then
+`i3d-<stream>-delta-<sha256[:8]>.npz`), then the manifest is replaced atomically, then
 the files publishing wrote that no entry references any more are deleted.
 
 What a publish deletes is narrow: only content-addressed files of publishing's own naming
@@ -38,7 +38,9 @@ from reslstm_tf.zoo import video
 from reslstm_tf.zoo.fetch import check_plain_name
 from reslstm_tf.zoo.manifest import default_manifest_path
 
-# A file publishing writes: `<name>-<sha8>.weights.h5` or `<name>-<stream>-delta-<sha8>.npz`.
+# The backbone fine-tuned video classifiers are published over: their deltas are named after it.
+DELTA_OWNER = "i3d"
+# A file publishing writes: `<name>-<sha8>.weights.h5` or `i3d-<stream>-delta-<sha8>.npz`.
 _CONTENT_ADDRESSED = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9._+-]*?-(?:(?:rgb|flow)-delta-)?([0-9a-f]{8})\.(?:weights\.h5|npz)"
 )
@@ -125,7 +127,7 @@ def _remove_unreferenced(manifest, name, weights_dir, previous=()):
     referenced = set().union(*map(_files_of, manifest["entries"].values()))
     n = re.escape(name)
     leftover = re.compile(
-        rf"\.{n}\..*\.partial\.weights\.h5|\.{n}-(rgb|flow)-delta-[0-9a-f]{{8}}\.npz\..*\.tmp"
+        rf"\.{n}\..*\.partial\.weights\.h5|\.{DELTA_OWNER}-(rgb|flow)-delta-[0-9a-f]{{8}}\.npz\..*\.tmp"
     )
     ours = re.compile(rf"{n}-(?:(?:rgb|flow)-delta-)?[0-9a-f]{{8}}\.(?:weights\.h5|npz)")
     for path in weights_dir.iterdir():
@@ -235,7 +237,7 @@ def publish_video_classifier(
 
     Each stream's I3D is compared with a fresh build of the entry's architecture on the
     base's weights: the variables fine-tuning changed are written as an int8 delta
-    (`<name>-<stream>-delta-<sha256[:8]>.npz`, shared with any entry holding the same
+    (`i3d-<stream>-delta-<sha256[:8]>.npz`, shared with any entry holding the same
     delta), the head's weights as `<name>-<sha256[:8]>.weights.h5` in `dtype`; then the
     manifest is replaced atomically and the files no entry references are deleted (the
     crash-safe order of `publish`). The fresh build also checks that the entry rebuilds the
@@ -296,7 +298,7 @@ def publish_video_classifier(
         check_name_free(manifest, name)
         for stream, delta in deltas.items():  # checked: now written
             deltas[stream] = video.write_delta(
-                delta, name, stream, manifest["entries"], weights_dir
+                delta, DELTA_OWNER, stream, manifest["entries"], weights_dir
             )
         head = _save_weights(classifier.get_layer("head"), name, weights_dir, dtype)
         rebuilt.get_layer("head").load_weights(str(head))  # the entry's head takes them

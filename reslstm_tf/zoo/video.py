@@ -11,7 +11,7 @@ I3D variables of each stream as an int8 delta over a backbone entry
                      and optionally "units", "num_layers", "residual", "dropout",
                      "fusion", "level", "frozen_batchnorm"},
     "base": "kinetics400_i3d",
-    "deltas": {"rgb": {"file": "<name>-rgb-delta-<sha8>.npz", "sha256": ..., "bytes": ...},
+    "deltas": {"rgb": {"file": "i3d-rgb-delta-<sha8>.npz", "sha256": ..., "bytes": ...},
                "flow": {...}},      # one per stream of the modality
     "weights": {"file": "<name>-<sha8>.weights.h5", "sha256": ..., "bytes": ...,
                 "dtype": "float16"},  # the weights of the layer "head"
@@ -151,8 +151,11 @@ def clip_features(entry):
     return features
 
 
-def write_delta(delta, name, stream, entries, folder):
-    """Writes a delta as `<name>-<stream>-delta-<sha256[:8]>.npz` in `folder`; returns its record.
+def write_delta(delta, backbone, stream, entries, folder):
+    """Writes a delta as `<backbone>-<stream>-delta-<sha8>.npz` in `folder`; returns its record.
+
+    Named after what it changes and its content (`i3d-rgb-delta-2f264f5e.npz`), never after
+    the entry that first used it: entries share it.
 
     If an entry of `entries` already records a file in `folder` with the same content, that
     file is shared instead. The file is written atomically (complete or absent).
@@ -170,7 +173,7 @@ def write_delta(delta, name, stream, entries, folder):
             path = path_inside(folder, other.get("file"), "delta file")
             if path.is_file() and cache.sha256_of(path) == digest:
                 return {"file": path.name, **record}
-    target = path_inside(folder, f"{name}-{stream}-delta-{digest[:8]}.npz", "delta file")
+    target = path_inside(folder, f"{backbone}-{stream}-delta-{digest[:8]}.npz", "delta file")
     if not (target.is_file() and cache.sha256_of(target) == digest):
         with cache.atomic_write(target, "wb") as handle:
             handle.write(data)
