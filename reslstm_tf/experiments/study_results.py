@@ -180,20 +180,18 @@ def _table(summary, report):
 
 
 def _selection_lines(selection):
+    def line(what, e, note=""):
+        name = group_name(tuple(e[k] for k in SPEC_FIELDS))
+        interval = f"[{_pct(e['ci_low'])}, {_pct(e['ci_high'])}]"
+        return f"- {what}: {name}, {_pct(e['mean'])} % {interval}{note}"
+
     best, recurrent = selection["best"], selection["best_recurrent"]
     lines = []
     if best is not None:
-        lines.append(
-            f"- best of all: {group_name(tuple(best[k] for k in SPEC_FIELDS))}, "
-            f"{_pct(best['mean'])} % [{_pct(best['ci_low'])}, {_pct(best['ci_high'])}]"
-            + (" (the logistic regression)" if selection["best_is_logreg"] else "")
-        )
+        note = " (the logistic regression)" if selection["best_is_logreg"] else ""
+        lines.append(line("best of all", best, note))
     if recurrent is not None:
-        lines.append(
-            f"- best recurrent head shipped as one model: "
-            f"{group_name(tuple(recurrent[k] for k in SPEC_FIELDS))}, {_pct(recurrent['mean'])} % "
-            f"[{_pct(recurrent['ci_low'])}, {_pct(recurrent['ci_high'])}]"
-        )
+        lines.append(line("best recurrent head shipped as one model", recurrent))
     return lines
 
 
