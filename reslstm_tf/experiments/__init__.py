@@ -28,16 +28,24 @@ Modules, in import order (each imports only from those above it):
   `ablation` imports those three: one shared bottom module keeps the imports acyclic.
 * `splits`: `stratified_folds`, `stratified_holdout`, `splits_for`.
 * `baselines`: `LogisticRegression` on mean-pooled features.
-* `report`: `summarise`, `select_best`, `results_markdown`, `plot_results`,
-  `report_from_csv`.
+* `statistics`: paired differences over the same folds and seeds (the corrected
+  repeated-CV t interval) and McNemar's exact test on pooled out-of-fold predictions.
+* `report`: `summarise`, `select_best`, `results_markdown` and `plot_results` (from the
+  run rows: accuracies with 95 % intervals, the paired comparisons, one figure a sweep),
+  `report_from_csv`; the pairing of runs the study's report shares.
 * `runner`: the one experiment runner, shared by the ablation and the study: `HeadRunner`
   (recurrent heads on features through `reslstm_tf.training.Trainer`, one `Trainer` per
   model config, `reset(seed)` per run; stored views read by `view_schedule`), the run logs
   and `run_plan`.
 * `ablation`: the ablation's recipes on the runner: `load_data` (the caches, read by
   `reslstm_tf.data.feature_sets`), `train_and_evaluate`, `run_ablation`, `train_final`.
-* `study`, `study_report`, `study_publish`: the whole study on a video folder (the same
-  runner), its report and its zoo entries.
+* `study` (the whole study on a video folder, on the same runner) and its parts:
+  `study_clips` (further clip specs, test-time views), `study_streams` (stored views,
+  features, heads, fine-tuning), `study_runs` (one run and its `runs.jsonl` row),
+  `study_variants` (test-time augmentation and seed ensembles from stored probabilities),
+  `study_results` (results by clip spec, paired differences, selection), `study_report`
+  (its report of earlier outputs) and `study_publish` (the selected entries, trained on
+  every clip; `reslstm-study` publishes them).
 * `publish`: `cast_weights`, `train_selected_head` (the selected head, ready for
   `reslstm_tf.zoo.publish`, which sits a floor higher and is called by the user).
 
