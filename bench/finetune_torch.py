@@ -13,8 +13,9 @@ The step is the fine-tuning step: forward in training mode, sparse cross-entropy
 logits, backward, SGD with momentum 0.9 (the fine-tuning default) on the layers from
 Mixed_4f up. Ours is `keras_step_and_forward`'s tf.function (a graph, no XLA, as
 fine-tuning runs by default; `--jit` adds XLA), PyTorch's is its eager step (channels-last
-3D memory format when that is faster, `--torch_layout`). Both use the same threads. They
-are timed alternately after a warm-up; the medians give
+3D memory format when that is faster, `--torch_layout`; its OpenMP threads wait passively,
+`OMP_WAIT_POLICY=PASSIVE`, unless the caller sets the variable). Both use the same threads.
+They are timed alternately after a warm-up; the medians give
 
     finetune_torch=<Keras s/step over PyTorch s/step>   (below 1: ours is faster)
 
@@ -480,7 +481,8 @@ def run(args, threads):
     )
     rows = [
         (
-            f"I3D fine-tuning s/step from {TRAINABLE_FROM}, {ours_label} ({setting}), median",
+            f"I3D fine-tuning s/step from {TRAINABLE_FROM} (ratio < 1: ours faster), {ours_label} "
+            f"({setting}), median",
             f"{ours_s:.3f}",
             f"{peer_s:.3f} ({peer_label})",
             f"{ratio:.2f}",
