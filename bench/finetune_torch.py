@@ -374,7 +374,7 @@ def main():
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--classes", type=int, default=51)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--threads", type=int, default=0, help="threads of both (0: all cores)")
     parser.add_argument("--jit", action="store_true", help="compile our step with XLA")
     parser.add_argument(
