@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import time
 
 import keras
 import tensorflow as tf
@@ -138,3 +139,20 @@ def op_determinism(enabled):
     finally:
         if enabled and not was_enabled and hasattr(tf_config, "disable_op_determinism"):
             tf_config.disable_op_determinism()
+
+
+class StepTimer:
+    """Steps per second, from the end of the first step (which includes tracing)."""
+
+    def __init__(self):
+        self.start, self.steps = None, 0
+
+    def tick(self):
+        if self.start is None:
+            self.start = time.perf_counter()
+        else:
+            self.steps += 1
+
+    def rate(self):
+        elapsed = time.perf_counter() - self.start if self.start is not None else 0.0
+        return self.steps / elapsed if elapsed > 0 else float("nan")

@@ -43,7 +43,6 @@ import dataclasses
 import json
 import math
 import shutil
-import time
 
 import keras
 import numpy as np
@@ -64,23 +63,6 @@ from reslstm_tf.training.inputs import (
     model_input_shapes,
 )
 from reslstm_tf.training.options import TrainOptions, TrainResult, auto_batch_size
-
-
-class _Timer:
-    """Steps per second, from the end of the first step (which includes tracing)."""
-
-    def __init__(self):
-        self.start, self.steps = None, 0
-
-    def tick(self):
-        if self.start is None:
-            self.start = time.perf_counter()
-        else:
-            self.steps += 1
-
-    def rate(self):
-        elapsed = time.perf_counter() - self.start if self.start is not None else 0.0
-        return self.steps / elapsed if elapsed > 0 else float("nan")
 
 
 class Trainer:
@@ -473,7 +455,7 @@ class Trainer:
         max_steps = self.options.max_steps
         stop_step = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
         writer, bar = self._writer(), self._progress_bar()
-        self._summaries, self._timer = writer is not None, _Timer()
+        self._summaries, self._timer = writer is not None, setup.StepTimer()
         summaries = writer.as_default() if writer else contextlib.nullcontext()
         try:
             with summaries:
