@@ -34,7 +34,6 @@ row saying so instead).
                                    [--json out.json]
 """
 
-import argparse
 import glob
 import math
 import os
@@ -50,7 +49,13 @@ import numpy as np
 # with passive waiting while other jobs ran. Set before torch loads; a caller's value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import keras_step_and_forward, machine_header, report, set_threads  # noqa: E402
+from common import (  # noqa: E402
+    clip_parser,
+    keras_step_and_forward,
+    machine_header,
+    report,
+    set_threads,
+)
 
 TITLE = "I3D fine-tuning step from Mixed_4f: Keras vs PyTorch (ratio < 1: ours faster)"
 TRAINABLE_FROM = "Mixed_4f"
@@ -368,13 +373,9 @@ def build_pair(args, x):
 
 def main():
     """Checks the two models agree, times their steps alternately, prints the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=4, help="clips per step")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=112)
+    parser = clip_parser(__doc__)  # --batch, --frames, --size, --warmup, --repeat
+    parser.set_defaults(batch=4, size=112, repeat=9)  # a fine-tuning step's clips
     parser.add_argument("--classes", type=int, default=51)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--threads", type=int, default=0, help="threads of both (0: all cores)")
     parser.add_argument("--jit", action="store_true", help="compile our step with XLA")
     parser.add_argument(
