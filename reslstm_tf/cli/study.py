@@ -37,7 +37,7 @@ _FLAGS = [
     (_S, "data_dir", None, "Folder of the videos (paths in the list are relative)."),
     (_S, "split_file", None, "The labelled list of <Class>/<video> lines."),
     (_S, "out_dir", None, "Where views, features, runs and results go (resumable)."),
-    (_S, "flow_methods", "farneback,tvl1", "Flow streams: farneback and/or tvl1; '' for none."),
+    (_S, "flow_methods", "farneback", "Flow streams: farneback and/or tvl1 (opt-in); '' for none."),
     (_S, "flow_cache_dir", None, "Flow caches, one folder per method (default <out_dir>/flow)."),
     (_I, "num_segments", _CLIP.num_segments, "T, segments per video."),
     (_I, "segment_len", _CLIP.segment_len, "L, frames per segment."),
