@@ -30,9 +30,10 @@ Modules, in import order (each imports only from those above it):
 * `baselines`: `LogisticRegression` on mean-pooled features.
 * `statistics`: paired differences over the same folds and seeds (the corrected
   repeated-CV t interval) and McNemar's exact test on pooled out-of-fold predictions.
-* `report`: `summarise`, `select_best`, `results_markdown` and `plot_results` (from the
-  run rows: accuracies with 95 % intervals, the paired comparisons, one figure a sweep),
-  `report_from_csv`; the pairing of runs the study's report shares.
+* `report`: `summarise`, `select_best`, `results_markdown` (from the run rows: accuracies
+  with 95 % intervals, the paired comparisons); the pairing of runs the study's report
+  shares. `report_figures`: `plot_results`, one figure a sweep. `report_files`: runs.csv
+  in and out, results.json/.md, `report_from_csv`.
 * `runner`: the one experiment runner, shared by the ablation and the study: `HeadRunner`
   (recurrent heads on features through `reslstm_tf.training.Trainer`, one `Trainer` per
   model config, `reset(seed)` per run; stored views read by `view_schedule`), the run logs
@@ -78,13 +79,9 @@ from reslstm_tf.experiments.config import (
     plan_runs,
 )
 from reslstm_tf.experiments.publish import cast_weights, train_selected_head
-from reslstm_tf.experiments.report import (
-    plot_results,
-    report_from_csv,
-    results_markdown,
-    select_best,
-    summarise,
-)
+from reslstm_tf.experiments.report import results_markdown, select_best, summarise
+from reslstm_tf.experiments.report_figures import plot_results
+from reslstm_tf.experiments.report_files import report_from_csv
 from reslstm_tf.experiments.runner import HeadRunner, RunLog, run_plan
 from reslstm_tf.experiments.splits import splits_for, stratified_folds, stratified_holdout
 

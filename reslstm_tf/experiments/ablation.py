@@ -23,14 +23,16 @@ from reslstm_tf.data.feature_sets import FeatureInputError, load_feature_set, se
 from reslstm_tf.experiments.baselines import mean_pooled_accuracies
 from reslstm_tf.experiments.config import AblationConfig, AblationError, RunSpec, plan_runs
 from reslstm_tf.experiments.report import (
-    CSV_FIELDS,
-    encode_predictions,
     experiment_protocol_text,
-    plot_results,
-    read_runs,
     report_data,
     results_markdown,
     run_label,
+)
+from reslstm_tf.experiments.report_figures import plot_results
+from reslstm_tf.experiments.report_files import (
+    CSV_FIELDS,
+    encode_predictions,
+    read_runs,
     write_results,
 )
 from reslstm_tf.experiments.runner import CsvLog, HeadRunner, head_trainer, run_plan

@@ -1,4 +1,4 @@
-"""Ablation results: per-config summaries, paired comparisons, results.json/.md and the plots.
+"""Ablation results: per-config summaries, paired comparisons and results.md.
 
 Every accuracy is reported with a 95 % confidence interval of its mean over the runs (the
 corrected repeated-CV t interval of `reslstm_tf.experiments.statistics`; a single hold-out
@@ -6,45 +6,18 @@ run gets the binomial one), and every comparison is paired: Res-LSTM against the
 of the same depth, hidden size and T, and every recurrent head against the mean-pooled
 logistic regression, on the same folds and seeds (`compare_runs`, which the study's report
 uses too), with McNemar's test on the pooled out-of-fold predictions of the first common seed.
+The figures are `report_figures`; runs.csv and the results files `report_files`.
 """
 
-import csv
-import dataclasses
-import json
 import math
-import pathlib
 from statistics import NormalDist
 
 import numpy as np
 
 from reslstm_tf.experiments.config import RNN_ARCHS
 from reslstm_tf.experiments.statistics import compare, t_quantile
-from reslstm_tf.plots import pyplot, save_figure
 
-CSV_FIELDS = (
-    "experiment",
-    "arch",
-    "depth",
-    "hidden",
-    "T",
-    "modality",
-    "fusion",
-    "level",
-    "protocol",
-    "seed",
-    "fold",
-    "n_train",
-    "n_val",
-    "epochs",
-    "train_accuracy",
-    "val_accuracy",
-    "train_time_s",
-    "val_index",
-    "val_correct",
-)
 CONFIG_FIELDS = ("arch", "depth", "hidden", "T", "modality", "fusion", "level", "protocol")
-_STYLES = {"lstm": ("tab:blue", "o", "LSTM"), "res": ("tab:red", "s", "Res-LSTM")}
-_DPI = 90
 CONFIDENCE, ALPHA = 0.95, 0.05  # the intervals' level and the tests' significance level
 # What distinguishes the paired configs of each experiment's comparisons, in table order.
 _SWEPT = {"baselines": ("depth",), "depth": ("depth",), "hidden": ("depth", "hidden"),
@@ -123,7 +96,8 @@ def experiment_summaries(rows, experiments):
     return {e: summarise(experiment_rows(rows, e)) for e in experiments}
 
 
-def _pick(summary, experiment, **filters):
+def pick_summaries(summary, experiment, **filters):
+    """The summaries of `experiment`'s configs whose fields equal `filters`."""
     return [
         s
         for s in summary
@@ -384,7 +358,7 @@ def _arch_pair_lines(summary, comparisons, experiment):
         fixed = {k: v for k, v in config.items() if k != "arch"}
         cells = [str(config[k]) for k in swept]
         for arch in RNN_ARCHS:
-            found = _pick(summary, experiment, arch=arch, **fixed)
+            found = pick_summaries(summary, experiment, arch=arch, **fixed)
             cells.append(_ci(found[0]) if found else "-")
         lines.append("| " + " | ".join(cells + _difference_cells(comparison)) + " |")
     return lines + ["", significance_sentence(comparisons, experiment), ""]
@@ -406,7 +380,9 @@ def _baseline_lines(summaries, comparisons, config):
     lines += depth_one
     lines += ["| model | val accuracy (%) | runs | train accuracy (%) |", "|---|---|---|---|"]
     order = {"logreg": 0, "lstm": 1, "res": 2}
-    for s in sorted(_pick(summary, experiment), key=lambda s: (order[s["arch"]], s["depth"])):
+    for s in sorted(
+        pick_summaries(summary, experiment), key=lambda s: (order[s["arch"]], s["depth"])
+    ):
         lines.append(
             f"| {run_label(s['arch'], s['depth'])} | {_ci(s)} | {s['n']} | "
             f"{100 * s['train_accuracy']:.1f} |"
@@ -454,7 +430,7 @@ def _fusion_lines(summaries, comparisons, config):
     ]
     order = {"rgb": 0, "flow": 1, "two_stream": 2}
     names = {"rgb": "RGB only", "flow": "flow only", "two_stream": "RGB + flow"}
-    rows = _pick(summaries["fusion"], "fusion")
+    rows = pick_summaries(summaries["fusion"], "fusion")
     for s in sorted(rows, key=lambda s: (order[s["modality"]], s["level"], s["fusion"])):
         lines.append(
             f"| {names[s['modality']]} | {s['fusion'] or '-'} | {s['level'] or '-'} | "
@@ -499,145 +475,6 @@ def results_markdown(rows, config, data_info, timings, comparisons=None):
     return "\n".join(lines + _best_lines(summarise(rows)))
 
 
-# ---------------------------------------------------------------------------- plots
-
-
-def _log2_axis(axis, values):
-    """A base-2 x axis labelled with `values`."""
-    axis.set_xscale("log", base=2)
-    axis.set_xticks(list(values), [str(v) for v in values])
-    axis.minorticks_off()
-
-
-def _errorbars(axis, summary, experiment, x_key, filters, log_x=False):
-    """Draws one line per recurrent arch: mean accuracy in % against `x_key`, 95 % CI bars.
-
-    The two lines are nudged apart along x (by 3 %, or 0.06 on a linear axis) so that their
-    bars do not hide each other.
-    """
-    for shift, (arch, (color, marker, label)) in zip((-1, 1), _STYLES.items()):
-        found = sorted(_pick(summary, experiment, arch=arch, **filters), key=lambda s: s[x_key])
-        if not found:
-            continue
-        x = [s[x_key] * 1.03**shift if log_x else s[x_key] + 0.06 * shift for s in found]
-        y = [100 * s["mean"] for s in found]
-        errors = [[y_i - 100 * s["ci_low"] for y_i, s in zip(y, found)],
-                  [100 * s["ci_high"] - y_i for y_i, s in zip(y, found)]]  # fmt: skip
-        axis.errorbar(x, y, yerr=errors, color=color, marker=marker, capsize=3, label=label)
-
-
-def _finish(axis, config, experiment, setting, xlabel):
-    """Labels a panel: the fixed setting and how its error bars were measured as its title."""
-    protocol = config.protocol_of(experiment)
-    seeds = experiment_seeds(config, experiment)
-    runs = f"{config.folds}-fold CV x {seeds} seed(s)" if protocol == "cv" else "hold-out"
-    axis.set_title(f"{setting}\nmean ± {CONFIDENCE:.0%} CI over {runs}", fontsize=9)
-    axis.set_xlabel(xlabel)
-    axis.set_ylabel("accuracy (%)")
-    axis.grid(alpha=0.3)
-
-
-def _plot_hidden(summary, config, out_dir):
-    plt = pyplot()
-    depths = config.sweep_hidden_depths
-    fig, axes = plt.subplots(
-        1, len(depths), figsize=(4.2 * len(depths), 3.6), sharey=True, squeeze=False
-    )
-    for axis, depth in zip(axes[0], depths):
-        filters = {"depth": depth, "T": config.base_steps}
-        _errorbars(axis, summary, "hidden", "hidden", filters, log_x=True)
-        _log2_axis(axis, config.hidden)
-        layers = f"{depth} layer{'s' if depth > 1 else ''}, T = {config.base_steps}"
-        _finish(axis, config, "hidden", layers, "hidden size")
-    next((a for a in axes[0] if a.lines), axes[0][0]).legend()
-    return save_figure(fig, pathlib.Path(out_dir) / "hidden_size.png", dpi=_DPI)
-
-
-def _plot_steps(summary, config, out_dir):
-    fig, axis = pyplot().subplots(figsize=(5, 3.6))
-    powers = all(t > 0 and t & (t - 1) == 0 for t in config.steps)
-    filters = {"depth": config.base_depth, "hidden": config.base_hidden}
-    _errorbars(axis, summary, "steps", "T", filters, log_x=powers)
-    if powers:
-        _log2_axis(axis, config.steps)
-    setting = f"{config.base_depth} layers, hidden size {config.base_hidden}"
-    _finish(axis, config, "steps", setting, "T (LSTM steps)")
-    axis.legend()
-    return save_figure(fig, pathlib.Path(out_dir) / "steps.png", dpi=_DPI)
-
-
-def _plot_depth(summaries, config, out_dir):
-    fig, axis = pyplot().subplots(figsize=(5, 3.6))
-    filters = {"hidden": config.base_hidden, "T": config.base_steps}
-    _errorbars(axis, summaries["depth"], "depth", "depth", filters)
-    logreg = _pick(summaries.get("baselines", []), "baselines", arch="logreg")
-    if logreg:
-        axis.axhline(100 * logreg[0]["mean"], color="gray", linestyle="--", linewidth=1,
-                     label="logreg (mean-pooled)")  # fmt: skip
-    axis.set_xticks(list(config.depths))
-    setting = f"hidden size {config.base_hidden}, T = {config.base_steps}"
-    _finish(axis, config, "depth", setting, "number of layers")
-    axis.legend(fontsize=8)
-    return save_figure(fig, pathlib.Path(out_dir) / "depth.png", dpi=_DPI)
-
-
-def plot_results(rows, config, out_dir):
-    """Writes `hidden_size.png`, `steps.png` and `depth.png` for the experiments that ran.
-
-    Each plots accuracy against the swept value, LSTM and Res-LSTM as two lines with the
-    95 % CI of the mean over the experiment's runs as error bars.
-
-    Returns:
-        The list of the written paths.
-    """
-    summaries = experiment_summaries(rows, config.experiments)
-    written = []
-    if "hidden" in config.experiments:
-        written.append(_plot_hidden(summaries["hidden"], config, out_dir))
-    if "steps" in config.experiments:
-        written.append(_plot_steps(summaries["steps"], config, out_dir))
-    if "depth" in config.experiments:
-        written.append(_plot_depth(summaries, config, out_dir))
-    return written
-
-
-# ---------------------------------------------------------------------------- files
-
-
-def write_results(out_dir, results, markdown=None):
-    """Writes `results` to out_dir/results.json and, if given, `markdown` to results.md."""
-    out_dir = pathlib.Path(out_dir)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    if markdown is not None:
-        (out_dir / "results.md").write_text(markdown + "\n", encoding="utf-8")
-
-
-def encode_predictions(val_index, correct):
-    """A run's per-video record for runs.csv: (val_index, val_correct) as space-separated ints."""
-    return " ".join(str(int(i)) for i in val_index), " ".join(str(int(c)) for c in correct)
-
-
-def read_runs(csv_path):
-    """Reads a runs.csv back into row dicts with their ints, floats and per-video lists restored.
-
-    Rows of a runs.csv written before runs recorded their per-video predictions have no
-    "val_index" / "val_correct" (McNemar's test is then left out).
-    """
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    ints = ("depth", "hidden", "T", "seed", "fold", "n_train", "n_val", "epochs")
-    floats = ("train_accuracy", "val_accuracy", "train_time_s")
-    for row in rows:
-        row.update({k: int(row[k]) for k in ints})
-        row.update({k: float(row[k]) for k in floats})
-        for key in ("val_index", "val_correct"):
-            if row.get(key):
-                row[key] = [int(v) for v in row[key].split()]
-            else:
-                row.pop(key, None)
-    return rows
-
-
 def report_data(rows, config):
     """What results.json says of finished runs: summaries, comparisons and their verdicts."""
     comparisons = ablation_comparisons(rows, config.experiments)
@@ -649,31 +486,3 @@ def report_data(rows, config):
         "verdicts": {e: significance_sentence(c, e) for e, c in comparisons.items()},
         "best": select_best(summary),
     }
-
-
-def report_from_csv(csv_path, config, out_dir, command=None):
-    """Rebuilds results.json, results.md and the plots from a (possibly partial) runs.csv.
-
-    Useful when a long ablation was interrupted: every finished run is in the CSV. The
-    total time is then the sum of the runs' training times.
-
-    Returns:
-        (results dict, data info dict).
-    """
-    rows = read_runs(csv_path)
-    out_dir = pathlib.Path(out_dir)
-    written = plot_results(rows, config, out_dir)
-    data_info = {"num_clips": None, "runs": len(rows), "archs": sorted({r["arch"] for r in rows})}
-    timings = {"total_s": round(sum(r["train_time_s"] for r in rows), 1), "runs": len(rows)}
-    results = {
-        "command": command,
-        "config": dataclasses.asdict(config),
-        "timings": timings,
-        **report_data(rows, config),
-        "plots": [p.name for p in written],
-        "csv": pathlib.Path(csv_path).name,
-        "partial": True,
-    }
-    markdown = results_markdown(rows, config, data_info, timings, results["comparisons"])
-    write_results(out_dir, results, markdown)
-    return results, data_info

@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from reslstm_tf.experiments import report
+from reslstm_tf.experiments import report, report_figures, report_files
 from reslstm_tf.experiments.config import AblationConfig
 
 
@@ -76,11 +76,11 @@ def test_markdown_lists_each_baseline_and_the_selected_head():
 def test_report_from_csv_rebuilds_results_and_plots(tmp_path):
     csv_path = tmp_path / "runs.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=report.CSV_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=report_files.CSV_FIELDS)
         writer.writeheader()
         writer.writerows(ROWS)
     config = AblationConfig(experiments=("depth", "hidden"), depths=(2, 3), hidden=(256,))
-    results, data_info = report.report_from_csv(csv_path, config, tmp_path / "out")
+    results, data_info = report_files.report_from_csv(csv_path, config, tmp_path / "out")
     assert results["partial"] and results["timings"] == {"total_s": 14.0, "runs": 7}
     assert results["best"]["arch"] == "lstm"
     assert data_info["archs"] == ["logreg", "lstm", "res"]
@@ -113,7 +113,7 @@ def _synthetic_runs(experiment="baselines;depth", seeds=3, folds=5, clips=150, d
             for arch, depth, correct in heads:
                 row = _row(arch, depth, 0 if arch == "logreg" else 256, correct.mean(), fold,
                            experiment)  # fmt: skip
-                val_index, val_correct = report.encode_predictions(index, correct)
+                val_index, val_correct = report_files.encode_predictions(index, correct)
                 row.update(seed=seed, n_train=clips - per_fold, n_val=per_fold)
                 rows.append(dict(row, val_index=val_index, val_correct=val_correct))
     return rows
@@ -123,10 +123,10 @@ def _through_csv(rows, tmp_path):
     """The rows as `run_ablation` reads them back from its runs.csv."""
     csv_path = tmp_path / "runs.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=report.CSV_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=report_files.CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    return report.read_runs(csv_path)
+    return report_files.read_runs(csv_path)
 
 
 def test_a_known_res_lstm_gap_is_significant_and_equal_heads_are_not(tmp_path):
@@ -220,6 +220,6 @@ def test_the_figures_plot_each_sweep_with_both_archs(tmp_path):
         experiments=("baselines", "depth", "hidden", "steps"), depths=(1, 2), hidden=(256,),
         hidden_depths=(2,), steps=(16,), seeds=1, base_depth=2,
     )  # fmt: skip
-    written = report.plot_results(rows, config, tmp_path)
+    written = report_figures.plot_results(rows, config, tmp_path)
     assert [p.name for p in written] == ["hidden_size.png", "steps.png", "depth.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
