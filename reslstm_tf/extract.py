@@ -45,7 +45,8 @@ tests kill it at (``RESLSTM_FAULT=<point>[:N]``, `reslstm_tf.faults`) are:
 Example:
 
     from reslstm_tf.clip_spec import ClipSpec
-    from reslstm_tf.extract import ExtractConfig, extract, report
+    from reslstm_tf.cli.extract import report
+    from reslstm_tf.extract import ExtractConfig, extract
 
     summary = extract(ExtractConfig(data_dir="clips", out_dir="cache", clip=ClipSpec()))
     report(summary)
@@ -56,7 +57,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 
 import cv2
@@ -72,7 +72,7 @@ from reslstm_tf.data.reader import read_clip
 from reslstm_tf.data.sampling import sample_segments
 from reslstm_tf.data.video import VideoReadError
 from reslstm_tf.faults import fault_point
-from reslstm_tf.files import atomic_write, folder_lock, printable
+from reslstm_tf.files import atomic_write, folder_lock
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +85,6 @@ MAX_ASPECT_RATIO = 16
 # The resized uint8 frames of one video, estimated from the header before decoding: a
 # 16:9 video at 256 pixels and 16 segments of 16 frames needs 89 MiB.
 MAX_CLIP_BYTES = 2 << 30
-
-# How many failures `report` prints by name (all of them are in failures.json).
-REPORT_FAILURES = 50
 
 DATASETS = ("ucf101", "hmdb51", "folder")
 SUBSETS = ("train", "test", "all")
@@ -559,27 +556,6 @@ def _extract_into(writer, items, extractor, failures, config, progress, views):
                     bar.update(len(batches[b]))
                     bar.set_postfix(failed=len(failures))
     return done, skipped
-
-
-def report(summary, limit=REPORT_FAILURES, file=None):
-    """Prints the failed videos and skipped split lines by name with their reason, and totals."""
-    file = file or sys.stdout
-    failures = summary.get("failures", [])
-    problems = list(summary.get("problems", []))
-    for failure in failures[:limit]:  # names escaped: one may hold a newline
-        print(f"failed: {printable(failure['id'])}: {printable(failure['error'])}", file=file)
-    if len(failures) > limit:
-        print(f"... and {len(failures) - limit} more failures", file=file)
-    for problem in problems[:limit]:
-        print(f"skipped split line: {printable(problem)}", file=file)
-    if len(problems) > limit:
-        print(f"... and {len(problems) - limit} more split-file problems", file=file)
-    listed = f" (see {printable(summary['failures_file'])})" if summary["failed"] else ""
-    print(
-        f"done {summary['done']}, skipped {summary['skipped']} (already cached), "
-        f"failed {summary['failed']}{listed}, {summary['seconds']:.1f} s",
-        file=file,
-    )
 
 
 def segment_features(extractor, frames, num_segments, *, short):

@@ -41,7 +41,7 @@ from absl import app, flags
 
 from reslstm_tf import extract as extract_lib
 from reslstm_tf.cli import define_config_flags, define_once, run_tool
-from reslstm_tf.cli.extract import HELPS, RENAMES
+from reslstm_tf.cli.extract import HELPS, RENAMES, report
 from reslstm_tf.data.feature_cache import FeatureCacheError, FeatureCacheWriteError
 from reslstm_tf.files import printable
 
@@ -222,7 +222,7 @@ def main(argv):
             summary = _flow(config, options)
         else:
             summary = pipeline_lib.run_extract(config, options, share_model=FLAGS.share_model)
-            extract_lib.report(summary)
+            report(summary)
     except extract_lib.ExtractInputError as error:
         raise app.UsageError(str(error)) from None
     except FeatureCacheWriteError as error:

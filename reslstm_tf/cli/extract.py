@@ -26,9 +26,12 @@ from absl import app, flags
 from reslstm_tf import extract as extract_lib
 from reslstm_tf.cli import build_config, config_values, define_config_flags, run_tool
 from reslstm_tf.data.feature_cache import FeatureCacheError, FeatureCacheWriteError
+from reslstm_tf.files import printable
 
 FLAGS = flags.FLAGS
 NAME = "reslstm-extract"
+# How many failures `report` prints by name (all of them are in failures.json).
+REPORT_FAILURES = 50
 
 
 RENAMES = {"num_segments": "segments", "backbone_weights": "weights"}
@@ -43,6 +46,27 @@ HELPS = {
     "(V + 1) x the extraction time.",
     "seed": "Seed of the --views' random choices.",
 }
+
+
+def report(summary, limit=REPORT_FAILURES, file=None):
+    """Prints the failed videos and skipped split lines by name with their reason, and totals."""
+    file = file or sys.stdout
+    failures = summary.get("failures", [])
+    problems = list(summary.get("problems", []))
+    for failure in failures[:limit]:  # names escaped: one may hold a newline
+        print(f"failed: {printable(failure['id'])}: {printable(failure['error'])}", file=file)
+    if len(failures) > limit:
+        print(f"... and {len(failures) - limit} more failures", file=file)
+    for problem in problems[:limit]:
+        print(f"skipped split line: {printable(problem)}", file=file)
+    if len(problems) > limit:
+        print(f"... and {len(problems) - limit} more split-file problems", file=file)
+    listed = f" (see {printable(summary['failures_file'])})" if summary["failed"] else ""
+    print(
+        f"done {summary['done']}, skipped {summary['skipped']} (already cached), "
+        f"failed {summary['failed']}{listed}, {summary['seconds']:.1f} s",
+        file=file,
+    )
 
 
 def _table():
@@ -118,7 +142,7 @@ def main(argv):
         raise app.UsageError(str(error)) from None
     except extract_lib.ExtractError as error:
         return _error(error)
-    extract_lib.report(summary)
+    report(summary)
     if summary["failed"] and not summary["done"] and not summary["skipped"]:
         return _error(f"no video could be extracted: all {summary['failed']} failed (see above)")
     shards = " once every shard has finished" if config.num_shards > 1 else ""

@@ -229,7 +229,7 @@ def test_report_names_failures_and_skipped_lines():
         "failures_file": "cache/failures.json",
     }
     out = io.StringIO()
-    extract_lib.report(summary, limit=2, file=out)
+    extract_cli.report(summary, limit=2, file=out)
     assert out.getvalue().splitlines() == [
         "failed: v0.avi: VideoReadError: empty",
         "failed: v1.avi: VideoReadError: empty",
@@ -238,7 +238,7 @@ def test_report_names_failures_and_skipped_lines():
         "done 2, skipped 1 (already cached), failed 3 (see cache/failures.json), 1.2 s",
     ]
     out = io.StringIO()
-    extract_lib.report({**summary, "failed": 0, "failures": [], "problems": []}, file=out)
+    extract_cli.report({**summary, "failed": 0, "failures": [], "problems": []}, file=out)
     assert out.getvalue() == "done 2, skipped 1 (already cached), failed 0, 1.2 s\n"
 
 

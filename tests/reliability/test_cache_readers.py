@@ -16,9 +16,9 @@ import time
 
 import pytest
 
+from reslstm_tf.cli.extract import report
 from reslstm_tf.data import feature_cache as features
 from reslstm_tf.data.feature_cache import FeatureCacheError, FeatureCacheWriter
-from reslstm_tf.extract import report
 from reslstm_tf.files import FolderBusyError, folder_lock, lock_holder
 from tests.data.test_feature_cache import fake_video, write
 
