@@ -156,20 +156,14 @@ def _num_classes(config, class_names):
     return check_positive_int("num_classes", num_classes, error=TrainingInputError)
 
 
+# The RunConfig fields that are `build_model` arguments of the same name.
+_MODEL_FIELDS = ("modality", "preset", "fusion", "level", "feature_dim", "flow_dim", "masking",
+                 "units", "num_steps", "dropout")  # fmt: skip
+
+
 def _model_config(config, num_classes):
-    return dict(
-        num_classes=num_classes,
-        modality=config.modality,
-        preset=config.preset,
-        fusion=config.fusion,
-        level=config.level,
-        feature_dim=config.feature_dim,
-        flow_dim=config.flow_dim,
-        masking=config.masking,
-        units=config.units,
-        num_steps=config.num_steps,
-        dropout=config.dropout,
-    )
+    """The `build_model` arguments of a run: its config's model fields and `num_classes`."""
+    return dict(num_classes=num_classes, **{name: getattr(config, name) for name in _MODEL_FIELDS})
 
 
 def _expected_shapes(config, steps):
