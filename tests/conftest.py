@@ -40,3 +40,25 @@ def require(module):
         if os.environ.get("CI"):
             pytest.fail(message + "; CI must run the export tests")
         pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _forget_tool_flags():
+    """Removes the flags a test defined by running a tool in-process, whatever order tests run in.
+
+    The tools define their flags when run (`reslstm_tf.cli`); a tool's flag left behind would
+    keep its default in the next test that defines another tool's flag of the same name.
+    """
+    yield
+    from absl import flags
+
+    leaked = [
+        name
+        for name in list(flags.FLAGS)
+        if (flags.FLAGS.find_module_defining_flag(name) or "").startswith("reslstm_tf")
+    ]
+    if leaked:
+        flags.FLAGS.unparse_flags()
+        for name in leaked:
+            if name in flags.FLAGS:  # a flag's short name goes with its long one
+                delattr(flags.FLAGS, name)
