@@ -31,6 +31,9 @@ EXTRAS_REQUIRE = {
     "beam": ["apache-beam>=2.78"],
     "test": [
         "pytest>=8.0",
+        # The suite runs on two processes (README: pytest -n 2); most of its time is
+        # single-threaded, TensorFlow's start-up in each tool's subprocess above all.
+        "pytest-xdist>=3.5",
         "hypothesis>=6.100",
         "ruff>=0.6",
         # The export tests check LiteRT and ONNX graphs against Keras (wheels only, ~170 MB).
