@@ -110,7 +110,8 @@ class StudyConfig:
         trainable_from: the first fine-tuned I3D block.
         folds, seeds, split_seed: stratified `folds`-fold cross-validation x `seeds` seeds.
         finetune_seeds: seeds of the fine-tuning runs (default `seeds`).
-        units, depths, dropout: the heads (LSTM units, depths compared, input dropout).
+        units, depths, dropout: the heads (LSTM units, depths compared, input dropout). Depth
+            3 by default (2-4 nearly double the study's time; `reslstm-ablate` sweeps depth).
         head_train: the `TrainOptions` of heads on features (default `head_options()`:
             Adam 1e-3, 15 epochs, batch 16); each run's seed replaces its seed.
         finetune_preset: the head fine-tuned with the I3D blocks.
@@ -140,7 +141,7 @@ class StudyConfig:
     split_seed: int = 0
     finetune_seeds: int | None = None
     units: int = 256
-    depths: tuple = (2, 3, 4)
+    depths: tuple = (3,)
     dropout: float = 0.5
     head_train: TrainOptions = dataclasses.field(default_factory=head_options)
     finetune_preset: str = "res3"

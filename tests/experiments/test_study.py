@@ -183,7 +183,7 @@ def test_an_earlier_flat_study_config_reads_as_the_config_it_describes():
     config = StudyConfig.from_record(record)
     # that study had no further clip specs and no test-time views
     expected = StudyConfig(data_dir="v", split_file="v/list.txt", out_dir="o",
-                           flow_methods=("farneback",), frozen_clips=(),
+                           flow_methods=("farneback",), depths=(2, 3, 4), frozen_clips=(),
                            tta_offsets=())  # fmt: skip
     assert config == expected and config.clip == PRESETS["cpu_small"]
     assert StudyConfig.from_record(expected.to_record()) == expected
