@@ -168,14 +168,18 @@ def report(result, json_path=None):
 def clip_parser(doc):
     """Returns an argument parser with the options every I3D clip benchmark takes.
 
-    Batch, frames, frame size, warm-up and timed calls; the script adds its own.
+    Batch, frames, frame size, warm-up and timed calls; the script adds its own. The frames
+    and the frame size default to one segment of the paper's clip spec (16 x 224 px).
     """
     import argparse
 
+    from reslstm_tf.clip_spec import PRESETS
+
+    paper = PRESETS["paper"]
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--batch", type=int, default=2, help="clips per forward pass")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--frames", type=int, default=paper.segment_len)
+    parser.add_argument("--size", type=int, default=paper.frame_size)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     return parser

@@ -374,7 +374,10 @@ def build_pair(args, x):
 def main():
     """Checks the two models agree, times their steps alternately, prints the table."""
     parser = clip_parser(__doc__)  # --batch, --frames, --size, --warmup, --repeat
-    parser.set_defaults(batch=4, size=112, repeat=9)  # a fine-tuning step's clips
+    from reslstm_tf.clip_spec import PRESETS
+
+    # A fine-tuning step's clips: segments of the study's spec (16 frames at 112 px).
+    parser.set_defaults(batch=4, size=PRESETS["cpu_small"].frame_size, repeat=9)
     parser.add_argument("--classes", type=int, default=51)
     parser.add_argument("--threads", type=int, default=0, help="threads of both (0: all cores)")
     parser.add_argument("--jit", action="store_true", help="compile our step with XLA")
