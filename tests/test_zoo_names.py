@@ -7,6 +7,7 @@ import pytest
 
 from reslstm_tf import files, zoo
 from reslstm_tf.zoo import names, table
+from reslstm_tf.zoo.publishing import free_name
 from tests.cli.helpers import run_cli
 
 RGB_DELTA = "2f264f5ecd90127723fc3540f8303d53082b589f987a6bced76cce4770d2a023"
@@ -220,3 +221,9 @@ def test_a_published_tag_is_never_published_again_nor_an_alias_shadowed(tmp_path
     assert json.loads(manifest.read_text()) == record  # nothing changed, nothing written
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     zoo.publish(model, "lab_res2.v2", entry, manifest_path=manifest)  # a new tag is fine
+    # A publisher naming models by recipe takes the next free tag (reslstm-study's reruns).
+    assert free_name("lab_res2.new", manifest) == "lab_res2.new"
+    assert free_name("lab_res2.v1", manifest) == "lab_res2.v1_2"
+    zoo.publish(model, "lab_res2.ft_cv", entry, manifest_path=manifest)
+    zoo.publish(model, "lab_res2.ft_cv2", entry, manifest_path=manifest)
+    assert free_name("lab_res2.ft_cv", manifest) == "lab_res2.ft_cv3"

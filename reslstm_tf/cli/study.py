@@ -148,8 +148,9 @@ def main(argv):
 def publish_study(config, dataset, manifest_path, command):
     """Publishes the study's CV-best recurrent head under a new tag; moves its bare name.
 
-    The head and its entry come from `reslstm_tf.experiments.study_publish.cv_publication`;
-    the zoo publishes it (refusing an existing tag) and `zoo.publishing.move_alias` points
+    The head and its entry come from `reslstm_tf.experiments.study_publish.cv_publication`
+    (its recipe's tag, numbered when a rerun selects a recipe already published); the zoo
+    publishes it (refusing an existing tag) and `zoo.publishing.move_alias` points
     the bare name at it, recording the change. Returns {name: entry}.
     """
     from reslstm_tf import zoo
@@ -157,7 +158,7 @@ def publish_study(config, dataset, manifest_path, command):
     from reslstm_tf.zoo.names import split
     from reslstm_tf.zoo.publishing import move_alias
 
-    name, classifier, entry, why = cv_publication(config, dataset, command)
+    name, classifier, entry, why = cv_publication(config, dataset, command, manifest_path)
     entry = zoo.publish_video_classifier(classifier, name, entry, manifest_path=manifest_path)
     move_alias(split(name)[0], name, why, manifest_path)
     metric = entry["metrics"][0]

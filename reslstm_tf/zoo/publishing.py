@@ -170,6 +170,26 @@ def check_name_free(manifest, name):
         )
 
 
+def free_name(name, manifest_path=None):
+    """`name`, or the first of `name2`, `name3`, ... the manifest lets a new model take
+    (`name_2`, ... after a name ending in a digit).
+
+    For a publisher that names its model by recipe (`reslstm-study`): a rerun selecting the
+    same recipe gets a new tag instead of a refusal. Read under the manifest's lock; the
+    publication itself checks again (`check_name_free`).
+    """
+    with manifests.transaction(_paths(manifest_path, None)[0]) as manifest:
+        separator = "_" if name[-1:].isdigit() else ""
+        candidate, number = name, 1
+        while True:
+            try:
+                check_name_free(manifest, candidate)
+                return candidate
+            except ValueError:
+                number += 1
+                candidate = f"{name}{separator}{number}"
+
+
 def _record_entry(manifest_path, manifest, name, entry):
     """Records `entry` in the manifest file (replaced atomically); returns the old one's files."""
     previous = _files_of(manifest["entries"].get(name))
