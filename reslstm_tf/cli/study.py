@@ -1,6 +1,6 @@
 r"""`reslstm-study`: the whole study on a labelled video folder, cross-validated, resumable.
 
-Usage (the SkateboardML clips; about 2 hours on a 2-core CPU, see docs/skateboard.md):
+Usage (the SkateboardML clips; about 1.5 hours on a 2-core CPU, see docs/skateboard.md):
     reslstm-study --data_dir=skateboard --split_file=skateboard/trainlist.txt \
         --out_dir=runs/skateboard_study
 
@@ -48,7 +48,7 @@ _FLAGS = [
     (_I, "seeds", 3, "Training seeds per fold."),
     (_I, "finetune_seeds", None, "Seeds of the fine-tuning runs (default --seeds)."),
     (_I, "units", 256, "LSTM units of every head."),
-    (_S, "depths", "3", "Stacked layers compared, e.g. 2,3,4 (opt-in: about 35 min more)."),
+    (_S, "depths", "3", "Stacked layers compared, e.g. 2,3,4 (opt-in: 240 more runs, ~22 min)."),
     (_I, "head_epochs", 15, "Epochs of a head on features."),
     (_I, "finetune_epochs", 8, "Epochs of a fine-tuning run."),
     (_S, "recipes", "", "Comma-separated recipes to run (default all)."),

@@ -111,7 +111,7 @@ class StudyConfig:
         folds, seeds, split_seed: stratified `folds`-fold cross-validation x `seeds` seeds.
         finetune_seeds: seeds of the fine-tuning runs (default `seeds`).
         units, depths, dropout: the heads (LSTM units, depths compared, input dropout). Depth
-            3 by default (2-4 nearly double the study's time; `reslstm-ablate` sweeps depth).
+            3 by default (2-4 add 240 head runs; `reslstm-ablate` sweeps depth).
         head_train: the `TrainOptions` of heads on features (default `head_options()`:
             Adam 1e-3, 15 epochs, batch 16); each run's seed replaces its seed.
         finetune_preset: the head fine-tuned with the I3D blocks.
