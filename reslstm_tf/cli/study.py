@@ -14,6 +14,7 @@ stopped study. See `reslstm_tf.experiments.study`.
 """
 
 import dataclasses
+import functools
 
 from absl import app, flags
 
@@ -156,9 +157,10 @@ def publish_study(config, dataset, manifest_path, command):
     from reslstm_tf import zoo
     from reslstm_tf.experiments.study_publish import cv_publication
     from reslstm_tf.zoo.names import split
-    from reslstm_tf.zoo.publishing import move_alias
+    from reslstm_tf.zoo.publishing import free_name, move_alias
 
-    name, classifier, entry, why = cv_publication(config, dataset, command, manifest_path)
+    rename = functools.partial(free_name, manifest_path=manifest_path)
+    name, classifier, entry, why = cv_publication(config, dataset, command, rename)
     entry = zoo.publish_video_classifier(classifier, name, entry, manifest_path=manifest_path)
     move_alias(split(name)[0], name, why, manifest_path)
     metric = entry["metrics"][0]

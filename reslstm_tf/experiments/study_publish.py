@@ -492,13 +492,13 @@ def cv_entry(config, report, chosen, dataset, command, num_clips):
     }  # fmt: skip
 
 
-def cv_publication(config, dataset, command, manifest_path=None):
+def cv_publication(config, dataset, command, rename=None):
     """The study's CV-best recurrent head, trained on every clip, ready to publish.
 
     Reads the finished study's `results.json` (`study_results`), trains the selected head on
-    every clip (`train_selected`) and names it `cv_name(...)`, a new tag (with a number
-    appended, `..._cv2`, when the manifest at `manifest_path` already publishes that name:
-    `zoo.publishing.free_name`, chosen before training): the caller
+    every clip (`train_selected`) and names it `cv_name(...)`, a new tag, or `rename` of it
+    (chosen before training; `reslstm-study` passes `zoo.publishing.free_name`, which
+    numbers a tag its manifest already publishes, `..._cv2`): the caller
     publishes it (`reslstm_tf.zoo.publish_video_classifier`, which refuses an existing tag)
     and points the bare name (`<dataset>_<head>`) at it through the aliases table
     (`reslstm_tf.zoo.publishing.move_alias`, with `why` in its history), as
@@ -517,10 +517,8 @@ def cv_publication(config, dataset, command, manifest_path=None):
     videos = datasets.load_dataset("folder", data_dir=config.data_dir,
                                    split_file=config.split_file)  # fmt: skip
     name = cv_name(dataset["name"], chosen)
-    if manifest_path is not None:
-        from reslstm_tf.zoo.publishing import free_name
-
-        name = free_name(name, manifest_path)
+    if rename is not None:
+        name = rename(name)
     entry = cv_entry(config, report, chosen, dataset, command, len(videos))
     classifier = train_selected(config, chosen, videos)
     why = (f"reslstm-study's CV-best recurrent head across clip specs "
