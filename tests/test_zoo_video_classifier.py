@@ -301,12 +301,14 @@ def test_publish_killed_before_the_manifest_leaves_the_old_entry(lab, rgb, tmp_p
         )
     np.testing.assert_array_equal(_logits(zoo.load("lab_clf"), clips), old)  # old files intact
     monkeypatch.setattr(zoo.publishing, "fault_point", lambda point: None)
+    kernel.assign(kernel * 1.2)  # retrained: the killed run's delta is referenced by no entry
     entry = zoo.publish_video_classifier(
         changed, "lab_clf", _entry(), base="lab_i3d", manifest_path=folder / "manifest.json"
     )
     new_files = {entry["weights"]["file"], entry["deltas"]["rgb"]["file"]}
     kept = {"manifest.json", "lab_classes.txt", zoo.info("lab_i3d")["weights"]["file"]}
-    assert {p.name for p in folder.iterdir()} == kept | new_files  # the old files deleted
+    # the old files and the killed run's delta deleted
+    assert {p.name for p in folder.iterdir()} == kept | new_files
     assert set(before) - kept - new_files  # there were old files to delete
     np.testing.assert_allclose(
         _logits(zoo.load("lab_clf"), clips), _logits(changed, clips), atol=1e-3

@@ -129,7 +129,12 @@ def _remove_unreferenced(manifest, name, weights_dir, previous=()):
     leftover = re.compile(
         rf"\.{n}\..*\.partial\.weights\.h5|\.{DELTA_OWNER}-(rgb|flow)-delta-[0-9a-f]{{8}}\.npz\..*\.tmp"
     )
-    ours = re.compile(rf"{n}-(?:(?:rgb|flow)-delta-)?[0-9a-f]{{8}}\.(?:weights\.h5|npz)")
+    # Its own weights (and deltas named after it by earlier releases), and the backbone's
+    # deltas: shared by name, so one no entry references is a crashed publication's.
+    ours = re.compile(
+        rf"(?:{n}-(?:(?:rgb|flow)-delta-)?|{DELTA_OWNER}-(?:rgb|flow)-delta-)[0-9a-f]{{8}}"
+        r"\.(?:weights\.h5|npz)"
+    )
     for path in weights_dir.iterdir():
         if path.name in referenced or path.is_symlink() or not path.is_file():
             continue
