@@ -42,12 +42,15 @@ def _dataset(videos, limit, root):
 
 
 def main():
+    from reslstm_tf.clip_spec import PRESETS
+
+    paper = PRESETS["paper"]  # its segments at 224 px, 8 of them a clip (half the paper's)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=pathlib.Path, default=DEFAULT_VIDEOS)
     parser.add_argument("--limit", type=int, default=24)
-    parser.add_argument("--segments", type=int, default=8)
-    parser.add_argument("--segment_len", type=int, default=16)
-    parser.add_argument("--frame_size", type=int, default=224)
+    parser.add_argument("--segments", type=int, default=paper.num_segments // 2)
+    parser.add_argument("--segment_len", type=int, default=paper.segment_len)
+    parser.add_argument("--frame_size", type=int, default=paper.frame_size)
     parser.add_argument("--mode", default="multi_processing")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()

@@ -14,7 +14,6 @@ Random weights (no download): the cost does not depend on their values.
     python bench/finetune.py [--batch 2 --segments 4 --frames 16 --size 112] [--json out.json]
 """
 
-import argparse
 import os
 import sys
 
@@ -22,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
+    clip_parser,
     keras_step_and_forward,
     machine_header,
     paired_best,
@@ -67,7 +67,7 @@ def measure(args, trainable_from):
     x = rng.uniform(-1, 1, shape).astype("float32")
     y = rng.integers(0, args.classes, args.batch)
     step, forward = step_and_forward(model, x, y)
-    step_s, forward_s = paired_best(step, forward, warmup=1, repeat=args.repeat)
+    step_s, forward_s = paired_best(step, forward, warmup=args.warmup, repeat=args.repeat)
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     return step_s, forward_s, params
 
@@ -92,19 +92,20 @@ def measure_trunk(args, trainable_from):
     import tensorflow as tf
 
     trunk_fn = tf.function(lambda: encoder(x, training=False))
-    return paired_best(step, lambda: trunk_fn().numpy(), warmup=1, repeat=args.repeat)
+    return paired_best(step, lambda: trunk_fn().numpy(), warmup=args.warmup, repeat=args.repeat)
 
 
 def main():
     """Times the steps and forward passes; prints the table and the ratios line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--segments", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=112)
+    from reslstm_tf.clip_spec import PRESETS
+
+    parser = clip_parser(__doc__)  # --batch, --frames, --size, --warmup, --repeat
+    # The study's clips (4 segments of 16 frames at 112 px); one warm-up, 3 timed steps.
+    study_clip = PRESETS["cpu_small"]
+    parser.set_defaults(size=study_clip.frame_size, warmup=1, repeat=3)
+    parser.add_argument("--segments", type=int, default=study_clip.num_segments)
     parser.add_argument("--classes", type=int, default=51)
     parser.add_argument("--trunk_from", default="Mixed_5b")
-    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
